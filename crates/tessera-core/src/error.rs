@@ -1,0 +1,150 @@
+//! The one table of error codes users and SDKs can match on.
+//!
+//! Every error that leaves Tessera — an HTTP 4xx/5xx body `{"code", "message"}` or a
+//! CLI failure — carries one of these codes. Codes are part of the public contract:
+//! never rename one; add a new variant instead. Tests assert codes, not prose.
+
+use std::fmt;
+
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:literal])* $variant:ident => ($code:literal, $status:literal), )*) => {
+        /// A stable, machine-readable error code with its HTTP status.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order (for documentation and tests).
+            pub const ALL: &'static [ErrorCode] = &[ $( ErrorCode::$variant, )* ];
+
+            /// The wire form of the code, e.g. `missing_event`.
+            pub fn as_str(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $code, )* }
+            }
+
+            /// The HTTP status this code is answered with.
+            pub fn http_status(self) -> u16 {
+                match self { $( ErrorCode::$variant => $status, )* }
+            }
+
+            /// One line saying what the code means (used in the docs' error table).
+            pub fn description(self) -> &'static str {
+                match self { $( ErrorCode::$variant => concat!($($doc),*).trim_ascii(), )* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The body is not valid JSON.
+    InvalidJson => ("invalid_json", 400),
+    /// The body is JSON but not the expected shape (e.g. `batch` is not an array).
+    InvalidBody => ("invalid_body", 400),
+    /// The body claims `Content-Encoding: gzip` but does not decompress.
+    InvalidGzip => ("invalid_gzip", 400),
+    /// `Content-Encoding` is neither `gzip` nor `identity`.
+    UnsupportedEncoding => ("unsupported_encoding", 415),
+    /// One message is larger than 32 KB.
+    MessageTooLarge => ("message_too_large", 413),
+    /// The request body is larger than 500 KB (after decompression).
+    BatchTooLarge => ("batch_too_large", 413),
+    /// A batch holds more than 2,500 messages.
+    TooManyMessages => ("too_many_messages", 413),
+    /// No write key: send it as the HTTP Basic user or as `writeKey` in the body.
+    MissingWriteKey => ("missing_write_key", 401),
+    /// The write key does not belong to any source.
+    InvalidWriteKey => ("invalid_write_key", 401),
+    /// The write key belongs to a disabled source.
+    SourceDisabled => ("source_disabled", 401),
+    /// A message has neither `userId` nor `anonymousId`.
+    MissingUserId => ("missing_user_id", 400),
+    /// A `track` message has no `event`.
+    MissingEvent => ("missing_event", 400),
+    /// An `alias` message has no `previousId`.
+    MissingPreviousId => ("missing_previous_id", 400),
+    /// A `group` message has no `groupId`.
+    MissingGroupId => ("missing_group_id", 400),
+    /// A batch item's `type` is missing or not a Segment message type.
+    InvalidType => ("invalid_type", 400),
+    /// A field has the wrong JSON type (e.g. `traits` is not an object).
+    InvalidFieldType => ("invalid_field_type", 400),
+    /// A timestamp field is not an ISO-8601 date-time.
+    InvalidTimestamp => ("invalid_timestamp", 400),
+    /// `messageId` is longer than 100 characters.
+    MessageIdTooLong => ("message_id_too_long", 400),
+    /// No message of the batch was valid; see `rejected` for each reason.
+    AllMessagesRejected => ("all_messages_rejected", 400),
+    /// The ingest queue is full; retry after the `Retry-After` seconds.
+    Overloaded => ("overloaded", 503),
+    /// The server is shutting down; retry against another node or later.
+    ShuttingDown => ("shutting_down", 503),
+    /// The admin API needs `Authorization: Bearer <admin token>`.
+    InvalidAdminToken => ("invalid_admin_token", 401),
+    /// A request parameter is missing or invalid.
+    InvalidRequest => ("invalid_request", 400),
+    /// No source has that id.
+    SourceNotFound => ("source_not_found", 404),
+    /// No route matches the path.
+    NotFound => ("not_found", 404),
+    /// The path exists but not for this HTTP method.
+    MethodNotAllowed => ("method_not_allowed", 405),
+    /// An input file could not be read or parsed.
+    InvalidInputFile => ("invalid_input_file", 400),
+    /// Something failed inside Tessera; the detail is in the server log.
+    InternalError => ("internal_error", 500),
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A user-facing error: a stable code plus a message that says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What was wrong, where, and how to fix it. Never contains PII.
+    pub message: String,
+}
+
+impl UserError {
+    /// Creates an error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_documented() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {code}");
+            assert!(
+                code.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+            );
+            assert!(!code.description().is_empty());
+            assert!((400..600).contains(&code.http_status()));
+        }
+    }
+}

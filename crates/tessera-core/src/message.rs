@@ -1,0 +1,671 @@
+//! Segment-spec messages: validation and normalization of one message.
+//!
+//! A message arrives as a JSON object. [`normalize`] checks it against the Segment spec
+//! for its type, fills what the server owns (`messageId` when absent, `receivedAt`, the
+//! clock-skew corrected `timestamp`), merges the batch-level `context`/`integrations`,
+//! and keeps every other field as sent: unknown fields are the sender's data, not ours
+//! to drop. It never panics and never echoes field values in errors (they may be PII).
+
+use crate::error::ErrorCode;
+use crate::ids::new_message_id;
+use crate::time::{format_timestamp, parse_timestamp};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// The most characters a `messageId` may have.
+pub const MAX_MESSAGE_ID_CHARS: usize = 100;
+
+/// The six Segment message types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    /// Who the user is, with traits.
+    Identify,
+    /// An action the user performed.
+    Track,
+    /// A web page view.
+    Page,
+    /// A mobile screen view.
+    Screen,
+    /// The user joined a group (account).
+    Group,
+    /// Links a previous identity to a user id.
+    Alias,
+}
+
+impl MessageType {
+    /// Every type, in spec order.
+    pub const ALL: [MessageType; 6] = [
+        MessageType::Identify,
+        MessageType::Track,
+        MessageType::Page,
+        MessageType::Screen,
+        MessageType::Group,
+        MessageType::Alias,
+    ];
+
+    /// The wire name (`identify`, `track`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Identify => "identify",
+            MessageType::Track => "track",
+            MessageType::Page => "page",
+            MessageType::Screen => "screen",
+            MessageType::Group => "group",
+            MessageType::Alias => "alias",
+        }
+    }
+
+    /// Parses a wire name; `None` when it is not a Segment message type.
+    pub fn parse(name: &str) -> Option<Self> {
+        MessageType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why one message was not accepted. The message says what to fix, never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// Human explanation, e.g. `track message: "event" is required`.
+    pub message: String,
+    /// The message type, when it could be read.
+    pub message_type: Option<MessageType>,
+    /// The `messageId`, when it could be read (not PII; helps find the message).
+    pub message_id: Option<String>,
+}
+
+/// What applies to every message of one request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestDefaults {
+    /// The batch's top-level `context`, merged under each message's own.
+    pub context: Option<Map<String, Value>>,
+    /// The batch's top-level `integrations`, merged under each message's own.
+    pub integrations: Option<Map<String, Value>>,
+    /// The batch's top-level `sentAt`, used when a message has none.
+    pub sent_at: Option<Value>,
+    /// The client's IP address, set as `context.ip` when the message has none
+    /// (browser endpoints only: server SDKs would report their own address).
+    pub client_ip: Option<String>,
+    /// Historical import: a valid `receivedAt` in the message is kept instead of stamped.
+    pub keep_received_at: bool,
+}
+
+/// A message that passed validation, ready to append to the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NormalizedMessage {
+    /// Its type.
+    pub message_type: MessageType,
+    /// Its `messageId` (generated when absent).
+    pub message_id: String,
+    /// `userId` as a string, when present.
+    pub user_id: Option<String>,
+    /// `anonymousId` as a string, when present.
+    pub anonymous_id: Option<String>,
+    /// The skew-corrected event time.
+    pub timestamp: DateTime<Utc>,
+    /// When Tessera received it.
+    pub received_at: DateTime<Utc>,
+    /// The full stored message.
+    pub body: Map<String, Value>,
+}
+
+/// Validates and normalizes one message.
+///
+/// `endpoint_type` is the type the endpoint implies (`/v1/track`); `None` for batch
+/// items, whose `type` field decides. `received_at` is the server clock's now.
+pub fn normalize(
+    mut body: Map<String, Value>,
+    endpoint_type: Option<MessageType>,
+    defaults: &RequestDefaults,
+    received_at: DateTime<Utc>,
+) -> Result<NormalizedMessage, Rejection> {
+    let message_type = match endpoint_type {
+        Some(t) => t,
+        None => match body.get("type") {
+            Some(Value::String(name)) => MessageType::parse(name).ok_or_else(|| {
+                reject_untyped(
+                    &body,
+                    ErrorCode::InvalidType,
+                    "\"type\" must be one of identify, track, page, screen, group, alias".into(),
+                )
+            })?,
+            _ => {
+                return Err(reject_untyped(
+                    &body,
+                    ErrorCode::InvalidType,
+                    "\"type\" is required: one of identify, track, page, screen, group, alias"
+                        .into(),
+                ));
+            }
+        },
+    };
+    let checker = Checker {
+        message_type,
+        message_id: body
+            .get("messageId")
+            .and_then(Value::as_str)
+            .map(|id| id.chars().take(MAX_MESSAGE_ID_CHARS).collect()),
+    };
+    body.insert("type".into(), Value::String(message_type.as_str().into()));
+    // A write key is a secret: it authenticates the request and is never stored.
+    body.remove("writeKey");
+
+    let message_id = match body.get("messageId") {
+        None | Some(Value::Null) => new_message_id(),
+        Some(Value::String(id)) if id.trim().is_empty() => new_message_id(),
+        Some(Value::String(id)) if id.chars().count() > MAX_MESSAGE_ID_CHARS => {
+            return Err(checker.reject(
+                ErrorCode::MessageIdTooLong,
+                format!("\"messageId\" must be at most {MAX_MESSAGE_ID_CHARS} characters"),
+            ));
+        }
+        Some(Value::String(id)) => id.clone(),
+        Some(other) => return Err(checker.wrong_type("messageId", "a string", other)),
+    };
+    body.insert("messageId".into(), Value::String(message_id.clone()));
+
+    let user_id = checker.identifier(&mut body, "userId")?;
+    let anonymous_id = checker.identifier(&mut body, "anonymousId")?;
+    if user_id.is_none() && anonymous_id.is_none() {
+        return Err(checker.reject(
+            ErrorCode::MissingUserId,
+            "\"userId\" or \"anonymousId\" is required".into(),
+        ));
+    }
+
+    for field in ["context", "integrations", "properties", "traits"] {
+        checker.optional_object(&body, field)?;
+    }
+    match message_type {
+        MessageType::Track => match body.get("event") {
+            Some(Value::String(event)) if !event.trim().is_empty() => {}
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                return Err(checker.reject(ErrorCode::MissingEvent, "\"event\" is required".into()));
+            }
+            Some(other) => return Err(checker.wrong_type("event", "a string", other)),
+        },
+        MessageType::Page | MessageType::Screen => {
+            checker.optional_string(&body, "name")?;
+            checker.optional_string(&body, "category")?;
+        }
+        MessageType::Group => {
+            if checker.identifier(&mut body, "groupId")?.is_none() {
+                return Err(
+                    checker.reject(ErrorCode::MissingGroupId, "\"groupId\" is required".into())
+                );
+            }
+        }
+        MessageType::Alias => {
+            if checker.identifier(&mut body, "previousId")?.is_none() {
+                return Err(checker.reject(
+                    ErrorCode::MissingPreviousId,
+                    "\"previousId\" is required".into(),
+                ));
+            }
+        }
+        MessageType::Identify => {}
+    }
+
+    merge_defaults(&mut body, "context", defaults.context.as_ref());
+    merge_defaults(&mut body, "integrations", defaults.integrations.as_ref());
+    if let Some(ip) = &defaults.client_ip {
+        set_context_ip(&mut body, ip);
+    }
+
+    let received_at = if defaults.keep_received_at {
+        checker
+            .timestamp(&body, "receivedAt")?
+            .unwrap_or(received_at)
+    } else {
+        received_at
+    };
+    if !body.contains_key("sentAt")
+        && let Some(sent_at) = &defaults.sent_at
+    {
+        body.insert("sentAt".into(), sent_at.clone());
+    }
+    let sent_at = checker.timestamp(&body, "sentAt")?;
+    // The client's own clock reading: `originalTimestamp` when an earlier hop kept it
+    // (re-import of an export), else the `timestamp` the SDK set.
+    let original_field = if body.contains_key("originalTimestamp") {
+        "originalTimestamp"
+    } else {
+        "timestamp"
+    };
+    let original = checker.timestamp(&body, original_field)?;
+    let timestamp = match (original, sent_at) {
+        // The device clock may be wrong; the time elapsed between the event and its
+        // sending is not. Segment's rule: receivedAt - (sentAt - originalTimestamp).
+        (Some(original), Some(sent_at)) => received_at
+            .checked_sub_signed(sent_at - original)
+            .ok_or_else(|| {
+                checker.reject(
+                    ErrorCode::InvalidTimestamp,
+                    "\"sentAt\" and \"timestamp\" are too far apart to correct the clock skew"
+                        .into(),
+                )
+            })?,
+        (Some(original), None) => original,
+        (None, _) => received_at,
+    };
+    if original_field == "timestamp"
+        && let Some(client_value) = body.get("timestamp").cloned()
+    {
+        body.insert("originalTimestamp".into(), client_value);
+    }
+    body.insert(
+        "timestamp".into(),
+        Value::String(format_timestamp(timestamp)),
+    );
+    body.insert(
+        "receivedAt".into(),
+        Value::String(format_timestamp(received_at)),
+    );
+
+    Ok(NormalizedMessage {
+        message_type,
+        message_id,
+        user_id,
+        anonymous_id,
+        timestamp,
+        received_at,
+        body,
+    })
+}
+
+fn reject_untyped(body: &Map<String, Value>, code: ErrorCode, message: String) -> Rejection {
+    Rejection {
+        code,
+        message: format!("message: {message}"),
+        message_type: None,
+        message_id: body
+            .get("messageId")
+            .and_then(Value::as_str)
+            .map(|id| id.chars().take(MAX_MESSAGE_ID_CHARS).collect()),
+    }
+}
+
+/// Builds rejections that name the message type and field.
+struct Checker {
+    message_type: MessageType,
+    message_id: Option<String>,
+}
+
+impl Checker {
+    fn reject(&self, code: ErrorCode, detail: String) -> Rejection {
+        Rejection {
+            code,
+            message: format!("{} message: {detail}", self.message_type),
+            message_type: Some(self.message_type),
+            message_id: self.message_id.clone(),
+        }
+    }
+
+    fn wrong_type(&self, field: &str, expected: &str, found: &Value) -> Rejection {
+        self.reject(
+            ErrorCode::InvalidFieldType,
+            format!(
+                "\"{field}\" must be {expected}, found {}",
+                json_type_name(found)
+            ),
+        )
+    }
+
+    /// Reads an identifier field (string or number), rewriting numbers as strings.
+    /// Empty strings and `null` count as absent.
+    fn identifier(
+        &self,
+        body: &mut Map<String, Value>,
+        field: &str,
+    ) -> Result<Option<String>, Rejection> {
+        let text = match body.get(field) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) => return Err(self.wrong_type(field, "a string", other)),
+        };
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        body.insert(field.into(), Value::String(text.clone()));
+        Ok(Some(text))
+    }
+
+    fn optional_object(&self, body: &Map<String, Value>, field: &str) -> Result<(), Rejection> {
+        match body.get(field) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+            Some(other) => Err(self.wrong_type(field, "an object", other)),
+        }
+    }
+
+    fn optional_string(&self, body: &Map<String, Value>, field: &str) -> Result<(), Rejection> {
+        match body.get(field) {
+            None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
+            Some(other) => Err(self.wrong_type(field, "a string", other)),
+        }
+    }
+
+    fn timestamp(
+        &self,
+        body: &Map<String, Value>,
+        field: &str,
+    ) -> Result<Option<DateTime<Utc>>, Rejection> {
+        match body.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => parse_timestamp(text).map(Some).ok_or_else(|| {
+                self.reject(
+                    ErrorCode::InvalidTimestamp,
+                    format!(
+                        "\"{field}\" must be an ISO-8601 date-time such as 2026-11-23T11:09:55.123Z"
+                    ),
+                )
+            }),
+            Some(other) => Err(self.wrong_type(field, "an ISO-8601 date-time string", other)),
+        }
+    }
+}
+
+/// Fills keys of `defaults` that the message's own object does not set.
+fn merge_defaults(
+    body: &mut Map<String, Value>,
+    field: &str,
+    defaults: Option<&Map<String, Value>>,
+) {
+    let Some(defaults) = defaults.filter(|d| !d.is_empty()) else {
+        return;
+    };
+    let target = body
+        .entry(field)
+        .and_modify(|v| {
+            if v.is_null() {
+                *v = Value::Object(Map::new());
+            }
+        })
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(own) = target {
+        for (key, value) in defaults {
+            if !own.contains_key(key) {
+                own.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+fn set_context_ip(body: &mut Map<String, Value>, ip: &str) {
+    let context = body
+        .entry("context")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if context.is_null() {
+        *context = Value::Object(Map::new());
+    }
+    if let Value::Object(context) = context
+        && !context.contains_key("ip")
+    {
+        context.insert("ip".into(), Value::String(ip.into()));
+    }
+}
+
+/// The JSON type name used in error messages (`an array`, `a number`, ...).
+pub fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        parse_timestamp(text).unwrap_or_default()
+    }
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    fn run(value: Value, endpoint: Option<MessageType>) -> Result<NormalizedMessage, Rejection> {
+        normalize(
+            object(value),
+            endpoint,
+            &RequestDefaults::default(),
+            at("2026-11-23T12:00:00Z"),
+        )
+    }
+
+    fn code_of(value: Value, endpoint: Option<MessageType>) -> Option<ErrorCode> {
+        run(value, endpoint).err().map(|r| r.code)
+    }
+
+    #[test]
+    fn each_type_has_its_required_field() {
+        use MessageType::*;
+        let cases = [
+            (json!({"userId": "u"}), Track, Some(ErrorCode::MissingEvent)),
+            (
+                json!({"userId": "u", "event": ""}),
+                Track,
+                Some(ErrorCode::MissingEvent),
+            ),
+            (
+                json!({"userId": "u", "event": 3}),
+                Track,
+                Some(ErrorCode::InvalidFieldType),
+            ),
+            (
+                json!({"userId": "u", "event": "Order Completed"}),
+                Track,
+                None,
+            ),
+            (
+                json!({"userId": "u"}),
+                Alias,
+                Some(ErrorCode::MissingPreviousId),
+            ),
+            (json!({"userId": "u", "previousId": "a"}), Alias, None),
+            (
+                json!({"userId": "u"}),
+                Group,
+                Some(ErrorCode::MissingGroupId),
+            ),
+            (json!({"userId": "u", "groupId": 42}), Group, None),
+            (json!({"anonymousId": "a"}), Identify, None),
+            (
+                json!({"traits": {}}),
+                Identify,
+                Some(ErrorCode::MissingUserId),
+            ),
+            (
+                json!({"userId": "", "anonymousId": null}),
+                Page,
+                Some(ErrorCode::MissingUserId),
+            ),
+            (
+                json!({"userId": "u", "name": 5}),
+                Page,
+                Some(ErrorCode::InvalidFieldType),
+            ),
+            (
+                json!({"userId": "u", "traits": "x"}),
+                Identify,
+                Some(ErrorCode::InvalidFieldType),
+            ),
+            (
+                json!({"userId": ["u"]}),
+                Screen,
+                Some(ErrorCode::InvalidFieldType),
+            ),
+            (
+                json!({"userId": "u", "properties": []}),
+                Screen,
+                Some(ErrorCode::InvalidFieldType),
+            ),
+            (
+                json!({"userId": "u", "timestamp": "soon"}),
+                Screen,
+                Some(ErrorCode::InvalidTimestamp),
+            ),
+            (
+                json!({"userId": "u", "timestamp": 17}),
+                Screen,
+                Some(ErrorCode::InvalidFieldType),
+            ),
+            (
+                json!({"userId": "u", "messageId": "x".repeat(101)}),
+                Screen,
+                Some(ErrorCode::MessageIdTooLong),
+            ),
+            (
+                json!({"userId": "u", "messageId": "x".repeat(100)}),
+                Screen,
+                None,
+            ),
+        ];
+        for (message, endpoint, expected) in cases {
+            assert_eq!(
+                code_of(message.clone(), Some(endpoint)),
+                expected,
+                "{endpoint} {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_items_need_a_known_type() {
+        assert_eq!(
+            code_of(json!({"userId": "u"}), None),
+            Some(ErrorCode::InvalidType)
+        );
+        assert_eq!(
+            code_of(json!({"userId": "u", "type": "tracks"}), None),
+            Some(ErrorCode::InvalidType)
+        );
+        assert_eq!(
+            code_of(json!({"userId": "u", "type": "identify"}), None),
+            None
+        );
+    }
+
+    #[test]
+    fn endpoint_type_wins_and_ids_become_strings() {
+        let normalized = run(
+            json!({"type": "identify", "userId": 42, "event": "E"}),
+            Some(MessageType::Track),
+        );
+        let normalized = normalized.unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(normalized.body["type"], "track");
+        assert_eq!(normalized.body["userId"], "42");
+        assert_eq!(normalized.user_id.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn server_fields_are_filled_and_unknown_fields_kept() {
+        let normalized = run(
+            json!({"userId": "u", "writeKey": "secret", "custom": {"a": [1, 2]}}),
+            Some(MessageType::Identify),
+        )
+        .unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(normalized.message_id.len(), 36);
+        assert_eq!(normalized.body["messageId"], normalized.message_id.as_str());
+        assert_eq!(normalized.body["receivedAt"], "2026-11-23T12:00:00.000Z");
+        assert_eq!(normalized.body["timestamp"], "2026-11-23T12:00:00.000Z");
+        assert_eq!(normalized.body["custom"], json!({"a": [1, 2]}));
+        assert!(!normalized.body.contains_key("writeKey"));
+        assert!(!normalized.body.contains_key("originalTimestamp"));
+    }
+
+    #[test]
+    fn clock_skew_is_corrected_with_sent_at() {
+        // The device clock runs one hour behind; the event happened 10 s before sending.
+        let normalized = run(
+            json!({"userId": "u", "event": "E",
+                   "timestamp": "2026-11-23T10:59:50.000Z", "sentAt": "2026-11-23T11:00:00.000Z"}),
+            Some(MessageType::Track),
+        )
+        .unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(normalized.body["timestamp"], "2026-11-23T11:59:50.000Z");
+        assert_eq!(
+            normalized.body["originalTimestamp"],
+            "2026-11-23T10:59:50.000Z"
+        );
+        assert_eq!(normalized.body["sentAt"], "2026-11-23T11:00:00.000Z");
+    }
+
+    #[test]
+    fn renormalizing_an_import_keeps_its_times() {
+        let first = run(
+            json!({"userId": "u", "event": "E",
+                   "timestamp": "2026-11-23T10:59:50.000Z", "sentAt": "2026-11-23T11:00:00.000Z"}),
+            Some(MessageType::Track),
+        )
+        .unwrap_or_else(|r| panic!("{r:?}"));
+        let defaults = RequestDefaults {
+            keep_received_at: true,
+            ..Default::default()
+        };
+        let again = normalize(
+            first.body.clone(),
+            None,
+            &defaults,
+            at("2027-01-01T00:00:00Z"),
+        )
+        .unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(again.body, first.body);
+    }
+
+    #[test]
+    fn batch_defaults_fill_but_never_override() {
+        let defaults = RequestDefaults {
+            context: Some(object(
+                json!({"library": {"name": "batch"}, "locale": "de-DE"}),
+            )),
+            integrations: Some(object(json!({"All": false}))),
+            sent_at: Some(json!("2026-11-23T12:00:00Z")),
+            client_ip: Some("203.0.113.9".into()),
+            keep_received_at: false,
+        };
+        let normalized = normalize(
+            object(json!({"userId": "u", "event": "E", "context": {"locale": "fr-FR"}})),
+            Some(MessageType::Track),
+            &defaults,
+            at("2026-11-23T12:00:00Z"),
+        )
+        .unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(
+            normalized.body["context"],
+            json!({"locale": "fr-FR", "library": {"name": "batch"}, "ip": "203.0.113.9"})
+        );
+        assert_eq!(normalized.body["integrations"], json!({"All": false}));
+        assert_eq!(normalized.body["sentAt"], "2026-11-23T12:00:00Z");
+    }
+
+    #[test]
+    fn rejections_never_echo_values() {
+        let secret = "jane@example.com";
+        for message in [
+            json!({"userId": {"email": secret}}),
+            json!({"userId": "u", "timestamp": secret}),
+            json!({"userId": "u", "event": [secret]}),
+        ] {
+            let rejection = run(message, Some(MessageType::Track)).err();
+            let text = rejection.map(|r| r.message).unwrap_or_default();
+            assert!(!text.is_empty() && !text.contains(secret), "{text}");
+        }
+    }
+}

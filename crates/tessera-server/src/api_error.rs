@@ -1,0 +1,74 @@
+//! The one error type of the HTTP edge and its wire shape.
+//!
+//! User errors answer with their code's status and `{"code", "message"}` (plus
+//! `rejected` for batches). Internal errors answer a generic 500 and log the detail:
+//! the client learns nothing it could not act on, the operator learns everything.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tessera_core::{ErrorCode, UserError};
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    extra: Option<(&'static str, Value)>,
+}
+
+impl ApiError {
+    /// An error with a code and a message saying what to fix.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            extra: None,
+        }
+    }
+
+    /// An internal failure: logged in full, answered as a generic `internal_error`.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self::new(
+            ErrorCode::InternalError,
+            "Tessera failed to handle the request; the server log has the detail",
+        )
+    }
+
+    /// Adds one more field to the JSON body (e.g. `rejected`).
+    pub fn with_field(mut self, name: &'static str, value: Value) -> Self {
+        self.extra = Some((name, value));
+        self
+    }
+
+    /// The error's code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(error: UserError) -> Self {
+        Self::new(error.code, error.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = json!({"code": self.code.as_str(), "message": self.message});
+        if let (Some((name, value)), Value::Object(map)) = (self.extra, &mut body) {
+            map.insert(name.to_string(), value);
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self.code, ErrorCode::Overloaded | ErrorCode::ShuttingDown) {
+            // Segment's SDKs honour Retry-After; the browser library reads x-ratelimit-reset.
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            headers.insert("x-ratelimit-reset", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

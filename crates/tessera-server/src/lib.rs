@@ -1,0 +1,104 @@
+//! Tessera's HTTP edge: the Segment-compatible Tracking API, the admin API,
+//! `/healthz` and `/metrics`, over the group-committing ingest pipeline.
+//!
+//! [`router`] builds the whole application from an [`AppState`] without a socket, so
+//! tests drive it with `tower::ServiceExt::oneshot`; the binary binds it and serves.
+
+pub mod admin;
+pub mod api_error;
+pub mod committer;
+pub mod metrics;
+pub mod sources;
+pub mod tracking;
+
+use crate::api_error::ApiError;
+use crate::committer::Committer;
+use crate::metrics::Metrics;
+use crate::sources::SourceResolver;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use std::sync::Arc;
+use tessera_core::ErrorCode;
+use tessera_core::time::Clock;
+use tessera_store::{Catalog, EventLog};
+
+/// Everything a request handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    /// The event log (reads; writes go through `committer`).
+    pub events: Arc<dyn EventLog>,
+    /// Sources and settings.
+    pub catalog: Arc<dyn Catalog>,
+    /// The group-committing writer.
+    pub committer: Committer,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// Write key to source, cached.
+    pub sources: Arc<SourceResolver>,
+    /// SHA-256 of the admin token.
+    pub admin_token_hash: String,
+    /// The clock (`receivedAt`).
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(tracking::router())
+        .merge(admin::router())
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            tracking::count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such endpoint: see docs/API.md for the routes",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not take that HTTP method (tracking endpoints take POST)",
+    )
+}
+
+/// Serves the application on `listener` until `shutdown` completes, then stops
+/// accepting and waits for in-flight requests to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,170 @@
+//! Every counter, gauge and histogram Tessera exposes, defined in one place so that
+//! metrics and logs never drift apart. Rendered at `GET /metrics` in Prometheus text.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route, e.g. `/v1/batch`.
+    pub endpoint: String,
+    /// The HTTP status code.
+    pub status: u16,
+}
+
+/// Labels naming a message type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    /// `track`, `identify`, ...
+    pub r#type: String,
+}
+
+/// Labels naming why something was rejected.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The error code.
+    pub reason: String,
+}
+
+/// All of Tessera's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by endpoint and status.
+    pub http_requests: Family<RequestLabels, Counter>,
+    /// Events appended to the log, by type.
+    pub events_accepted: Family<TypeLabels, Counter>,
+    /// Messages (or whole requests) refused, by error code.
+    pub events_rejected: Family<ReasonLabels, Counter>,
+    /// Events whose `messageId` was already stored for their source.
+    pub events_duplicate: Counter,
+    /// Request body bytes received on the tracking API (as sent, before gunzip).
+    pub request_bytes: Counter,
+    /// Seconds from receiving a tracking request to its durable acknowledgement.
+    pub ingest_latency: Histogram,
+    /// Events per durable commit (how well group commit batches).
+    pub commit_events: Histogram,
+    /// Seconds one group commit takes (write + fsync).
+    pub commit_seconds: Histogram,
+    /// Requests waiting in the ingest queue.
+    pub ingest_queue_depth: Gauge,
+    /// Bytes the event log occupies on disk.
+    pub event_log_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tessera");
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by endpoint and status",
+            http_requests.clone(),
+        );
+        let events_accepted = Family::<TypeLabels, Counter>::default();
+        registry.register(
+            "events_accepted",
+            "Events durably appended to the event log, by message type",
+            events_accepted.clone(),
+        );
+        let events_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "events_rejected",
+            "Messages refused by error code (a request refused as a whole counts once)",
+            events_rejected.clone(),
+        );
+        let events_duplicate = Counter::default();
+        registry.register(
+            "events_duplicate",
+            "Events not stored again because their source already sent that messageId",
+            events_duplicate.clone(),
+        );
+        let request_bytes = Counter::default();
+        registry.register(
+            "request_bytes",
+            "Tracking API request body bytes as received",
+            request_bytes.clone(),
+        );
+        let ingest_latency = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        registry.register(
+            "ingest_latency_seconds",
+            "Seconds from receiving a tracking request to its durable acknowledgement",
+            ingest_latency.clone(),
+        );
+        let commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        registry.register(
+            "commit_events",
+            "Events per durable group commit",
+            commit_events.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        registry.register(
+            "commit_seconds",
+            "Seconds per group commit (write and fsync)",
+            commit_seconds.clone(),
+        );
+        let ingest_queue_depth = Gauge::default();
+        registry.register(
+            "ingest_queue_depth",
+            "Tracking requests waiting for the event-log writer",
+            ingest_queue_depth.clone(),
+        );
+        let event_log_bytes = Gauge::default();
+        registry.register(
+            "event_log_bytes",
+            "Bytes the event log occupies on disk (main file and write-ahead log)",
+            event_log_bytes.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            events_accepted,
+            events_rejected,
+            events_duplicate,
+            request_bytes,
+            ingest_latency,
+            commit_events,
+            commit_seconds,
+            ingest_queue_depth,
+            event_log_bytes,
+        }
+    }
+
+    /// Counts a message or request refused with `code`.
+    pub fn rejected(&self, code: &str) {
+        self.events_rejected
+            .get_or_create(&ReasonLabels {
+                reason: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts `count` events of a type appended to the log.
+    pub fn accepted(&self, message_type: &str, count: u64) {
+        self.events_accepted
+            .get_or_create(&TypeLabels {
+                r#type: message_type.to_string(),
+            })
+            .inc_by(count);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        text
+    }
+}

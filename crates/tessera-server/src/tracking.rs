@@ -1,0 +1,387 @@
+//! The Segment-compatible Tracking API.
+//!
+//! `POST /v1/{identify,track,page,screen,group,alias,batch,import}` and the browser
+//! library's short forms `/v1/{i,t,p,s,g,a,b}`. Any content type is read as JSON
+//! (analytics.js sends `text/plain` to avoid a CORS preflight). The handler is thin:
+//! read the body, authenticate, let `tessera-core` validate, hand the result to the
+//! group committer, and answer only once the events are durable.
+//!
+//! Partial batches: the SDKs retry whole batches on a non-2xx answer and drop them on
+//! most 4xx, so one bad message must neither cost the good ones nor cause the batch to
+//! be resent forever. A batch is therefore answered 200 when at least one message was
+//! stored; the refused ones are listed in `rejected` (index, code, message), counted in
+//! `tessera_events_rejected_total`, and kept in the rejected-events view. Only when no
+//! message of a batch is valid is the answer 400 `all_messages_rejected`.
+
+use crate::api_error::ApiError;
+use crate::committer::SubmitError;
+use crate::sources::SourceLookupError;
+use crate::{AppState, metrics::RequestLabels};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::Instant;
+use tessera_core::message::MessageType;
+use tessera_core::request::{BodyKind, MAX_BATCH_BYTES, parse_request};
+use tessera_core::{ErrorCode, Rejection};
+use tessera_store::{AppendBatch, EventRecord, RejectionRecord, Source};
+use tower_http::cors::{Any, CorsLayer};
+
+/// The tracking routes, with CORS for browsers.
+pub fn router() -> Router<AppState> {
+    let mut router = Router::new();
+    for (long, short, message_type) in [
+        ("/v1/identify", "/v1/i", MessageType::Identify),
+        ("/v1/track", "/v1/t", MessageType::Track),
+        ("/v1/page", "/v1/p", MessageType::Page),
+        ("/v1/screen", "/v1/s", MessageType::Screen),
+        ("/v1/group", "/v1/g", MessageType::Group),
+        ("/v1/alias", "/v1/a", MessageType::Alias),
+    ] {
+        let kind = BodyKind::Single(message_type);
+        router = router
+            .route(
+                long,
+                post(move |state, request| ingest(state, request, kind, false)),
+            )
+            .route(
+                short,
+                post(move |state, request| ingest(state, request, kind, true)),
+            );
+    }
+    router
+        .route(
+            "/v1/batch",
+            post(|state, request| ingest(state, request, BodyKind::Batch, false)),
+        )
+        .route(
+            "/v1/b",
+            post(|state, request| ingest(state, request, BodyKind::Batch, true)),
+        )
+        .route(
+            "/v1/import",
+            post(|state, request| ingest(state, request, BodyKind::Import, false)),
+        )
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::POST, Method::OPTIONS])
+                .allow_headers(Any)
+                .max_age(std::time::Duration::from_secs(86_400)),
+        )
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    request: Request,
+    kind: BodyKind,
+    browser: bool,
+) -> Response {
+    let started = Instant::now();
+    let client_ip = browser
+        .then(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip().to_string())
+        })
+        .flatten();
+    let (parts, body) = request.into_parts();
+    let response = match ingest_request(&state, &parts.headers, body, kind, client_ip).await {
+        Ok(response) => response,
+        Err((error, source)) => {
+            state.metrics.rejected(error.code().as_str());
+            if error.code().http_status() < 500 {
+                record_request_rejection(&state, source.as_ref(), &error).await;
+            }
+            error.into_response()
+        }
+    };
+    state
+        .metrics
+        .ingest_latency
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+type IngestError = (ApiError, Option<Source>);
+
+async fn ingest_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    kind: BodyKind,
+    client_ip: Option<String>,
+) -> Result<Response, IngestError> {
+    let header_key = basic_auth_user(headers);
+    // Authenticate before reading the body when the key is in the header.
+    let mut source = match &header_key {
+        Some(key) => Some(resolve(state, key)?),
+        None => None,
+    };
+    let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES + 1)
+        .await
+        .map_err(|_| (too_large(kind, None), source.clone()))?;
+    state.metrics.request_bytes.inc_by(raw.len() as u64);
+    let decoded = decode_body(headers, raw, kind).map_err(|e| (e, source.clone()))?;
+    let mut parsed = parse_request(&decoded, kind).map_err(|e| (e.into(), source.clone()))?;
+    let source = match source.take() {
+        Some(source) => source,
+        None => {
+            let key = parsed.write_key.take().ok_or_else(|| {
+                let error = ApiError::new(
+                    ErrorCode::MissingWriteKey,
+                    "send the write key as the HTTP Basic user (password empty) or as \"writeKey\" in the body",
+                );
+                (error, None)
+            })?;
+            resolve(state, &key)?
+        }
+    };
+    parsed.defaults.client_ip = client_ip;
+    let received_at = state.clock.now();
+    let validated = parsed.validate(received_at);
+
+    let received_at_ms = received_at.timestamp_millis();
+    let mut batch = AppendBatch {
+        events: Vec::with_capacity(validated.accepted.len()),
+        rejections: Vec::with_capacity(validated.rejected.len()),
+    };
+    let mut per_type = [0u64; MessageType::ALL.len()];
+    for message in validated.accepted {
+        let payload = serde_json::to_string(&message.body)
+            .map_err(|e| (ApiError::internal(e), Some(source.clone())))?;
+        per_type[MessageType::ALL
+            .iter()
+            .position(|t| *t == message.message_type)
+            .unwrap_or(0)] += 1;
+        batch.events.push(EventRecord {
+            source_key: source.key,
+            message_id: message.message_id,
+            message_type: message.message_type.as_str(),
+            user_id: message.user_id,
+            anonymous_id: message.anonymous_id,
+            timestamp_ms: message.timestamp.timestamp_millis(),
+            received_at_ms,
+            payload,
+        });
+    }
+    let is_single = matches!(kind, BodyKind::Single(_));
+    let prefix = |index: usize| {
+        if is_single {
+            String::new()
+        } else {
+            format!("batch[{index}]: ")
+        }
+    };
+    let rejected: Vec<Value> = validated
+        .rejected
+        .iter()
+        .map(|(index, r)| json!({"index": index, "code": r.code.as_str(), "message": format!("{}{}", prefix(*index), r.message)}))
+        .collect();
+    for (index, rejection) in &validated.rejected {
+        state.metrics.rejected(rejection.code.as_str());
+        batch.rejections.push(rejection_record(
+            Some(source.key),
+            received_at_ms,
+            rejection,
+            &prefix(*index),
+        ));
+    }
+    let stored_any = !batch.events.is_empty();
+    let first_rejection = validated.rejected.first().map(|(_, r)| r.clone());
+
+    let outcome = if batch.events.is_empty() && batch.rejections.is_empty() {
+        Default::default()
+    } else {
+        state.committer.append(batch).await.map_err(|e| {
+            let error = match e {
+                SubmitError::Overloaded => ApiError::new(
+                    ErrorCode::Overloaded,
+                    "the ingest queue is full: retry after the Retry-After seconds",
+                ),
+                SubmitError::ShuttingDown => ApiError::new(
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down: retry shortly",
+                ),
+                SubmitError::Store(e) => ApiError::internal(e),
+            };
+            (error, None)
+        })?
+    };
+    for (count, message_type) in per_type.iter().zip(MessageType::ALL) {
+        if *count > 0 {
+            state.metrics.accepted(message_type.as_str(), *count);
+        }
+    }
+    state
+        .metrics
+        .events_duplicate
+        .inc_by(outcome.duplicates as u64);
+    // `events_accepted` counts acknowledged messages; those already stored before are
+    // also counted in `events_duplicate`.
+
+    if let Some(first) = first_rejection.filter(|_| !stored_any) {
+        let error = if is_single {
+            ApiError::new(first.code, first.message)
+        } else {
+            ApiError::new(
+                ErrorCode::AllMessagesRejected,
+                format!(
+                    "no message of the batch was valid; the first problem: {}",
+                    rejected
+                        .first()
+                        .and_then(|r| r["message"].as_str())
+                        .unwrap_or_default()
+                ),
+            )
+            .with_field("rejected", Value::Array(rejected))
+        };
+        return Ok(error.into_response());
+    }
+    let mut body = json!({"success": true});
+    if !rejected.is_empty() {
+        body["rejected"] = Value::Array(rejected);
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+fn resolve(state: &AppState, key: &str) -> Result<Source, IngestError> {
+    state.sources.resolve(key).map_err(|e| match e {
+        SourceLookupError::User(user) => (user.into(), None),
+        SourceLookupError::Store(store) => (ApiError::internal(store), None),
+    })
+}
+
+fn rejection_record(
+    source_key: Option<i64>,
+    received_at_ms: i64,
+    rejection: &Rejection,
+    prefix: &str,
+) -> RejectionRecord {
+    RejectionRecord {
+        source_key,
+        received_at_ms,
+        code: rejection.code.as_str().to_string(),
+        message: format!("{prefix}{}", rejection.message),
+        message_type: rejection.message_type.map(|t| t.as_str().to_string()),
+        message_id: rejection.message_id.clone(),
+    }
+}
+
+/// Keeps a request refused as a whole in the rejected-events view, when we know its
+/// source (unauthenticated junk is only counted, so it cannot fill the disk).
+async fn record_request_rejection(state: &AppState, source: Option<&Source>, error: &ApiError) {
+    let Some(source) = source else { return };
+    let rejection = Rejection {
+        code: error.code(),
+        message: format!("request refused: {}", error.code().description()),
+        message_type: None,
+        message_id: None,
+    };
+    let record = rejection_record(
+        Some(source.key),
+        state.clock.now().timestamp_millis(),
+        &rejection,
+        "",
+    );
+    let batch = AppendBatch {
+        events: Vec::new(),
+        rejections: vec![record],
+    };
+    if let Err(error) = state.committer.append(batch).await {
+        tracing::warn!(%error, "could not record a rejected request");
+    }
+}
+
+/// The write key from `Authorization: Basic base64(key:)`, if present.
+fn basic_auth_user(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let user = text.split_once(':').map_or(text.as_str(), |(user, _)| user);
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+fn too_large(kind: BodyKind, size: Option<usize>) -> ApiError {
+    let size = size.map_or_else(|| "over 500 KB".to_string(), |s| format!("{s} bytes"));
+    match kind {
+        BodyKind::Single(t) => ApiError::new(
+            ErrorCode::MessageTooLarge,
+            format!("{t} message is {size}; the limit is 32 KB"),
+        ),
+        _ => ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!("the body is {size}; the limit is 500 KB: send smaller batches"),
+        ),
+    }
+}
+
+/// Undoes `Content-Encoding: gzip`, refusing other encodings and bodies that inflate
+/// beyond the batch limit (a small gzip bomb must not become a large allocation).
+fn decode_body(headers: &HeaderMap, raw: Bytes, kind: BodyKind) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match encoding.as_str() {
+        "" | "identity" => Ok(raw),
+        "gzip" | "x-gzip" => {
+            let mut inflated = Vec::with_capacity(raw.len() * 4);
+            flate2::read::MultiGzDecoder::new(raw.as_ref())
+                .take(MAX_BATCH_BYTES as u64 + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::InvalidGzip,
+                        "the body is marked Content-Encoding: gzip but is not valid gzip",
+                    )
+                })?;
+            if inflated.len() > MAX_BATCH_BYTES {
+                return Err(too_large(kind, None));
+            }
+            Ok(Bytes::from(inflated))
+        }
+        other => Err(ApiError::new(
+            ErrorCode::UnsupportedEncoding,
+            format!("Content-Encoding {other:?} is not supported: send gzip or no encoding"),
+        )),
+    }
+}
+
+/// Records every request's endpoint and status (a `tower` middleware).
+pub async fn count_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            endpoint,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

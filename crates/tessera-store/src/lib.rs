@@ -1,0 +1,202 @@
+//! The storage boundary: capability traits and plain data, no engine.
+//!
+//! Engines live in their own crates (`tessera-store-sqlite`, later PostgreSQL) and
+//! implement these traits with the same behaviour; only the binary picks one. The
+//! domain crates and the server see nothing but these traits.
+//!
+//! Invariants every engine keeps:
+//! - [`EventLog::append`] returns only after the appended events are durable (they
+//!   survive `kill -9` and power loss to the extent the OS honours `fsync`).
+//! - Events are read back in log order (`seq` ascending), and `seq` is never reused,
+//!   even after deletions, so a consumer's checkpoint stays valid.
+//! - A repeated `(source, messageId)` is stored once.
+//! - [`EventLog::delete_events`] removes events physically: afterwards no file of the
+//!   engine holds their bytes (needed for erasure, DESIGN.md §3.4).
+
+use std::fmt;
+
+/// What went wrong inside a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed (I/O, corruption, a full disk); the detail is for the log.
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    /// The named thing does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One event to append: the normalized message and the columns it is found by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Internal key of the source that sent it.
+    pub source_key: i64,
+    /// The message's `messageId` (unique per source).
+    pub message_id: String,
+    /// The message type (`track`, ...).
+    pub message_type: &'static str,
+    /// `userId`, when present.
+    pub user_id: Option<String>,
+    /// `anonymousId`, when present.
+    pub anonymous_id: Option<String>,
+    /// The corrected event time, Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// When it was received, Unix milliseconds.
+    pub received_at_ms: i64,
+    /// The stored message as JSON text.
+    pub payload: String,
+}
+
+/// A message that was refused, kept (without PII) so operators can see why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectionRecord {
+    /// Internal key of the source, when the request was authenticated.
+    pub source_key: Option<i64>,
+    /// When it was received, Unix milliseconds.
+    pub received_at_ms: i64,
+    /// The stable error code.
+    pub code: String,
+    /// The explanation (never a field value).
+    pub message: String,
+    /// The message type, when known.
+    pub message_type: Option<String>,
+    /// The `messageId`, when known.
+    pub message_id: Option<String>,
+}
+
+/// The events and rejections of one request; appended together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendBatch {
+    /// Valid events, in request order.
+    pub events: Vec<EventRecord>,
+    /// Rejected messages of the same request.
+    pub rejections: Vec<RejectionRecord>,
+}
+
+/// What one [`AppendBatch`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Events newly stored.
+    pub appended: usize,
+    /// Events whose `(source, messageId)` was already stored.
+    pub duplicates: usize,
+}
+
+/// An event read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the log (ascending, never reused).
+    pub seq: i64,
+    /// Internal key of the source.
+    pub source_key: i64,
+    /// When it was received, Unix milliseconds.
+    pub received_at_ms: i64,
+    /// The stored message as JSON text.
+    pub payload: String,
+}
+
+/// Which events a scan returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only events with `seq` greater than this.
+    pub after_seq: Option<i64>,
+    /// Only events received at or after this time (Unix ms).
+    pub received_since_ms: Option<i64>,
+    /// Only events of this source.
+    pub source_key: Option<i64>,
+}
+
+/// A stored rejection, newest first when listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRejection {
+    /// Row id.
+    pub id: i64,
+    /// The rejection.
+    pub record: RejectionRecord,
+}
+
+/// The append-only event log: the single source of truth.
+pub trait EventLog: Send + Sync {
+    /// Appends the batches in one durable commit; returns one outcome per batch.
+    fn append(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>>;
+
+    /// Calls `visit` for each matching event in log order; returns how many matched.
+    /// Reads in pages, so a long export holds no long transaction.
+    fn scan(
+        &self,
+        filter: &EventFilter,
+        visit: &mut dyn FnMut(StoredEvent) -> StoreResult<()>,
+    ) -> StoreResult<u64>;
+
+    /// Physically deletes the events with these `seq`s; returns how many were deleted.
+    fn delete_events(&self, seqs: &[i64]) -> StoreResult<u64>;
+
+    /// The newest rejections, newest first.
+    fn recent_rejections(&self, limit: usize) -> StoreResult<Vec<StoredRejection>>;
+
+    /// Bytes the log occupies on disk.
+    fn size_bytes(&self) -> StoreResult<u64>;
+
+    /// Moves committed data from any write-ahead file into the main file.
+    /// Engines without one do nothing.
+    fn checkpoint(&self) -> StoreResult<()>;
+}
+
+/// A source: one app or system that sends events with its own write key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Internal key (events reference it).
+    pub key: i64,
+    /// Public id, e.g. `src_4f9XkQ2m7Rb1LcZt`.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Whether its write key is accepted.
+    pub enabled: bool,
+    /// Creation time, Unix ms.
+    pub created_at_ms: i64,
+    /// First characters of the write key, to tell keys apart without revealing them.
+    pub write_key_prefix: String,
+}
+
+/// A source to create; the write key arrives already hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSource {
+    /// Public id.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// SHA-256 of the write key.
+    pub write_key_hash: String,
+    /// First characters of the write key.
+    pub write_key_prefix: String,
+    /// Creation time, Unix ms.
+    pub created_at_ms: i64,
+}
+
+/// Configuration state: sources and settings.
+pub trait Catalog: Send + Sync {
+    /// Stores a new source.
+    fn create_source(&self, source: &NewSource) -> StoreResult<Source>;
+    /// Every source, oldest first.
+    fn list_sources(&self) -> StoreResult<Vec<Source>>;
+    /// The source with this public id or, failing that, this exact name.
+    fn find_source(&self, id_or_name: &str) -> StoreResult<Option<Source>>;
+    /// The source whose write key hashes to this.
+    fn source_by_key_hash(&self, write_key_hash: &str) -> StoreResult<Option<Source>>;
+    /// Disables a source; its key is refused from then on.
+    fn disable_source(&self, id: &str) -> StoreResult<Source>;
+    /// A setting's value.
+    fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+    /// Sets a setting.
+    fn set_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.id)
+    }
+}

@@ -1,0 +1,88 @@
+//! `tessera`: the customer data platform in one binary — the server and the operator CLI.
+#![allow(clippy::print_stdout)]
+
+mod export;
+mod import;
+mod options;
+mod serve;
+mod sources_cli;
+
+use clap::{Parser, Subcommand};
+use options::{ServeArgs, Settings, StoreArgs};
+
+use std::process::ExitCode;
+
+/// Tessera: an open-source customer data platform. Speaks Segment's Tracking API.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (tracking API, admin API, metrics) on the embedded store
+    Serve(ServeArgs),
+    /// Manage sources and their write keys
+    Sources {
+        #[command(subcommand)]
+        command: sources_cli::SourcesCommand,
+    },
+    /// Write stored data as JSONL on stdout
+    Export {
+        #[command(subcommand)]
+        what: export::ExportCommand,
+    },
+    /// Import Segment messages from a JSONL or CSV file through the same validation
+    Import(import::ImportArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Serve(_)));
+    let result = match cli.command {
+        Command::Serve(args) => run_serve(&cli.store, &args),
+        Command::Sources { command } => {
+            settings(&cli.store).and_then(|s| sources_cli::run(&s.data_dir, command))
+        }
+        Command::Export { what } => {
+            settings(&cli.store).and_then(|s| export::run(&s.data_dir, what))
+        }
+        Command::Import(args) => settings(&cli.store).and_then(|s| import::run(&s.data_dir, &args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn settings(store: &StoreArgs) -> anyhow::Result<Settings> {
+    Settings::resolve(store, &ServeArgs::default())
+}
+
+fn run_serve(store: &StoreArgs, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(store, args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve::serve(settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stderr (stdout carries command output such as exports).
+fn init_logging(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

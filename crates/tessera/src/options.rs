@@ -1,0 +1,148 @@
+//! Options: one set of structs is the CLI flags, the environment variables and the
+//! `tessera.toml` file at once. Precedence: flag, then environment, then file, then
+//! the default. Each field's doc comment is its `--help` text and its reference entry.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Where the data lives (every command that touches the store).
+#[derive(Debug, Clone, Args, Default)]
+pub struct StoreArgs {
+    /// Data directory of the embedded store [default: ./tessera-data]
+    #[arg(long, env = "TESSERA_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file [default: ./tessera.toml when it exists]
+    #[arg(long, env = "TESSERA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// Options of `tessera serve`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "TESSERA_LISTEN")]
+    pub listen: Option<String>,
+    /// Tracking requests that may wait for the event-log writer before new ones get 503 [default: 256]
+    #[arg(long, env = "TESSERA_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+}
+
+/// The `tessera.toml` file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory of the embedded store.
+    pub data_dir: Option<PathBuf>,
+    /// Address and port to listen on.
+    pub listen: Option<String>,
+    /// Ingest pipeline tuning.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// `[ingest]` in `tessera.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Tracking requests that may wait for the writer before new ones get 503.
+    pub queue_capacity: Option<usize>,
+    /// Most events in one durable group commit.
+    pub max_events_per_commit: Option<usize>,
+}
+
+/// Options after merging flags, environment, file and defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: String,
+    /// Ingest queue capacity.
+    pub queue_capacity: usize,
+    /// Events per commit cap.
+    pub max_events_per_commit: usize,
+}
+
+impl Settings {
+    /// Resolves the settings from flags/env and the configuration file.
+    pub fn resolve(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<Self> {
+        let file = load_file(store.config.as_deref())?;
+        Ok(Self {
+            data_dir: store
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./tessera-data")),
+            listen: serve
+                .listen
+                .clone()
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            queue_capacity: serve
+                .queue_capacity
+                .or(file.ingest.queue_capacity)
+                .unwrap_or(256),
+            max_events_per_commit: file.ingest.max_events_per_commit.unwrap_or(20_000),
+        })
+    }
+}
+
+fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = PathBuf::from("tessera.toml");
+            if !default.exists() {
+                return Ok(FileConfig::default());
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    match toml::from_str(&text) {
+        Ok(config) => Ok(config),
+        Err(error) => bail!("configuration file {} is invalid: {error}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:9999\"\n[ingest]\nqueue_capacity = 7\n",
+        )?;
+        let store = StoreArgs {
+            data_dir: Some("/from/flag".into()),
+            config: Some(path.clone()),
+        };
+        let settings = Settings::resolve(&store, &ServeArgs::default())?;
+        assert_eq!(settings.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(settings.listen, "127.0.0.1:9999");
+        assert_eq!(settings.queue_capacity, 7);
+        assert_eq!(settings.max_events_per_commit, 20_000);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(&path, "listn = \"x\"\n")?;
+        let store = StoreArgs {
+            data_dir: None,
+            config: Some(path),
+        };
+        let error = Settings::resolve(&store, &ServeArgs::default()).err();
+        assert!(error.is_some_and(|e| e.to_string().contains("invalid")));
+        Ok(())
+    }
+}

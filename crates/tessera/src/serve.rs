@@ -1,0 +1,124 @@
+//! `tessera serve`: open the store, start the ingest pipeline, serve HTTP, and shut
+//! down gracefully on SIGTERM/SIGINT (stop accepting, finish in-flight requests,
+//! commit everything queued, checkpoint).
+
+use crate::options::Settings;
+use anyhow::Context;
+use std::sync::Arc;
+use tessera_core::time::SystemClock;
+use tessera_server::AppState;
+use tessera_server::committer::{Committer, CommitterConfig};
+use tessera_server::metrics::Metrics;
+use tessera_server::sources::{AdminToken, SourceResolver, establish_admin_token};
+use tessera_store::{Catalog, EventLog};
+
+/// The file, in the data directory, that holds a generated admin token (mode 0600).
+const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Runs the server until a shutdown signal.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let (events, catalog) =
+        tessera_store_sqlite::open_data_dir(&settings.data_dir).with_context(|| {
+            format!(
+                "cannot open the data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
+    let events: Arc<dyn EventLog> = Arc::new(events);
+    let catalog: Arc<dyn Catalog> = Arc::new(catalog);
+
+    let env_token = std::env::var("TESSERA_ADMIN_TOKEN").ok();
+    let (admin_token_hash, how) = establish_admin_token(catalog.as_ref(), env_token.as_deref())?;
+    if let AdminToken::Generated(token) = &how {
+        let path = settings.data_dir.join(ADMIN_TOKEN_FILE);
+        write_private_file(&path, token)?;
+        // Printed once, on the first start; afterwards only its hash is kept in the store.
+        eprintln!(
+            "Generated the admin token (saved to {}, mode 0600; shown only now):\n\n    {token}\n",
+            path.display()
+        );
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let (committer, committer_threads) = Committer::start(
+        Arc::clone(&events),
+        Arc::clone(&metrics),
+        CommitterConfig {
+            queue_capacity: settings.queue_capacity,
+            max_events_per_commit: settings.max_events_per_commit,
+            ..CommitterConfig::default()
+        },
+    )?;
+    let state = AppState {
+        events,
+        catalog: Arc::clone(&catalog),
+        committer,
+        metrics,
+        sources: Arc::new(SourceResolver::new(catalog)),
+        admin_token_hash,
+        clock: Arc::new(SystemClock),
+    };
+
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        data_dir = %settings.data_dir.display(),
+        "Tessera is listening"
+    );
+    tessera_server::serve(listener, state, shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+
+    tracing::info!("HTTP stopped; committing what is queued");
+    tokio::task::spawn_blocking(move || committer_threads.shutdown())
+        .await
+        .context("the ingest pipeline did not shut down cleanly")?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+fn write_private_file(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{contents}")?;
+    file.sync_all()?;
+    Ok(())
+}
