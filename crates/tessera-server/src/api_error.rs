@@ -14,7 +14,7 @@ use tessera_core::{ErrorCode, UserError};
 pub struct ApiError {
     code: ErrorCode,
     message: String,
-    extra: Option<(&'static str, Value)>,
+    extra: Option<Box<(&'static str, Value)>>,
 }
 
 impl ApiError {
@@ -38,7 +38,7 @@ impl ApiError {
 
     /// Adds one more field to the JSON body (e.g. `rejected`).
     pub fn with_field(mut self, name: &'static str, value: Value) -> Self {
-        self.extra = Some((name, value));
+        self.extra = Some(Box::new((name, value)));
         self
     }
 
@@ -59,7 +59,8 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut body = json!({"code": self.code.as_str(), "message": self.message});
-        if let (Some((name, value)), Value::Object(map)) = (self.extra, &mut body) {
+        if let (Some(extra), Value::Object(map)) = (self.extra, &mut body) {
+            let (name, value) = *extra;
             map.insert(name.to_string(), value);
         }
         let mut response = (status, axum::Json(body)).into_response();

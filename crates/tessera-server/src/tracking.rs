@@ -97,10 +97,10 @@ async fn ingest(
     let (parts, body) = request.into_parts();
     let response = match ingest_request(&state, &parts.headers, body, kind, client_ip).await {
         Ok(response) => response,
-        Err((error, source)) => {
+        Err((error, source_key)) => {
             state.metrics.rejected(error.code().as_str());
-            if error.code().http_status() < 500 {
-                record_request_rejection(&state, source.as_ref(), &error).await;
+            if let Some(source_key) = source_key.filter(|_| error.code().http_status() < 500) {
+                record_request_rejection(&state, source_key, &error).await;
             }
             error.into_response()
         }
@@ -112,7 +112,8 @@ async fn ingest(
     response
 }
 
-type IngestError = (ApiError, Option<Source>);
+/// An error answer, with the key of the source when the request was authenticated.
+type IngestError = (ApiError, Option<i64>);
 
 async fn ingest_request(
     state: &AppState,
@@ -127,12 +128,13 @@ async fn ingest_request(
         Some(key) => Some(resolve(state, key)?),
         None => None,
     };
+    let source_key = source.as_ref().map(|s| s.key);
     let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES + 1)
         .await
-        .map_err(|_| (too_large(kind, None), source.clone()))?;
+        .map_err(|_| (too_large(kind, None), source_key))?;
     state.metrics.request_bytes.inc_by(raw.len() as u64);
-    let decoded = decode_body(headers, raw, kind).map_err(|e| (e, source.clone()))?;
-    let mut parsed = parse_request(&decoded, kind).map_err(|e| (e.into(), source.clone()))?;
+    let decoded = decode_body(headers, raw, kind).map_err(|e| (e, source_key))?;
+    let mut parsed = parse_request(&decoded, kind).map_err(|e| (e.into(), source_key))?;
     let source = match source.take() {
         Some(source) => source,
         None => {
@@ -158,7 +160,7 @@ async fn ingest_request(
     let mut per_type = [0u64; MessageType::ALL.len()];
     for message in validated.accepted {
         let payload = serde_json::to_string(&message.body)
-            .map_err(|e| (ApiError::internal(e), Some(source.clone())))?;
+            .map_err(|e| (ApiError::internal(e), Some(source.key)))?;
         per_type[MessageType::ALL
             .iter()
             .position(|t| *t == message.message_type)
@@ -279,8 +281,7 @@ fn rejection_record(
 
 /// Keeps a request refused as a whole in the rejected-events view, when we know its
 /// source (unauthenticated junk is only counted, so it cannot fill the disk).
-async fn record_request_rejection(state: &AppState, source: Option<&Source>, error: &ApiError) {
-    let Some(source) = source else { return };
+async fn record_request_rejection(state: &AppState, source_key: i64, error: &ApiError) {
     let rejection = Rejection {
         code: error.code(),
         message: format!("request refused: {}", error.code().description()),
@@ -288,7 +289,7 @@ async fn record_request_rejection(state: &AppState, source: Option<&Source>, err
         message_id: None,
     };
     let record = rejection_record(
-        Some(source.key),
+        Some(source_key),
         state.clock.now().timestamp_millis(),
         &rejection,
         "",
