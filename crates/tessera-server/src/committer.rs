@@ -33,7 +33,7 @@ impl Default for CommitterConfig {
         Self {
             queue_capacity: 256,
             max_events_per_commit: 20_000,
-            checkpoint_interval: Duration::from_millis(500),
+            checkpoint_interval: Duration::from_secs(2),
         }
     }
 }

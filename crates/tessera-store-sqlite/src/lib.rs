@@ -86,6 +86,8 @@ impl SqliteEventLog {
         writer
             .execute_batch(
                 "PRAGMA secure_delete = ON;
+                 -- 64 MB of page cache keeps the messageId index's hot pages in memory.
+                 PRAGMA cache_size = -65536;
                  -- Checkpoints run from `checkpoint()` on a background thread, not inline
                  -- in a committing request; the size cap below bounds the WAL if they lag.
                  PRAGMA wal_autocheckpoint = 0;

@@ -12,6 +12,11 @@ use options::{ServeArgs, Settings, StoreArgs};
 
 use std::process::ExitCode;
 
+/// mimalloc: the ingest path allocates many small JSON values per event; measured
+/// faster than the system allocator for it (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tessera: an open-source customer data platform. Speaks Segment's Tracking API.
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about, long_about = None)]
