@@ -134,6 +134,15 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
+    fn every_code_is_in_the_api_reference_with_its_status() {
+        let reference = include_str!("../../../docs/API.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.http_status());
+            assert!(reference.contains(&row), "docs/API.md lacks the row {row}");
+        }
+    }
+
+    #[test]
     fn codes_are_unique_snake_case_and_documented() {
         let mut seen = HashSet::new();
         for code in ErrorCode::ALL {
