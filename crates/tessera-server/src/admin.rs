@@ -141,7 +141,13 @@ async fn rejections(
             "\"limit\" must be a number from 1 to 1000",
         )
     })?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1_000);
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "\"limit\" must be a number from 1 to 1000",
+        ));
+    }
     let stored = state
         .events
         .recent_rejections(limit)

@@ -35,7 +35,7 @@ use tessera_core::{ErrorCode, Rejection};
 use tessera_store::{AppendBatch, EventRecord, RejectionRecord, Source};
 use tower_http::cors::{Any, CorsLayer};
 
-/// The tracking routes, with CORS for browsers.
+/// The tracking routes (CORS is added around the whole app by [`cors`]).
 pub fn router() -> Router<AppState> {
     let mut router = Router::new();
     for (long, short, message_type) in [
@@ -70,13 +70,18 @@ pub fn router() -> Router<AppState> {
             "/v1/import",
             post(|state, request| ingest(state, request, BodyKind::Import, false)),
         )
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::POST, Method::OPTIONS])
-                .allow_headers(Any)
-                .max_age(std::time::Duration::from_secs(86_400)),
-        )
+}
+
+/// CORS for browsers (analytics.js and pages posting JSON with custom headers).
+/// Applied around the whole application, so preflight `OPTIONS` requests are
+/// answered before routing (routes only take POST). Admin routes need a bearer
+/// token, never cookies, so an open origin policy exposes nothing.
+pub fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(Any)
+        .max_age(std::time::Duration::from_secs(86_400))
 }
 
 async fn ingest(

@@ -25,9 +25,9 @@ pub enum ExportCommand {
 /// Runs an export.
 pub fn run(data_dir: &Path, command: ExportCommand) -> anyhow::Result<ExitCode> {
     let ExportCommand::Events { since, source } = command;
-    if !data_dir.join("events.db").exists() {
+    if !data_dir.is_dir() {
         bail!(
-            "no event log in {}: pass --data-dir (or TESSERA_DATA_DIR) pointing at Tessera's data",
+            "no data directory at {}: pass --data-dir (or TESSERA_DATA_DIR) pointing at Tessera's data",
             data_dir.display()
         );
     }

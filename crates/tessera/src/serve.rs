@@ -12,6 +12,9 @@ use tessera_server::metrics::Metrics;
 use tessera_server::sources::{AdminToken, SourceResolver, establish_admin_token};
 use tessera_store::{Catalog, EventLog};
 
+/// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The file, in the data directory, that holds a generated admin token (mode 0600).
 const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -67,9 +70,27 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         data_dir = %settings.data_dir.display(),
         "Tessera is listening"
     );
-    tessera_server::serve(listener, state, shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
+    // On a signal, stop accepting and let in-flight requests finish — but not forever:
+    // a client that stalls mid-body must not hold the shutdown hostage.
+    let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = signalled.send(true);
+    });
+    let mut graceful = on_signal.clone();
+    let server = tessera_server::serve(listener, state, async move {
+        let _ = graceful.changed().await;
+    });
+    tokio::select! {
+        result = server => result.context("the HTTP server failed")?,
+        () = async {
+            let _ = on_signal.changed().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!(
+            grace_seconds = SHUTDOWN_GRACE.as_secs(),
+            "requests still in flight after the grace period were cut off (none was acknowledged)"
+        ),
+    }
 
     tracing::info!("HTTP stopped; committing what is queued");
     tokio::task::spawn_blocking(move || committer_threads.shutdown())
