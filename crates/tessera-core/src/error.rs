@@ -85,6 +85,8 @@ error_codes! {
     InvalidRequest => ("invalid_request", 400),
     /// No source has that id.
     SourceNotFound => ("source_not_found", 404),
+    /// No profile holds that identifier (or has that id).
+    ProfileNotFound => ("profile_not_found", 404),
     /// No route matches the path.
     NotFound => ("not_found", 404),
     /// The path exists but not for this HTTP method.

@@ -457,6 +457,12 @@ impl EventLog for GatedLog {
     ) -> StoreResult<u64> {
         self.inner.scan(filter, visit)
     }
+    fn get(&self, seqs: &[i64]) -> StoreResult<Vec<StoredEvent>> {
+        self.inner.get(seqs)
+    }
+    fn last_seq(&self) -> StoreResult<i64> {
+        self.inner.last_seq()
+    }
     fn delete_events(&self, seqs: &[i64]) -> StoreResult<u64> {
         self.inner.delete_events(seqs)
     }

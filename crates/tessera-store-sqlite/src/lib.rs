@@ -13,6 +13,10 @@
 //! newest events are deleted, so consumers' checkpoints stay valid. See
 //! `docs/decisions/0001-embedded-store.md` for why SQLite, with the measurements.
 
+mod profiles;
+
+pub use profiles::SqliteProfileStore;
+
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -27,11 +31,11 @@ const SCAN_PAGE_ROWS: i64 = 2_000;
 /// How long a connection waits for another process's write lock (CLI vs server).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn engine(error: rusqlite::Error) -> StoreError {
+pub(crate) fn engine(error: rusqlite::Error) -> StoreError {
     StoreError::Engine(error.to_string())
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave SQLite half-written (the transaction
     // rolls back on drop), so a poisoned mutex is safe to keep using.
     mutex
@@ -53,7 +57,7 @@ pub fn open_data_dir(dir: &Path) -> StoreResult<(SqliteEventLog, SqliteCatalog)>
     ))
 }
 
-fn open_connection(path: &Path) -> StoreResult<Connection> {
+pub(crate) fn open_connection(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -198,7 +202,12 @@ impl EventLog for SqliteEventLog {
     ) -> StoreResult<u64> {
         let mut after = filter.after_seq.unwrap_or(0);
         let mut matched = 0u64;
+        let limit = filter.limit.map_or(u64::MAX, |l| l as u64);
         loop {
+            let page_rows = SCAN_PAGE_ROWS.min(i64::try_from(limit - matched).unwrap_or(i64::MAX));
+            if page_rows == 0 {
+                return Ok(matched);
+            }
             let page: Vec<StoredEvent> = {
                 let conn = lock(&self.reader);
                 let mut statement = conn
@@ -216,7 +225,7 @@ impl EventLog for SqliteEventLog {
                             after,
                             filter.received_since_ms,
                             filter.source_key,
-                            SCAN_PAGE_ROWS
+                            page_rows
                         ],
                         |row| {
                             Ok(StoredEvent {
@@ -234,7 +243,7 @@ impl EventLog for SqliteEventLog {
                 return Ok(matched);
             };
             after = last.seq;
-            let full_page = page.len() as i64 == SCAN_PAGE_ROWS;
+            let full_page = page.len() as i64 == page_rows;
             for event in page {
                 matched += 1;
                 visit(event)?;
@@ -243,6 +252,42 @@ impl EventLog for SqliteEventLog {
                 return Ok(matched);
             }
         }
+    }
+
+    fn get(&self, seqs: &[i64]) -> StoreResult<Vec<StoredEvent>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT seq, source_key, received_at_ms, payload FROM events WHERE seq = ?1",
+            )
+            .map_err(engine)?;
+        let mut sorted = seqs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut events = Vec::with_capacity(sorted.len());
+        for seq in sorted {
+            let event = statement
+                .query_row([seq], |row| {
+                    Ok(StoredEvent {
+                        seq: row.get(0)?,
+                        source_key: row.get(1)?,
+                        received_at_ms: row.get(2)?,
+                        payload: row.get(3)?,
+                    })
+                })
+                .optional()
+                .map_err(engine)?;
+            events.extend(event);
+        }
+        Ok(events)
+    }
+
+    fn last_seq(&self) -> StoreResult<i64> {
+        let conn = lock(&self.reader);
+        conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
+            row.get(0)
+        })
+        .map_err(engine)
     }
 
     fn delete_events(&self, seqs: &[i64]) -> StoreResult<u64> {

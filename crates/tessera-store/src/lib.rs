@@ -15,6 +15,8 @@
 
 use std::fmt;
 
+pub mod profiles;
+
 /// What went wrong inside a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -107,6 +109,8 @@ pub struct EventFilter {
     pub received_since_ms: Option<i64>,
     /// Only events of this source.
     pub source_key: Option<i64>,
+    /// At most this many events.
+    pub limit: Option<usize>,
 }
 
 /// A stored rejection, newest first when listed.
@@ -130,6 +134,12 @@ pub trait EventLog: Send + Sync {
         filter: &EventFilter,
         visit: &mut dyn FnMut(StoredEvent) -> StoreResult<()>,
     ) -> StoreResult<u64>;
+
+    /// The events with these `seq`s, in log order (missing ones are skipped).
+    fn get(&self, seqs: &[i64]) -> StoreResult<Vec<StoredEvent>>;
+
+    /// The highest `seq` in the log (0 when empty).
+    fn last_seq(&self) -> StoreResult<i64>;
 
     /// Physically deletes the events with these `seq`s; returns how many were deleted.
     fn delete_events(&self, seqs: &[i64]) -> StoreResult<u64>;

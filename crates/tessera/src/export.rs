@@ -55,6 +55,7 @@ pub fn run(data_dir: &Path, command: ExportCommand) -> anyhow::Result<ExitCode> 
         after_seq: None,
         received_since_ms,
         source_key,
+        limit: None,
     };
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());

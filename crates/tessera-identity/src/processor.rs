@@ -1,0 +1,459 @@
+//! The processor: reads the event log in order and folds each event into the
+//! derived profile state — identity graph, traits with provenance, timeline, groups.
+//!
+//! Invariants:
+//! - Each chunk of events is applied in one transaction together with the checkpoint,
+//!   so after a crash the processor resumes exactly where the last commit ended: no
+//!   event is applied twice or skipped.
+//! - [`apply_event`] depends only on the event, the state and the rules — never on
+//!   the wall clock — so `replay` (reset, then process the whole log) rebuilds the
+//!   same profiles, ids included (a profile's id is the `seq` of its first event).
+
+use crate::identifiers::{Identifier, extract};
+use crate::resolution::{Target, resolve};
+use crate::rules::{CompiledRules, IdentityRules};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use tessera_core::time::parse_timestamp;
+use tessera_core::{ErrorCode, UserError};
+use tessera_store::profiles::{
+    ConflictRecord, GroupMembership, IdentityLink, MergeRecord, ProfileId, ProfileStore,
+    ProfileTxn, StoredTrait,
+};
+use tessera_store::{Catalog, EventFilter, EventLog, StoreError, StoreResult, StoredEvent};
+
+/// Catalog setting holding the identity rules as JSON.
+pub const RULES_SETTING: &str = "identity_rules";
+/// Catalog setting holding the identifiers an operator unlinked, as a JSON array of
+/// `"type:value"` strings.
+pub const UNLINKED_SETTING: &str = "identity_unlinked";
+
+/// Rules plus the operator's unlinked identifiers: what [`apply_event`] needs.
+#[derive(Debug, Clone)]
+pub struct ProcessingRules {
+    /// Compiled identity rules.
+    pub rules: CompiledRules,
+    /// Identifiers that must not link anything.
+    pub unlinked: HashSet<Identifier>,
+    /// Source names by source key (for per-trait source priority).
+    pub source_names: HashMap<i64, String>,
+}
+
+/// Applies one event to the profile state.
+pub fn apply_event(
+    rules: &ProcessingRules,
+    txn: &mut dyn ProfileTxn,
+    event: &StoredEvent,
+) -> StoreResult<Option<ProfileId>> {
+    let Ok(Value::Object(message)) = serde_json::from_str::<Value>(&event.payload) else {
+        tracing::warn!(
+            seq = event.seq,
+            "stored event is not a JSON object; skipped"
+        );
+        return Ok(None);
+    };
+    let message_id = message
+        .get("messageId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let timestamp_ms = message
+        .get("timestamp")
+        .and_then(Value::as_str)
+        .and_then(parse_timestamp)
+        .map_or(event.received_at_ms, |t| t.timestamp_millis());
+    let message_type = message.get("type").and_then(Value::as_str).unwrap_or("");
+
+    let mut identifiers = extract(&rules.rules, &message);
+    if message_type == "alias"
+        && let Some(previous) = previous_id(rules, txn, &message)?
+        && !identifiers.contains(&previous)
+    {
+        identifiers.push(previous);
+    }
+    identifiers.retain(|identifier| !rules.unlinked.contains(identifier));
+    let priority = |identifier: &Identifier| {
+        rules
+            .rules
+            .identifier_type(&identifier.id_type)
+            .map_or(u32::MAX, |t| t.priority)
+    };
+    identifiers.sort_by_key(|identifier| priority(identifier));
+
+    let resolution = resolve(&rules.rules, txn, identifiers)?;
+    let profile = match resolution.target {
+        Target::Unidentified => return Ok(None),
+        Target::Existing(profile) => profile,
+        Target::New => {
+            txn.create_profile(event.seq, timestamp_ms)?;
+            event.seq
+        }
+    };
+    for (loser, shared_types) in &resolution.merge {
+        for loser_trait in txn.traits(*loser)? {
+            set_trait_if_wins(rules, txn, profile, loser_trait)?;
+        }
+        txn.merge(&MergeRecord {
+            winner: profile,
+            loser: *loser,
+            seq: event.seq,
+            message_id: message_id.clone(),
+            rule: format!("shared identifier {}", shared_types.join(", ")),
+            timestamp_ms,
+        })?;
+    }
+    for identifier in &resolution.link {
+        txn.link(&IdentityLink {
+            id_type: identifier.id_type.clone(),
+            value: identifier.value.clone(),
+            profile_id: profile,
+            first_seen_ms: timestamp_ms,
+            source_key: event.source_key,
+            message_id: message_id.clone(),
+        })?;
+    }
+    for dropped in &resolution.dropped {
+        txn.record_conflict(&ConflictRecord {
+            seq: event.seq,
+            message_id: message_id.clone(),
+            profile_id: Some(profile),
+            dropped_type: dropped.identifier.id_type.clone(),
+            detail: format!(
+                "{} not linked: {}",
+                dropped.identifier.id_type, dropped.reason
+            ),
+        })?;
+    }
+    txn.add_event(profile, event.seq, timestamp_ms)?;
+
+    let provenance = |name: &str, value: &Value| StoredTrait {
+        name: name.to_string(),
+        value_json: value.to_string(),
+        source_key: event.source_key,
+        message_id: message_id.clone(),
+        timestamp_ms,
+        seq: event.seq,
+    };
+    let mut trait_sets: Vec<&Map<String, Value>> = Vec::new();
+    if let Some(Value::Object(context_traits)) =
+        message.get("context").and_then(|c| c.get("traits"))
+    {
+        trait_sets.push(context_traits);
+    }
+    if message_type == "identify"
+        && let Some(Value::Object(traits)) = message.get("traits")
+    {
+        trait_sets.push(traits);
+    }
+    for traits in trait_sets {
+        for (name, value) in traits {
+            set_trait_if_wins(rules, txn, profile, provenance(name, value))?;
+        }
+    }
+    if message_type == "group"
+        && let Some(group_id) = message.get("groupId").and_then(|g| match g {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    {
+        let traits = message
+            .get("traits")
+            .filter(|t| t.is_object())
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        txn.set_group(
+            profile,
+            &GroupMembership {
+                group_id,
+                traits_json: traits.to_string(),
+                timestamp_ms,
+            },
+        )?;
+    }
+    Ok(Some(profile))
+}
+
+/// The identifier an alias's `previousId` names: a known user id, else an anonymous id.
+fn previous_id(
+    rules: &ProcessingRules,
+    txn: &mut dyn ProfileTxn,
+    message: &Map<String, Value>,
+) -> StoreResult<Option<Identifier>> {
+    let Some(raw) = message.get("previousId").and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    for type_name in ["user_id", "anonymous_id"] {
+        let Some(id_type) = rules.rules.identifier_type(type_name) else {
+            continue;
+        };
+        let Some(value) = crate::identifiers::normalize_value(&rules.rules, id_type, &raw) else {
+            continue;
+        };
+        if type_name == "anonymous_id" || txn.profile_of(type_name, &value)?.is_some() {
+            return Ok(Some(Identifier::new(type_name, value)));
+        }
+    }
+    Ok(None)
+}
+
+/// Sets a trait when the candidate beats the stored value: a source ranked higher for
+/// this trait wins; otherwise the later event (time, then log position) wins.
+fn set_trait_if_wins(
+    rules: &ProcessingRules,
+    txn: &mut dyn ProfileTxn,
+    profile: ProfileId,
+    candidate: StoredTrait,
+) -> StoreResult<()> {
+    let current = txn.trait_value(profile, &candidate.name)?;
+    let wins = match &current {
+        None => true,
+        Some(current) => {
+            let rank = |source_key: i64| {
+                rules
+                    .source_names
+                    .get(&source_key)
+                    .and_then(|name| rules.rules.source_rank(&candidate.name, name))
+            };
+            match (rank(candidate.source_key), rank(current.source_key)) {
+                (Some(new), Some(old)) if new != old => new < old,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                _ => (candidate.timestamp_ms, candidate.seq) >= (current.timestamp_ms, current.seq),
+            }
+        }
+    };
+    if wins {
+        txn.set_trait(profile, &candidate)?;
+    }
+    Ok(())
+}
+
+/// Runs the processor over stores.
+pub struct Processor {
+    log: Arc<dyn EventLog>,
+    profiles: Arc<dyn ProfileStore>,
+    catalog: Arc<dyn Catalog>,
+    rules: RwLock<Arc<ProcessingRules>>,
+    /// One writer at a time: the background loop, replay and unlink share it.
+    running: Mutex<()>,
+}
+
+/// Events applied per transaction.
+pub const CHUNK_EVENTS: usize = 2_000;
+
+impl Processor {
+    /// A processor with the rules stored in the catalog (or the defaults).
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        profiles: Arc<dyn ProfileStore>,
+        catalog: Arc<dyn Catalog>,
+    ) -> Result<Self, ProcessorError> {
+        let rules = load_rules(catalog.as_ref())?;
+        Ok(Self {
+            log,
+            profiles,
+            catalog,
+            rules: RwLock::new(Arc::new(rules)),
+            running: Mutex::new(()),
+        })
+    }
+
+    fn current_rules(&self) -> Arc<ProcessingRules> {
+        self.rules
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    fn rules_with_sources(
+        &self,
+        events: &[StoredEvent],
+    ) -> Result<Arc<ProcessingRules>, ProcessorError> {
+        let rules = self.current_rules();
+        if events
+            .iter()
+            .all(|e| rules.source_names.contains_key(&e.source_key))
+        {
+            return Ok(rules);
+        }
+        // A new source appeared: refresh the names once.
+        let mut refreshed = (*rules).clone();
+        refreshed.source_names = self
+            .catalog
+            .list_sources()?
+            .into_iter()
+            .map(|s| (s.key, s.name))
+            .collect();
+        let refreshed = Arc::new(refreshed);
+        if let Ok(mut slot) = self.rules.write() {
+            *slot = Arc::clone(&refreshed);
+        }
+        Ok(refreshed)
+    }
+
+    /// Applies the next chunk of at most `max_events`; returns how many were applied.
+    pub fn run_chunk(&self, max_events: usize) -> Result<usize, ProcessorError> {
+        let _guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let checkpoint = self.profiles.checkpoint()?;
+        let mut events = Vec::new();
+        self.log.scan(
+            &EventFilter {
+                after_seq: Some(checkpoint),
+                limit: Some(max_events),
+                ..EventFilter::default()
+            },
+            &mut |event| {
+                events.push(event);
+                Ok(())
+            },
+        )?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return Ok(0);
+        };
+        let rules = self.rules_with_sources(&events)?;
+        self.profiles.apply(last, &mut |txn| {
+            for event in &events {
+                apply_event(&rules, txn, event)?;
+            }
+            Ok(())
+        })?;
+        Ok(events.len())
+    }
+
+    /// Applies everything up to the end of the log; `progress(applied, target_seq)`
+    /// is called after each chunk. Returns how many events were applied.
+    pub fn catch_up(&self, progress: &mut dyn FnMut(u64, i64)) -> Result<u64, ProcessorError> {
+        let target = self.log.last_seq()?;
+        let mut applied = 0u64;
+        loop {
+            let n = self.run_chunk(CHUNK_EVENTS)?;
+            applied += n as u64;
+            progress(applied, target);
+            if n == 0 {
+                return Ok(applied);
+            }
+        }
+    }
+
+    /// Deletes all derived state and rebuilds it from the whole log.
+    pub fn replay(&self, progress: &mut dyn FnMut(u64, i64)) -> Result<u64, ProcessorError> {
+        {
+            let _guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            self.profiles.reset()?;
+        }
+        self.catch_up(progress)
+    }
+
+    /// Events in the log not yet applied.
+    pub fn lag(&self) -> Result<i64, ProcessorError> {
+        Ok((self.log.last_seq()? - self.profiles.checkpoint()?).max(0))
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> IdentityRules {
+        self.current_rules().rules.rules.clone()
+    }
+
+    /// Replaces the rules (they apply to events processed from now on).
+    pub fn set_rules(&self, rules: IdentityRules) -> Result<(), ProcessorError> {
+        let compiled = rules.compile()?;
+        let text = serde_json::to_string(&rules).map_err(|e| StoreError::Engine(e.to_string()))?;
+        self.catalog.set_setting(RULES_SETTING, &text)?;
+        let mut next = (*self.current_rules()).clone();
+        next.rules = compiled;
+        if let Ok(mut slot) = self.rules.write() {
+            *slot = Arc::new(next);
+        }
+        Ok(())
+    }
+
+    /// Removes a wrong identifier link: the identifier will no longer link anything,
+    /// and the profile that held it is rebuilt from its events, so its traits,
+    /// timeline and merges follow. Returns the profiles that now hold those events.
+    pub fn unlink(&self, identifier: &Identifier) -> Result<Vec<ProfileId>, ProcessorError> {
+        let _guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let profile = self
+            .profiles
+            .find(&identifier.id_type, &identifier.value)?
+            .ok_or_else(|| {
+                ProcessorError::User(UserError::new(
+                    ErrorCode::ProfileNotFound,
+                    format!(
+                        "no profile holds the {} identifier given",
+                        identifier.id_type
+                    ),
+                ))
+            })?;
+        let mut next = (*self.current_rules()).clone();
+        next.unlinked.insert(identifier.clone());
+        let mut list: Vec<String> = next.unlinked.iter().map(ToString::to_string).collect();
+        list.sort();
+        let text = serde_json::to_string(&list).map_err(|e| StoreError::Engine(e.to_string()))?;
+        self.catalog.set_setting(UNLINKED_SETTING, &text)?;
+        let next = Arc::new(next);
+        if let Ok(mut slot) = self.rules.write() {
+            *slot = Arc::clone(&next);
+        }
+        let mut owners = Vec::new();
+        let log = Arc::clone(&self.log);
+        self.profiles.rebuild(&[profile], &mut |txn, seqs| {
+            for chunk in seqs.chunks(CHUNK_EVENTS) {
+                for event in log.get(chunk)? {
+                    if let Some(owner) = apply_event(&next, txn, &event)?
+                        && !owners.contains(&owner)
+                    {
+                        owners.push(owner);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        owners.sort_unstable();
+        Ok(owners)
+    }
+}
+
+fn load_rules(catalog: &dyn Catalog) -> Result<ProcessingRules, ProcessorError> {
+    let rules: IdentityRules = match catalog.setting(RULES_SETTING)? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            StoreError::Engine(format!("stored identity rules are unreadable: {e}"))
+        })?,
+        None => IdentityRules::default(),
+    };
+    let unlinked: Vec<String> = match catalog.setting(UNLINKED_SETTING)? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            StoreError::Engine(format!("stored unlinked identifiers are unreadable: {e}"))
+        })?,
+        None => Vec::new(),
+    };
+    Ok(ProcessingRules {
+        rules: rules.compile()?,
+        unlinked: unlinked
+            .iter()
+            .filter_map(|s| s.split_once(':'))
+            .map(|(t, v)| Identifier::new(t, v))
+            .collect(),
+        source_names: catalog
+            .list_sources()?
+            .into_iter()
+            .map(|s| (s.key, s.name))
+            .collect(),
+    })
+}
+
+/// Why the processor could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// The caller's input was wrong.
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,607 @@
+//! Derived profile state in `profiles.db`: the identity graph, traits with
+//! provenance, profile events, group memberships, merges and conflicts.
+//!
+//! Everything here is rebuilt by replay, so it lives in its own file: `tessera
+//! replay` may wipe it without touching the log or the catalog. Identities always
+//! point at the canonical profile (a merge repoints them), so a lookup is one
+//! index probe however many merges a profile went through.
+
+use crate::{engine, lock, open_connection};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::path::Path;
+use std::sync::Mutex;
+use tessera_store::profiles::{
+    ConflictRecord, GroupMembership, IdentityLink, MergeRecord, ProfileId, ProfileStore,
+    ProfileSummary, ProfileTxn, RebuildWork, StoredTrait,
+};
+use tessera_store::{StoreError, StoreResult};
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS processor_state (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS profiles (
+        id            INTEGER PRIMARY KEY,
+        merged_into   INTEGER,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms  INTEGER NOT NULL,
+        merge_count   INTEGER NOT NULL DEFAULT 0,
+        event_count   INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS profiles_by_merged_into ON profiles (merged_into);
+    CREATE TABLE IF NOT EXISTS identities (
+        id_type       TEXT    NOT NULL,
+        value         TEXT    NOT NULL,
+        profile_id    INTEGER NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        source_key    INTEGER NOT NULL,
+        message_id    TEXT    NOT NULL,
+        PRIMARY KEY (id_type, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS identities_by_profile ON identities (profile_id, id_type);
+    CREATE TABLE IF NOT EXISTS traits (
+        profile_id   INTEGER NOT NULL,
+        name         TEXT    NOT NULL,
+        value_json   TEXT    NOT NULL,
+        source_key   INTEGER NOT NULL,
+        message_id   TEXT    NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        seq          INTEGER NOT NULL,
+        PRIMARY KEY (profile_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS profile_events (
+        profile_id INTEGER NOT NULL,
+        seq        INTEGER NOT NULL,
+        PRIMARY KEY (profile_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS profile_groups (
+        profile_id   INTEGER NOT NULL,
+        group_id     TEXT    NOT NULL,
+        traits_json  TEXT    NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        PRIMARY KEY (profile_id, group_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS merges (
+        id           INTEGER PRIMARY KEY,
+        winner       INTEGER NOT NULL,
+        loser        INTEGER NOT NULL,
+        seq          INTEGER NOT NULL,
+        message_id   TEXT    NOT NULL,
+        rule         TEXT    NOT NULL,
+        timestamp_ms INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS merges_by_winner ON merges (winner);
+    CREATE TABLE IF NOT EXISTS conflicts (
+        id           INTEGER PRIMARY KEY,
+        seq          INTEGER NOT NULL,
+        message_id   TEXT    NOT NULL,
+        profile_id   INTEGER,
+        dropped_type TEXT    NOT NULL,
+        detail       TEXT    NOT NULL
+    );
+";
+
+const CHECKPOINT: &str = "checkpoint";
+
+/// Profiles and the identity graph in `profiles.db`.
+pub struct SqliteProfileStore {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl SqliteProfileStore {
+    /// Opens (or creates) the profile store of a data directory.
+    pub fn open_in(data_dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Engine(e.to_string()))?;
+        let path = data_dir.join("profiles.db");
+        let writer = open_connection(&path)?;
+        writer
+            .execute_batch(&format!("PRAGMA cache_size = -65536;{SCHEMA}"))
+            .map_err(engine)?;
+        Ok(Self {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(open_connection(&path)?),
+        })
+    }
+}
+
+struct SqliteTxn<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+fn summary_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileSummary> {
+    Ok(ProfileSummary {
+        id: row.get(0)?,
+        merged_into: row.get(1)?,
+        first_seen_ms: row.get(2)?,
+        last_seen_ms: row.get(3)?,
+        merge_count: row.get(4)?,
+        event_count: row.get(5)?,
+    })
+}
+
+const SUMMARY_SQL: &str =
+    "SELECT id, merged_into, first_seen_ms, last_seen_ms, merge_count, event_count
+                           FROM profiles WHERE id = ?1";
+
+fn trait_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTrait> {
+    Ok(StoredTrait {
+        name: row.get(0)?,
+        value_json: row.get(1)?,
+        source_key: row.get(2)?,
+        message_id: row.get(3)?,
+        timestamp_ms: row.get(4)?,
+        seq: row.get(5)?,
+    })
+}
+
+const TRAIT_COLUMNS: &str = "name, value_json, source_key, message_id, timestamp_ms, seq";
+
+impl ProfileTxn for SqliteTxn<'_> {
+    fn profile_of(&mut self, id_type: &str, value: &str) -> StoreResult<Option<ProfileId>> {
+        self.tx
+            .prepare_cached("SELECT profile_id FROM identities WHERE id_type = ?1 AND value = ?2")
+            .and_then(|mut s| s.query_row([id_type, value], |r| r.get(0)).optional())
+            .map_err(engine)
+    }
+
+    fn identifier_counts(&mut self, profile: ProfileId) -> StoreResult<Vec<(String, u32)>> {
+        let mut statement = self
+            .tx
+            .prepare_cached(
+                "SELECT id_type, count(*) FROM identities WHERE profile_id = ?1 GROUP BY id_type",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map([profile], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn summary(&mut self, profile: ProfileId) -> StoreResult<Option<ProfileSummary>> {
+        self.tx
+            .prepare_cached(SUMMARY_SQL)
+            .and_then(|mut s| s.query_row([profile], summary_row).optional())
+            .map_err(engine)
+    }
+
+    fn create_profile(&mut self, profile: ProfileId, seen_ms: i64) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO profiles (id, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?2)",
+            )
+            .and_then(|mut s| s.execute(params![profile, seen_ms]))
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    fn link(&mut self, link: &IdentityLink) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO identities (id_type, value, profile_id, first_seen_ms, source_key, message_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id_type, value) DO UPDATE SET profile_id = excluded.profile_id",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    link.id_type,
+                    link.value,
+                    link.profile_id,
+                    link.first_seen_ms,
+                    link.source_key,
+                    link.message_id
+                ])
+            })
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    fn merge(&mut self, record: &MergeRecord) -> StoreResult<()> {
+        let (winner, loser) = (record.winner, record.loser);
+        let statements: [(&str, &[&dyn rusqlite::ToSql]); 7] = [
+            ("UPDATE identities SET profile_id = ?1 WHERE profile_id = ?2", &[&winner, &loser]),
+            (
+                "INSERT OR IGNORE INTO profile_events (profile_id, seq)
+                 SELECT ?1, seq FROM profile_events WHERE profile_id = ?2",
+                &[&winner, &loser],
+            ),
+            ("DELETE FROM profile_events WHERE profile_id = ?1", &[&loser]),
+            (
+                "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, traits_json, timestamp_ms)
+                 SELECT ?1, group_id, traits_json, timestamp_ms FROM profile_groups WHERE profile_id = ?2",
+                &[&winner, &loser],
+            ),
+            ("DELETE FROM profile_groups WHERE profile_id = ?1", &[&loser]),
+            ("DELETE FROM traits WHERE profile_id = ?1", &[&loser]),
+            ("UPDATE profiles SET merged_into = ?1 WHERE id = ?2 OR merged_into = ?2", &[&winner, &loser]),
+        ];
+        for (sql, args) in statements {
+            self.tx
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute(args))
+                .map_err(engine)?;
+        }
+        self.tx
+            .prepare_cached(
+                "UPDATE profiles SET
+                    first_seen_ms = min(first_seen_ms, (SELECT first_seen_ms FROM profiles WHERE id = ?2)),
+                    last_seen_ms = max(last_seen_ms, (SELECT last_seen_ms FROM profiles WHERE id = ?2)),
+                    merge_count = merge_count + 1 + (SELECT merge_count FROM profiles WHERE id = ?2),
+                    event_count = (SELECT count(*) FROM profile_events WHERE profile_id = ?1)
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![winner, loser]))
+            .map_err(engine)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO merges (winner, loser, seq, message_id, rule, timestamp_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    winner,
+                    loser,
+                    record.seq,
+                    record.message_id,
+                    record.rule,
+                    record.timestamp_ms
+                ])
+            })
+            .map_err(engine)?;
+        // The loser's own merge history now belongs to the winner's.
+        self.tx
+            .prepare_cached("UPDATE merges SET winner = ?1 WHERE winner = ?2")
+            .and_then(|mut s| s.execute(params![winner, loser]))
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    fn traits(&mut self, profile: ProfileId) -> StoreResult<Vec<StoredTrait>> {
+        let mut statement = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {TRAIT_COLUMNS} FROM traits WHERE profile_id = ?1 ORDER BY name"
+            ))
+            .map_err(engine)?;
+        let rows = statement.query_map([profile], trait_row).map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn trait_value(&mut self, profile: ProfileId, name: &str) -> StoreResult<Option<StoredTrait>> {
+        self.tx
+            .prepare_cached(&format!(
+                "SELECT {TRAIT_COLUMNS} FROM traits WHERE profile_id = ?1 AND name = ?2"
+            ))
+            .and_then(|mut s| s.query_row(params![profile, name], trait_row).optional())
+            .map_err(engine)
+    }
+
+    fn set_trait(&mut self, profile: ProfileId, value: &StoredTrait) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO traits (profile_id, name, value_json, source_key, message_id, timestamp_ms, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (profile_id, name) DO UPDATE SET
+                    value_json = excluded.value_json, source_key = excluded.source_key,
+                    message_id = excluded.message_id, timestamp_ms = excluded.timestamp_ms,
+                    seq = excluded.seq",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    profile,
+                    value.name,
+                    value.value_json,
+                    value.source_key,
+                    value.message_id,
+                    value.timestamp_ms,
+                    value.seq
+                ])
+            })
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    fn add_event(&mut self, profile: ProfileId, seq: i64, timestamp_ms: i64) -> StoreResult<()> {
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO profile_events (profile_id, seq) VALUES (?1, ?2)",
+            )
+            .and_then(|mut s| s.execute(params![profile, seq]))
+            .map_err(engine)?;
+        self.tx
+            .prepare_cached(
+                "UPDATE profiles SET first_seen_ms = min(first_seen_ms, ?2),
+                                     last_seen_ms = max(last_seen_ms, ?2),
+                                     event_count = event_count + ?3
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![profile, timestamp_ms, inserted as i64]))
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    fn set_group(&mut self, profile: ProfileId, group: &GroupMembership) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO profile_groups (profile_id, group_id, traits_json, timestamp_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (profile_id, group_id) DO UPDATE SET
+                    traits_json = CASE WHEN excluded.timestamp_ms >= timestamp_ms
+                                       THEN excluded.traits_json ELSE traits_json END,
+                    timestamp_ms = max(timestamp_ms, excluded.timestamp_ms)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    profile,
+                    group.group_id,
+                    group.traits_json,
+                    group.timestamp_ms
+                ])
+            })
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    fn record_conflict(&mut self, conflict: &ConflictRecord) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO conflicts (seq, message_id, profile_id, dropped_type, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    conflict.seq,
+                    conflict.message_id,
+                    conflict.profile_id,
+                    conflict.dropped_type,
+                    conflict.detail
+                ])
+            })
+            .map_err(engine)?;
+        Ok(())
+    }
+}
+
+fn set_checkpoint(tx: &Transaction<'_>, seq: i64) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO processor_state (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+        params![CHECKPOINT, seq],
+    )
+    .map_err(engine)?;
+    Ok(())
+}
+
+impl ProfileStore for SqliteProfileStore {
+    fn checkpoint(&self) -> StoreResult<i64> {
+        let conn = lock(&self.reader);
+        conn.query_row(
+            "SELECT value FROM processor_state WHERE name = ?1",
+            [CHECKPOINT],
+            |r| r.get(0),
+        )
+        .optional()
+        .map(|v| v.unwrap_or(0))
+        .map_err(engine)
+    }
+
+    fn apply(
+        &self,
+        through_seq: i64,
+        work: &mut dyn FnMut(&mut dyn ProfileTxn) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(engine)?;
+        work(&mut SqliteTxn { tx: &tx })?;
+        set_checkpoint(&tx, through_seq)?;
+        tx.commit().map_err(engine)
+    }
+
+    fn rebuild(&self, profiles: &[ProfileId], work: &mut RebuildWork<'_>) -> StoreResult<()> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(engine)?;
+        let mut seqs = Vec::new();
+        for profile in profiles {
+            let mut members: Vec<ProfileId> = {
+                let mut statement = tx
+                    .prepare_cached("SELECT id FROM profiles WHERE merged_into = ?1")
+                    .map_err(engine)?;
+                let rows = statement
+                    .query_map([profile], |r| r.get(0))
+                    .map_err(engine)?;
+                rows.collect::<Result<_, _>>().map_err(engine)?
+            };
+            members.push(*profile);
+            {
+                let mut statement = tx
+                    .prepare_cached("SELECT seq FROM profile_events WHERE profile_id = ?1")
+                    .map_err(engine)?;
+                let rows = statement
+                    .query_map([profile], |r| r.get(0))
+                    .map_err(engine)?;
+                for seq in rows {
+                    seqs.push(seq.map_err(engine)?);
+                }
+            }
+            for member in members {
+                for sql in [
+                    "DELETE FROM identities WHERE profile_id = ?1",
+                    "DELETE FROM traits WHERE profile_id = ?1",
+                    "DELETE FROM profile_events WHERE profile_id = ?1",
+                    "DELETE FROM profile_groups WHERE profile_id = ?1",
+                    "DELETE FROM merges WHERE winner = ?1",
+                    "DELETE FROM profiles WHERE id = ?1",
+                ] {
+                    tx.execute(sql, [member]).map_err(engine)?;
+                }
+            }
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        work(&mut SqliteTxn { tx: &tx }, &seqs)?;
+        tx.commit().map_err(engine)
+    }
+
+    fn reset(&self) -> StoreResult<()> {
+        let conn = lock(&self.writer);
+        conn.execute_batch(
+            "BEGIN;
+             DELETE FROM identities; DELETE FROM traits; DELETE FROM profile_events;
+             DELETE FROM profile_groups; DELETE FROM merges; DELETE FROM conflicts;
+             DELETE FROM profiles; DELETE FROM processor_state;
+             COMMIT;",
+        )
+        .map_err(engine)
+    }
+
+    fn find(&self, id_type: &str, value: &str) -> StoreResult<Option<ProfileId>> {
+        let conn = lock(&self.reader);
+        conn.prepare_cached("SELECT profile_id FROM identities WHERE id_type = ?1 AND value = ?2")
+            .and_then(|mut s| s.query_row([id_type, value], |r| r.get(0)).optional())
+            .map_err(engine)
+    }
+
+    fn profile(&self, id: ProfileId) -> StoreResult<Option<ProfileSummary>> {
+        let conn = lock(&self.reader);
+        conn.prepare_cached(SUMMARY_SQL)
+            .and_then(|mut s| s.query_row([id], summary_row).optional())
+            .map_err(engine)
+    }
+
+    fn identities(&self, id: ProfileId) -> StoreResult<Vec<IdentityLink>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT id_type, value, profile_id, first_seen_ms, source_key, message_id
+                 FROM identities WHERE profile_id = ?1 ORDER BY first_seen_ms, id_type, value",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map([id], |r| {
+                Ok(IdentityLink {
+                    id_type: r.get(0)?,
+                    value: r.get(1)?,
+                    profile_id: r.get(2)?,
+                    first_seen_ms: r.get(3)?,
+                    source_key: r.get(4)?,
+                    message_id: r.get(5)?,
+                })
+            })
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn traits(&self, id: ProfileId) -> StoreResult<Vec<StoredTrait>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(&format!(
+                "SELECT {TRAIT_COLUMNS} FROM traits WHERE profile_id = ?1 ORDER BY name"
+            ))
+            .map_err(engine)?;
+        let rows = statement.query_map([id], trait_row).map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn event_seqs(
+        &self,
+        id: ProfileId,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<i64>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT seq FROM profile_events WHERE profile_id = ?1 AND seq < ?2
+                 ORDER BY seq DESC LIMIT ?3",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map(
+                params![
+                    id,
+                    before_seq.unwrap_or(i64::MAX),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| r.get(0),
+            )
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn merges(&self, id: ProfileId) -> StoreResult<Vec<MergeRecord>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT winner, loser, seq, message_id, rule, timestamp_ms FROM merges
+                 WHERE winner = ?1 ORDER BY id",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map([id], |r| {
+                Ok(MergeRecord {
+                    winner: r.get(0)?,
+                    loser: r.get(1)?,
+                    seq: r.get(2)?,
+                    message_id: r.get(3)?,
+                    rule: r.get(4)?,
+                    timestamp_ms: r.get(5)?,
+                })
+            })
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn groups(&self, id: ProfileId) -> StoreResult<Vec<GroupMembership>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT group_id, traits_json, timestamp_ms FROM profile_groups
+                 WHERE profile_id = ?1 ORDER BY group_id",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map([id], |r| {
+                Ok(GroupMembership {
+                    group_id: r.get(0)?,
+                    traits_json: r.get(1)?,
+                    timestamp_ms: r.get(2)?,
+                })
+            })
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn conflicts(&self, limit: usize) -> StoreResult<Vec<ConflictRecord>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT seq, message_id, profile_id, dropped_type, detail FROM conflicts
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok(ConflictRecord {
+                    seq: r.get(0)?,
+                    message_id: r.get(1)?,
+                    profile_id: r.get(2)?,
+                    dropped_type: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn profile_count(&self) -> StoreResult<i64> {
+        let conn = lock(&self.reader);
+        conn.query_row(
+            "SELECT count(*) FROM profiles WHERE merged_into IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(engine)
+    }
+}

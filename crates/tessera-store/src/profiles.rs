@@ -1,0 +1,180 @@
+//! Derived profile state: the identity graph, traits with provenance, each profile's
+//! events and group memberships, merges and conflicts.
+//!
+//! All of it is derived from the event log by the processor and can be rebuilt by
+//! replay. The processor writes through [`ProfileTxn`] inside [`ProfileStore::apply`],
+//! one transaction per chunk of events together with the checkpoint, so a chunk is
+//! applied exactly once even across crashes.
+
+use crate::StoreResult;
+
+/// A profile's id. It is the log `seq` of the event that created the profile, so
+/// replaying the same log gives the same ids.
+pub type ProfileId = i64;
+
+/// One identifier attached to a profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityLink {
+    /// Identifier type, e.g. `email`.
+    pub id_type: String,
+    /// Normalized value.
+    pub value: String,
+    /// The profile it belongs to.
+    pub profile_id: ProfileId,
+    /// Event time it was first seen (Unix ms).
+    pub first_seen_ms: i64,
+    /// Source that first sent it.
+    pub source_key: i64,
+    /// Message that first carried it.
+    pub message_id: String,
+}
+
+/// A trait value with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTrait {
+    /// Trait name.
+    pub name: String,
+    /// The value as JSON text.
+    pub value_json: String,
+    /// Source that set it.
+    pub source_key: i64,
+    /// Message that set it.
+    pub message_id: String,
+    /// Event time of that message (Unix ms).
+    pub timestamp_ms: i64,
+    /// Log position of that message (breaks ties between equal times).
+    pub seq: i64,
+}
+
+/// A merge of two profiles, kept forever as the profile's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeRecord {
+    /// The surviving profile.
+    pub winner: ProfileId,
+    /// The profile merged into it.
+    pub loser: ProfileId,
+    /// Log position of the message that caused it.
+    pub seq: i64,
+    /// That message's id.
+    pub message_id: String,
+    /// The rule, e.g. `shared identifier email`.
+    pub rule: String,
+    /// Event time (Unix ms).
+    pub timestamp_ms: i64,
+}
+
+/// A link the rules refused (e.g. two user ids on one profile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictRecord {
+    /// Log position of the message.
+    pub seq: i64,
+    /// That message's id.
+    pub message_id: String,
+    /// The profile the message was attributed to, if any.
+    pub profile_id: Option<ProfileId>,
+    /// Identifier type that was dropped.
+    pub dropped_type: String,
+    /// What happened, without identifier values.
+    pub detail: String,
+}
+
+/// A group (account) membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMembership {
+    /// The group id.
+    pub group_id: String,
+    /// The group's traits as JSON text (latest wins).
+    pub traits_json: String,
+    /// Event time of the latest group call (Unix ms).
+    pub timestamp_ms: i64,
+}
+
+/// Summary of one profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSummary {
+    /// Its id.
+    pub id: ProfileId,
+    /// The profile it was merged into, when it is no longer canonical.
+    pub merged_into: Option<ProfileId>,
+    /// Earliest event time (Unix ms).
+    pub first_seen_ms: i64,
+    /// Latest event time (Unix ms).
+    pub last_seen_ms: i64,
+    /// How many profiles were merged into it.
+    pub merge_count: i64,
+    /// How many events it has.
+    pub event_count: i64,
+}
+
+/// Writes of the processor, inside one transaction.
+pub trait ProfileTxn {
+    /// The profile owning an identifier.
+    fn profile_of(&mut self, id_type: &str, value: &str) -> StoreResult<Option<ProfileId>>;
+    /// A profile's identifier counts by type.
+    fn identifier_counts(&mut self, profile: ProfileId) -> StoreResult<Vec<(String, u32)>>;
+    /// A profile's summary.
+    fn summary(&mut self, profile: ProfileId) -> StoreResult<Option<ProfileSummary>>;
+    /// Creates a profile.
+    fn create_profile(&mut self, profile: ProfileId, seen_ms: i64) -> StoreResult<()>;
+    /// Attaches an identifier to a profile.
+    fn link(&mut self, link: &IdentityLink) -> StoreResult<()>;
+    /// Moves everything of `record.loser` into `record.winner` and records the merge.
+    /// Traits are not moved: the caller reconciles them first with [`ProfileTxn::traits`].
+    fn merge(&mut self, record: &MergeRecord) -> StoreResult<()>;
+    /// Every trait of a profile.
+    fn traits(&mut self, profile: ProfileId) -> StoreResult<Vec<StoredTrait>>;
+    /// One trait of a profile.
+    fn trait_value(&mut self, profile: ProfileId, name: &str) -> StoreResult<Option<StoredTrait>>;
+    /// Sets a trait.
+    fn set_trait(&mut self, profile: ProfileId, value: &StoredTrait) -> StoreResult<()>;
+    /// Attributes an event to a profile and widens its first/last seen.
+    fn add_event(&mut self, profile: ProfileId, seq: i64, timestamp_ms: i64) -> StoreResult<()>;
+    /// Sets a group membership.
+    fn set_group(&mut self, profile: ProfileId, group: &GroupMembership) -> StoreResult<()>;
+    /// Records a refused link.
+    fn record_conflict(&mut self, conflict: &ConflictRecord) -> StoreResult<()>;
+}
+
+/// Work run inside [`ProfileStore::rebuild`]: re-applies the given event `seq`s.
+pub type RebuildWork<'a> = dyn FnMut(&mut dyn ProfileTxn, &[i64]) -> StoreResult<()> + 'a;
+
+/// Derived profile state.
+pub trait ProfileStore: Send + Sync {
+    /// The last log `seq` applied.
+    fn checkpoint(&self) -> StoreResult<i64>;
+    /// Runs `work` in one transaction and, with it, moves the checkpoint to `through_seq`.
+    fn apply(
+        &self,
+        through_seq: i64,
+        work: &mut dyn FnMut(&mut dyn ProfileTxn) -> StoreResult<()>,
+    ) -> StoreResult<()>;
+    /// Deletes the given profiles (and those merged into them) with everything
+    /// attached, in one transaction with `work`, which rebuilds them; returns the
+    /// `seq`s of their events in log order before deleting, for `work` to re-apply.
+    fn rebuild(&self, profiles: &[ProfileId], work: &mut RebuildWork<'_>) -> StoreResult<()>;
+    /// Deletes all derived state and resets the checkpoint to 0.
+    fn reset(&self) -> StoreResult<()>;
+    /// The canonical profile owning an identifier.
+    fn find(&self, id_type: &str, value: &str) -> StoreResult<Option<ProfileId>>;
+    /// A profile (canonical or merged).
+    fn profile(&self, id: ProfileId) -> StoreResult<Option<ProfileSummary>>;
+    /// A profile's identifiers.
+    fn identities(&self, id: ProfileId) -> StoreResult<Vec<IdentityLink>>;
+    /// A profile's traits.
+    fn traits(&self, id: ProfileId) -> StoreResult<Vec<StoredTrait>>;
+    /// A profile's event `seq`s, newest first, below `before_seq`.
+    fn event_seqs(
+        &self,
+        id: ProfileId,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<i64>>;
+    /// Merges into a profile, oldest first.
+    fn merges(&self, id: ProfileId) -> StoreResult<Vec<MergeRecord>>;
+    /// A profile's group memberships.
+    fn groups(&self, id: ProfileId) -> StoreResult<Vec<GroupMembership>>;
+    /// The newest conflicts.
+    fn conflicts(&self, limit: usize) -> StoreResult<Vec<ConflictRecord>>;
+    /// Number of canonical profiles.
+    fn profile_count(&self) -> StoreResult<i64>;
+}
