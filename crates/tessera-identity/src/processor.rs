@@ -38,6 +38,8 @@ pub struct ProcessingRules {
     pub unlinked: HashSet<Identifier>,
     /// Source names by source key (for per-trait source priority).
     pub source_names: HashMap<i64, String>,
+    /// The catalog settings these were loaded from, to notice changes.
+    pub stored_text: (Option<String>, Option<String>),
 }
 
 /// Applies one event to the profile state.
@@ -264,6 +266,22 @@ impl Processor {
         })
     }
 
+    /// Reloads the rules when another process (the CLI) changed them in the catalog.
+    fn refresh_rules(&self) -> Result<(), ProcessorError> {
+        let current = self.current_rules();
+        let stored = (
+            self.catalog.setting(RULES_SETTING)?,
+            self.catalog.setting(UNLINKED_SETTING)?,
+        );
+        if stored != current.stored_text {
+            let reloaded = load_rules(self.catalog.as_ref())?;
+            if let Ok(mut slot) = self.rules.write() {
+                *slot = Arc::new(reloaded);
+            }
+        }
+        Ok(())
+    }
+
     fn current_rules(&self) -> Arc<ProcessingRules> {
         self.rules
             .read()
@@ -316,14 +334,16 @@ impl Processor {
         let Some(last) = events.last().map(|e| e.seq) else {
             return Ok(0);
         };
+        self.refresh_rules()?;
         let rules = self.rules_with_sources(&events)?;
-        self.profiles.apply(last, &mut |txn| {
+        let applied = self.profiles.apply(checkpoint, last, &mut |txn| {
             for event in &events {
                 apply_event(&rules, txn, event)?;
             }
             Ok(())
         })?;
-        Ok(events.len())
+        // Another process (a CLI replay, say) moved the checkpoint: start over from it.
+        Ok(if applied { events.len() } else { 0 })
     }
 
     /// Applies everything up to the end of the log; `progress(applied, target_seq)`
@@ -355,6 +375,11 @@ impl Processor {
         Ok((self.log.last_seq()? - self.profiles.checkpoint()?).max(0))
     }
 
+    /// The compiled rules in force (to normalize identifiers the way the processor does).
+    pub fn compiled_rules(&self) -> CompiledRules {
+        self.current_rules().rules.clone()
+    }
+
     /// The rules in force.
     pub fn rules(&self) -> IdentityRules {
         self.current_rules().rules.rules.clone()
@@ -367,6 +392,7 @@ impl Processor {
         self.catalog.set_setting(RULES_SETTING, &text)?;
         let mut next = (*self.current_rules()).clone();
         next.rules = compiled;
+        next.stored_text.0 = Some(text);
         if let Ok(mut slot) = self.rules.write() {
             *slot = Arc::new(next);
         }
@@ -396,6 +422,7 @@ impl Processor {
         list.sort();
         let text = serde_json::to_string(&list).map_err(|e| StoreError::Engine(e.to_string()))?;
         self.catalog.set_setting(UNLINKED_SETTING, &text)?;
+        next.stored_text.1 = Some(text);
         let next = Arc::new(next);
         if let Ok(mut slot) = self.rules.write() {
             *slot = Arc::clone(&next);
@@ -420,14 +447,18 @@ impl Processor {
 }
 
 fn load_rules(catalog: &dyn Catalog) -> Result<ProcessingRules, ProcessorError> {
-    let rules: IdentityRules = match catalog.setting(RULES_SETTING)? {
-        Some(text) => serde_json::from_str(&text).map_err(|e| {
+    let stored_text = (
+        catalog.setting(RULES_SETTING)?,
+        catalog.setting(UNLINKED_SETTING)?,
+    );
+    let rules: IdentityRules = match &stored_text.0 {
+        Some(text) => serde_json::from_str(text).map_err(|e| {
             StoreError::Engine(format!("stored identity rules are unreadable: {e}"))
         })?,
         None => IdentityRules::default(),
     };
-    let unlinked: Vec<String> = match catalog.setting(UNLINKED_SETTING)? {
-        Some(text) => serde_json::from_str(&text).map_err(|e| {
+    let unlinked: Vec<String> = match &stored_text.1 {
+        Some(text) => serde_json::from_str(text).map_err(|e| {
             StoreError::Engine(format!("stored unlinked identifiers are unreadable: {e}"))
         })?,
         None => Vec::new(),
@@ -444,6 +475,7 @@ fn load_rules(catalog: &dyn Catalog) -> Result<ProcessingRules, ProcessorError> 
             .into_iter()
             .map(|s| (s.key, s.name))
             .collect(),
+        stored_text,
     })
 }
 

@@ -13,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
 use bytes::Bytes;
 use chrono::DateTime;
 use serde::Deserialize;
@@ -43,10 +44,25 @@ impl FromRequestParts<AppState> for Admin {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
+            .and_then(|(scheme, credentials)| {
+                if scheme.eq_ignore_ascii_case("bearer") {
+                    Some(credentials.trim().to_string())
+                } else if scheme.eq_ignore_ascii_case("basic") {
+                    // Segment's Profile API takes its token as the Basic user.
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(credentials.trim())
+                        .ok()?;
+                    let text = String::from_utf8(decoded).ok()?;
+                    Some(
+                        text.split_once(':')
+                            .map_or(text.clone(), |(user, _)| user.to_string()),
+                    )
+                } else {
+                    None
+                }
+            });
         match token {
-            Some(token) if hash_secret(token) == state.admin_token_hash => Ok(Admin),
+            Some(token) if hash_secret(&token) == state.admin_token_hash => Ok(Admin),
             _ => Err(ApiError::new(
                 ErrorCode::InvalidAdminToken,
                 "send the admin token as \"Authorization: Bearer <token>\" (TESSERA_ADMIN_TOKEN, or the token printed on first start)",

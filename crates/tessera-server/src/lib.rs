@@ -8,6 +8,8 @@ pub mod admin;
 pub mod api_error;
 pub mod committer;
 pub mod metrics;
+pub mod processing;
+pub mod profiles;
 pub mod sources;
 pub mod tracking;
 
@@ -23,6 +25,8 @@ use axum::routing::get;
 use std::sync::Arc;
 use tessera_core::ErrorCode;
 use tessera_core::time::Clock;
+use tessera_identity::processor::Processor;
+use tessera_store::profiles::ProfileStore;
 use tessera_store::{Catalog, EventLog};
 
 /// Everything a request handler may use.
@@ -30,6 +34,10 @@ use tessera_store::{Catalog, EventLog};
 pub struct AppState {
     /// The event log (reads; writes go through `committer`).
     pub events: Arc<dyn EventLog>,
+    /// Profiles and the identity graph (derived state).
+    pub profiles: Arc<dyn ProfileStore>,
+    /// The processor (identity rules, unlink).
+    pub processor: Arc<Processor>,
     /// Sources and settings.
     pub catalog: Arc<dyn Catalog>,
     /// The group-committing writer.
@@ -49,6 +57,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(tracking::router())
         .merge(admin::router())
+        .merge(profiles::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub ingest_queue_depth: Gauge,
     /// Bytes the event log occupies on disk.
     pub event_log_bytes: Gauge,
+    /// Events in the log the processor has not applied yet.
+    pub processor_lag: Gauge,
+    /// Events the processor applied to profiles.
+    pub processor_events: Counter,
 }
 
 impl Default for Metrics {
@@ -126,8 +130,22 @@ impl Metrics {
             "Bytes the event log occupies on disk (main file and write-ahead log)",
             event_log_bytes.clone(),
         );
+        let processor_lag = Gauge::default();
+        registry.register(
+            "processor_lag_events",
+            "Events in the log not yet applied to profiles",
+            processor_lag.clone(),
+        );
+        let processor_events = Counter::default();
+        registry.register(
+            "processor_events",
+            "Events applied to profiles by the processor",
+            processor_events.clone(),
+        );
         Self {
             registry,
+            processor_lag,
+            processor_events,
             http_requests,
             events_accepted,
             events_rejected,

@@ -9,15 +9,17 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use tessera_core::time::SystemClock;
+use tessera_identity::processor::Processor;
 use tessera_server::committer::{Committer, CommitterConfig, CommitterThreads};
 use tessera_server::metrics::Metrics;
 use tessera_server::sources::{SourceResolver, create_source};
 use tessera_server::{AppState, router};
+use tessera_store::profiles::ProfileStore;
 use tessera_store::{
     AppendBatch, AppendOutcome, Catalog, EventFilter, EventLog, StoreResult, StoredEvent,
     StoredRejection,
 };
-use tessera_store_sqlite::open_data_dir;
+use tessera_store_sqlite::{SqliteProfileStore, open_data_dir};
 use tower::ServiceExt;
 
 const ADMIN: &str = "test-admin-token";
@@ -47,10 +49,22 @@ impl Harness {
             .expect("source")
             .write_key;
         let metrics = Arc::new(Metrics::new());
+        let profiles: Arc<dyn ProfileStore> =
+            Arc::new(SqliteProfileStore::open_in(dir.path()).expect("profiles"));
+        let processor = Arc::new(
+            Processor::new(
+                Arc::clone(&events),
+                Arc::clone(&profiles),
+                Arc::clone(&catalog),
+            )
+            .expect("processor"),
+        );
         let (committer, threads) =
             Committer::start(Arc::clone(&events), Arc::clone(&metrics), config).expect("start");
         let state = AppState {
             events: Arc::clone(&events),
+            profiles,
+            processor,
             catalog: Arc::clone(&catalog),
             committer,
             metrics,

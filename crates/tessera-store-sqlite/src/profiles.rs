@@ -7,7 +7,7 @@
 //! index probe however many merges a profile went through.
 
 use crate::{engine, lock, open_connection};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::Mutex;
 use tessera_store::profiles::{
@@ -389,19 +389,39 @@ impl ProfileStore for SqliteProfileStore {
 
     fn apply(
         &self,
+        after_seq: i64,
         through_seq: i64,
         work: &mut dyn FnMut(&mut dyn ProfileTxn) -> StoreResult<()>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut conn = lock(&self.writer);
-        let tx = conn.transaction().map_err(engine)?;
+        // IMMEDIATE takes the write lock first, so the checkpoint read below cannot
+        // change before this transaction commits (another process waits).
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(engine)?;
+        let current: i64 = tx
+            .query_row(
+                "SELECT value FROM processor_state WHERE name = ?1",
+                [CHECKPOINT],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(engine)?
+            .unwrap_or(0);
+        if current != after_seq {
+            return Ok(false);
+        }
         work(&mut SqliteTxn { tx: &tx })?;
         set_checkpoint(&tx, through_seq)?;
-        tx.commit().map_err(engine)
+        tx.commit().map_err(engine)?;
+        Ok(true)
     }
 
     fn rebuild(&self, profiles: &[ProfileId], work: &mut RebuildWork<'_>) -> StoreResult<()> {
         let mut conn = lock(&self.writer);
-        let tx = conn.transaction().map_err(engine)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(engine)?;
         let mut seqs = Vec::new();
         for profile in profiles {
             let mut members: Vec<ProfileId> = {

@@ -142,12 +142,16 @@ pub type RebuildWork<'a> = dyn FnMut(&mut dyn ProfileTxn, &[i64]) -> StoreResult
 pub trait ProfileStore: Send + Sync {
     /// The last log `seq` applied.
     fn checkpoint(&self) -> StoreResult<i64>;
-    /// Runs `work` in one transaction and, with it, moves the checkpoint to `through_seq`.
+    /// Runs `work` in one transaction and, with it, moves the checkpoint from
+    /// `after_seq` to `through_seq`. Returns `false`, applying nothing, when the
+    /// checkpoint is no longer `after_seq` (another processor got there first), so
+    /// no event is ever applied twice, even by two processes.
     fn apply(
         &self,
+        after_seq: i64,
         through_seq: i64,
         work: &mut dyn FnMut(&mut dyn ProfileTxn) -> StoreResult<()>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Deletes the given profiles (and those merged into them) with everything
     /// attached, in one transaction with `work`, which rebuilds them; returns the
     /// `seq`s of their events in log order before deleting, for `work` to re-apply.

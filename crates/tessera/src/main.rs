@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout)]
 
 mod export;
+mod identity_cli;
 mod import;
 mod options;
 mod serve;
@@ -43,6 +44,13 @@ enum Command {
     },
     /// Import Segment messages from a JSONL or CSV file through the same validation
     Import(import::ImportArgs),
+    /// Rebuild all derived state (profiles, identity graph) from the event log
+    Replay,
+    /// Identity rules, unlinking a wrong identifier, profile lookup
+    Identity {
+        #[command(subcommand)]
+        command: identity_cli::IdentityCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +65,10 @@ fn main() -> ExitCode {
             settings(&cli.store).and_then(|s| export::run(&s.data_dir, what))
         }
         Command::Import(args) => settings(&cli.store).and_then(|s| import::run(&s.data_dir, &args)),
+        Command::Replay => settings(&cli.store).and_then(|s| identity_cli::replay(&s.data_dir)),
+        Command::Identity { command } => {
+            settings(&cli.store).and_then(|s| identity_cli::run(&s.data_dir, command))
+        }
     };
     match result {
         Ok(code) => code,

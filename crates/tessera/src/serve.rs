@@ -6,11 +6,15 @@ use crate::options::Settings;
 use anyhow::Context;
 use std::sync::Arc;
 use tessera_core::time::SystemClock;
+use tessera_identity::processor::Processor;
 use tessera_server::AppState;
 use tessera_server::committer::{Committer, CommitterConfig};
 use tessera_server::metrics::Metrics;
+use tessera_server::processing::ProcessorThread;
 use tessera_server::sources::{AdminToken, SourceResolver, establish_admin_token};
+use tessera_store::profiles::ProfileStore;
 use tessera_store::{Catalog, EventLog};
+use tessera_store_sqlite::SqliteProfileStore;
 
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -29,6 +33,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         })?;
     let events: Arc<dyn EventLog> = Arc::new(events);
     let catalog: Arc<dyn Catalog> = Arc::new(catalog);
+    let profiles: Arc<dyn ProfileStore> =
+        Arc::new(SqliteProfileStore::open_in(&settings.data_dir)?);
+    let processor = Arc::new(Processor::new(
+        Arc::clone(&events),
+        Arc::clone(&profiles),
+        Arc::clone(&catalog),
+    )?);
 
     let env_token = std::env::var("TESSERA_ADMIN_TOKEN").ok();
     let (admin_token_hash, how) = establish_admin_token(catalog.as_ref(), env_token.as_deref())?;
@@ -52,8 +63,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             ..CommitterConfig::default()
         },
     )?;
+    let processor_thread = ProcessorThread::start(Arc::clone(&processor), Arc::clone(&metrics))?;
     let state = AppState {
         events,
+        profiles,
+        processor,
         catalog: Arc::clone(&catalog),
         committer,
         metrics,
@@ -93,9 +107,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
 
     tracing::info!("HTTP stopped; committing what is queued");
-    tokio::task::spawn_blocking(move || committer_threads.shutdown())
-        .await
-        .context("the ingest pipeline did not shut down cleanly")?;
+    tokio::task::spawn_blocking(move || {
+        committer_threads.shutdown();
+        processor_thread.shutdown();
+    })
+    .await
+    .context("the ingest pipeline did not shut down cleanly")?;
     tracing::info!("shutdown complete");
     Ok(())
 }

@@ -1,0 +1,525 @@
+//! The Profile API (Segment's shape) and Tessera's own profile and identity routes.
+//!
+//! Segment-compatible, for support tools and SDK users:
+//! `GET /v1/spaces/{space}/collections/users/profiles/{type}:{value}/traits|events|external_ids`.
+//! The token is the admin token, as `Authorization: Bearer` or as the HTTP Basic user
+//! (Segment's Profile API takes its access token as the Basic user).
+//!
+//! Tessera's own, richer: `/api/v1/profiles?identifier=type:value`,
+//! `/api/v1/profiles/{id}` (traits with provenance, identities, merge history,
+//! groups), `/api/v1/profiles/{id}/timeline`, and the identity operations
+//! (`/api/v1/identity/rules`, `/unlink`, `/conflicts`).
+
+use crate::AppState;
+use crate::admin::Admin;
+use crate::api_error::ApiError;
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use chrono::DateTime;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use tessera_core::ErrorCode;
+use tessera_core::time::format_timestamp;
+use tessera_identity::identifiers::{Identifier, normalize_value};
+use tessera_identity::processor::ProcessorError;
+use tessera_identity::rules::IdentityRules;
+use tessera_store::profiles::{ProfileId, ProfileSummary};
+
+/// The profile and identity routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/spaces/{space}/collections/users/profiles/{key}/traits",
+            get(segment_traits),
+        )
+        .route(
+            "/v1/spaces/{space}/collections/users/profiles/{key}/events",
+            get(segment_events),
+        )
+        .route(
+            "/v1/spaces/{space}/collections/users/profiles/{key}/external_ids",
+            get(segment_external_ids),
+        )
+        .route("/api/v1/profiles", get(find_profile))
+        .route("/api/v1/profiles/{id}", get(profile_detail))
+        .route("/api/v1/profiles/{id}/timeline", get(timeline))
+        .route("/api/v1/identity/rules", get(get_rules).put(put_rules))
+        .route("/api/v1/identity/unlink", post(unlink))
+        .route("/api/v1/identity/conflicts", get(conflicts))
+}
+
+fn time_text(millis: i64) -> String {
+    DateTime::from_timestamp_millis(millis)
+        .map(format_timestamp)
+        .unwrap_or_default()
+}
+
+fn processor_error(error: ProcessorError) -> ApiError {
+    match error {
+        ProcessorError::User(user) => user.into(),
+        ProcessorError::Store(store) => ApiError::internal(store),
+    }
+}
+
+/// Parses `type:value` and normalizes the value as the processor does, so
+/// `email:Jane@Example.com` finds `jane@example.com`.
+fn parse_identifier(state: &AppState, key: &str) -> Result<Identifier, ApiError> {
+    let Some((id_type, raw)) = key.split_once(':') else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "identify the profile as type:value, e.g. email:jane@example.com or user_id:42",
+        ));
+    };
+    let rules = state.processor.compiled_rules();
+    let value = match rules.identifier_type(id_type) {
+        Some(t) => normalize_value(&rules, t, raw).unwrap_or_else(|| raw.trim().to_string()),
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{id_type:?} is not an identifier type; the types are {}",
+                    rules
+                        .types
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    };
+    Ok(Identifier::new(id_type, value))
+}
+
+fn profile_by_identifier(state: &AppState, key: &str) -> Result<ProfileId, ApiError> {
+    let identifier = parse_identifier(state, key)?;
+    state
+        .profiles
+        .find(&identifier.id_type, &identifier.value)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ProfileNotFound,
+                format!(
+                    "no profile holds that {} (events are attributed within moments of arriving)",
+                    identifier.id_type
+                ),
+            )
+        })
+}
+
+/// A profile by id, following merges to the surviving profile.
+fn canonical_summary(state: &AppState, id: ProfileId) -> Result<ProfileSummary, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::ProfileNotFound,
+            format!("no profile has the id {id}"),
+        )
+    };
+    let mut summary = state
+        .profiles
+        .profile(id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(not_found)?;
+    if let Some(winner) = summary.merged_into {
+        summary = state
+            .profiles
+            .profile(winner)
+            .map_err(ApiError::internal)?
+            .ok_or_else(not_found)?;
+    }
+    Ok(summary)
+}
+
+fn source_ids(state: &AppState) -> Result<HashMap<i64, String>, ApiError> {
+    Ok(state
+        .catalog
+        .list_sources()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|s| (s.key, s.id))
+        .collect())
+}
+
+#[derive(Deserialize, Default)]
+struct PageQuery {
+    limit: Option<usize>,
+    include: Option<String>,
+    next: Option<String>,
+    before: Option<i64>,
+}
+
+fn page_query(
+    query: Result<Query<PageQuery>, QueryRejection>,
+    default_limit: usize,
+    max_limit: usize,
+) -> Result<(PageQuery, usize), ApiError> {
+    let Query(query) = query.map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "query parameters: limit (a number), include (names separated by commas), next (a cursor)",
+        )
+    })?;
+    let limit = query.limit.unwrap_or(default_limit);
+    if !(1..=max_limit).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("\"limit\" must be from 1 to {max_limit}"),
+        ));
+    }
+    Ok((query, limit))
+}
+
+async fn segment_traits(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((_space, key)): Path<(String, String)>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (query, limit) = page_query(query, 10, 200)?;
+    let profile = profile_by_identifier(&state, &key)?;
+    let wanted: Option<Vec<&str>> = query.include.as_deref().map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let mut traits = Map::new();
+    let all = state.profiles.traits(profile).map_err(ApiError::internal)?;
+    let mut matching = all
+        .into_iter()
+        .filter(|t| wanted.as_ref().is_none_or(|w| w.contains(&t.name.as_str())));
+    for t in matching.by_ref().take(limit) {
+        traits.insert(
+            t.name,
+            serde_json::from_str(&t.value_json).unwrap_or(Value::Null),
+        );
+    }
+    let has_more = matching.next().is_some();
+    Ok(Json(json!({
+        "traits": traits,
+        "cursor": {"url": "", "has_more": has_more, "next": "", "limit": limit},
+    })))
+}
+
+async fn segment_events(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((space, key)): Path<(String, String)>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (query, limit) = page_query(query, 10, 100)?;
+    let profile = profile_by_identifier(&state, &key)?;
+    let before = match query.next.as_deref().filter(|n| !n.is_empty()) {
+        None => None,
+        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "\"next\" must be a cursor from a previous answer",
+            )
+        })?),
+    };
+    let EventsPage { events, next } = events_page(&state, profile, before, limit)?;
+    let sources = source_ids(&state)?;
+    let data: Vec<Value> = events
+        .into_iter()
+        .map(|(source_key, mut message)| {
+            if let Value::Object(map) = &mut message {
+                map.insert(
+                    "source_id".into(),
+                    sources
+                        .get(&source_key)
+                        .cloned()
+                        .map_or(Value::Null, Value::String),
+                );
+            }
+            message
+        })
+        .collect();
+    let url = format!("/v1/spaces/{space}/collections/users/profiles/{key}/events");
+    Ok(Json(json!({
+        "data": data,
+        "cursor": {
+            "url": url,
+            "has_more": next.is_some(),
+            "next": next.map(|n| n.to_string()).unwrap_or_default(),
+            "limit": limit,
+        },
+    })))
+}
+
+/// A page of a profile's events, newest first: (source key, message) pairs, and the
+/// cursor (a `seq`) of the next page.
+struct EventsPage {
+    events: Vec<(i64, Value)>,
+    next: Option<i64>,
+}
+
+fn events_page(
+    state: &AppState,
+    profile: ProfileId,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<EventsPage, ApiError> {
+    let mut seqs = state
+        .profiles
+        .event_seqs(profile, before, limit + 1)
+        .map_err(ApiError::internal)?;
+    let next = (seqs.len() > limit).then(|| seqs[limit - 1]);
+    seqs.truncate(limit);
+    let mut events = state.events.get(&seqs).map_err(ApiError::internal)?;
+    events.reverse();
+    Ok(EventsPage {
+        events: events
+            .into_iter()
+            .map(|e| {
+                let mut message: Value = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
+                if let Value::Object(map) = &mut message {
+                    map.insert("seq".into(), Value::from(e.seq));
+                }
+                (e.source_key, message)
+            })
+            .collect(),
+        next,
+    })
+}
+
+async fn segment_external_ids(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((space, key)): Path<(String, String)>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, limit) = page_query(query, 25, 1_000)?;
+    let profile = profile_by_identifier(&state, &key)?;
+    let sources = source_ids(&state)?;
+    let links = state
+        .profiles
+        .identities(profile)
+        .map_err(ApiError::internal)?;
+    let has_more = links.len() > limit;
+    let data: Vec<Value> = links
+        .into_iter()
+        .take(limit)
+        .map(|l| {
+            json!({
+                "id": l.value,
+                "type": l.id_type,
+                "source_id": sources.get(&l.source_key),
+                "collection": "users",
+                "created_at": time_text(l.first_seen_ms),
+                "encoding": "none",
+            })
+        })
+        .collect();
+    let url = format!("/v1/spaces/{space}/collections/users/profiles/{key}/external_ids");
+    Ok(Json(json!({
+        "data": data,
+        "cursor": {"url": url, "has_more": has_more, "next": "", "limit": limit},
+    })))
+}
+
+#[derive(Deserialize)]
+struct FindQuery {
+    identifier: Option<String>,
+}
+
+async fn find_profile(
+    State(state): State<AppState>,
+    _: Admin,
+    query: Result<Query<FindQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let identifier = query
+        .ok()
+        .and_then(|Query(q)| q.identifier)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give ?identifier=type:value, e.g. ?identifier=email:jane@example.com",
+            )
+        })?;
+    let profile = profile_by_identifier(&state, &identifier)?;
+    profile_json(&state, profile).map(Json)
+}
+
+fn parse_profile_id(text: &str) -> Result<ProfileId, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "a profile id is a number; to look up by identifier use /api/v1/profiles?identifier=type:value",
+        )
+    })
+}
+
+async fn profile_detail(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    profile_json(&state, parse_profile_id(&id)?).map(Json)
+}
+
+/// The full profile: traits with provenance, identities, merges, groups.
+fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
+    let summary = canonical_summary(state, id)?;
+    let sources = source_ids(state)?;
+    let source = |key: i64| sources.get(&key).cloned();
+    let traits: Map<String, Value> = state
+        .profiles
+        .traits(summary.id)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|t| {
+            let value: Value = serde_json::from_str(&t.value_json).unwrap_or(Value::Null);
+            (
+                t.name,
+                json!({
+                    "value": value,
+                    "sourceId": source(t.source_key),
+                    "messageId": t.message_id,
+                    "timestamp": time_text(t.timestamp_ms),
+                }),
+            )
+        })
+        .collect();
+    let identities: Vec<Value> = state
+        .profiles
+        .identities(summary.id)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|l| {
+            json!({
+                "type": l.id_type, "value": l.value, "firstSeen": time_text(l.first_seen_ms),
+                "sourceId": source(l.source_key), "messageId": l.message_id,
+            })
+        })
+        .collect();
+    let merges: Vec<Value> = state
+        .profiles
+        .merges(summary.id)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|m| {
+            json!({
+                "merged": m.loser, "rule": m.rule, "messageId": m.message_id,
+                "timestamp": time_text(m.timestamp_ms),
+            })
+        })
+        .collect();
+    let groups: Vec<Value> = state
+        .profiles
+        .groups(summary.id)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|g| {
+            json!({
+                "groupId": g.group_id,
+                "traits": serde_json::from_str::<Value>(&g.traits_json).unwrap_or(Value::Null),
+                "timestamp": time_text(g.timestamp_ms),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "id": summary.id,
+        "requestedId": (id != summary.id).then_some(id),
+        "firstSeen": time_text(summary.first_seen_ms),
+        "lastSeen": time_text(summary.last_seen_ms),
+        "eventCount": summary.event_count,
+        "traits": traits,
+        "identities": identities,
+        "merges": merges,
+        "groups": groups,
+    }))
+}
+
+async fn timeline(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (query, limit) = page_query(query, 50, 500)?;
+    let summary = canonical_summary(&state, parse_profile_id(&id)?)?;
+    let EventsPage { events, next } = events_page(&state, summary.id, query.before, limit)?;
+    let sources = source_ids(&state)?;
+    let items: Vec<Value> = events
+        .into_iter()
+        .map(|(source_key, message)| json!({"sourceId": sources.get(&source_key), "message": message}))
+        .collect();
+    Ok(Json(
+        json!({"profileId": summary.id, "events": items, "nextBefore": next}),
+    ))
+}
+
+async fn get_rules(State(state): State<AppState>, _: Admin) -> Json<Value> {
+    Json(serde_json::to_value(state.processor.rules()).unwrap_or(Value::Null))
+}
+
+async fn put_rules(
+    State(state): State<AppState>,
+    _: Admin,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let rules: IdentityRules = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("identity rules: {e} (GET /api/v1/identity/rules shows the shape)"),
+        )
+    })?;
+    state.processor.set_rules(rules).map_err(processor_error)?;
+    Ok(Json(
+        serde_json::to_value(state.processor.rules()).unwrap_or(Value::Null),
+    ))
+}
+
+#[derive(Deserialize)]
+struct UnlinkRequest {
+    r#type: String,
+    value: String,
+}
+
+async fn unlink(
+    State(state): State<AppState>,
+    _: Admin,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: UnlinkRequest = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "send {\"type\": \"email\", \"value\": \"shared@example.com\"}",
+        )
+    })?;
+    let identifier = parse_identifier(&state, &format!("{}:{}", request.r#type, request.value))?;
+    let processor = std::sync::Arc::clone(&state.processor);
+    let profiles = tokio::task::spawn_blocking(move || processor.unlink(&identifier))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(processor_error)?;
+    Ok(Json(json!({"profiles": profiles})))
+}
+
+async fn conflicts(
+    State(state): State<AppState>,
+    _: Admin,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, limit) = page_query(query, 100, 1_000)?;
+    let items: Vec<Value> = state
+        .profiles
+        .conflicts(limit)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|c| {
+            json!({
+                "seq": c.seq, "messageId": c.message_id, "profileId": c.profile_id,
+                "droppedType": c.dropped_type, "detail": c.detail,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"conflicts": items})))
+}
