@@ -9,15 +9,22 @@
 //!   deleting, so no file keeps an erased person's bytes.
 //! - `tessera.db` — sources and settings.
 //!
+//! Duplicate `messageId`s are caught by an in-memory window index ([`DedupConfig`];
+//! see the `dedup` module for why), so the log itself is append-only.
+//!
 //! `seq` is an `AUTOINCREMENT` rowid: SQLite then never reuses a value, even when the
 //! newest events are deleted, so consumers' checkpoints stay valid. See
 //! `docs/decisions/0001-embedded-store.md` for why SQLite, with the measurements.
 
+mod dedup;
 mod profiles;
 
+pub use dedup::DedupConfig;
 pub use profiles::SqliteProfileStore;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use dedup::{DedupIndex, dedup_key};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -43,8 +50,17 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Opens both stores of a data directory, creating it and the schema when missing.
+/// Opens both stores of a data directory with the default dedup window, creating
+/// it and the schema when missing.
 pub fn open_data_dir(dir: &Path) -> StoreResult<(SqliteEventLog, SqliteCatalog)> {
+    open_data_dir_with(dir, DedupConfig::default())
+}
+
+/// Opens both stores of a data directory with a given dedup window.
+pub fn open_data_dir_with(
+    dir: &Path,
+    dedup: DedupConfig,
+) -> StoreResult<(SqliteEventLog, SqliteCatalog)> {
     std::fs::create_dir_all(dir).map_err(|e| {
         StoreError::Engine(format!(
             "cannot create data directory {}: {e}",
@@ -52,9 +68,27 @@ pub fn open_data_dir(dir: &Path) -> StoreResult<(SqliteEventLog, SqliteCatalog)>
         ))
     })?;
     Ok((
-        SqliteEventLog::open(&dir.join("events.db"))?,
+        SqliteEventLog::open(&dir.join("events.db"), dedup)?,
         SqliteCatalog::open(&dir.join("tessera.db"))?,
     ))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The event log uses 64 KB pages: appends are sequential, and big pages mean a
+/// fraction of the WAL frames and write calls per megabyte.
+fn open_events_connection(path: &Path) -> StoreResult<Connection> {
+    let fresh = !path.exists();
+    if fresh {
+        let conn = Connection::open(path).map_err(engine)?;
+        conn.execute_batch("PRAGMA page_size = 65536; VACUUM;")
+            .map_err(engine)?;
+    }
+    open_connection(path)
 }
 
 pub(crate) fn open_connection(path: &Path) -> StoreResult<Connection> {
@@ -81,12 +115,14 @@ pub struct SqliteEventLog {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
     checkpointer: Mutex<Connection>,
+    dedup: Mutex<DedupIndex>,
 }
 
 impl SqliteEventLog {
-    /// Opens (or creates) the event log file.
-    pub fn open(path: &Path) -> StoreResult<Self> {
-        let writer = open_connection(path)?;
+    /// Opens (or creates) the event log file and rebuilds the dedup index from the
+    /// messages appended within its window.
+    pub fn open(path: &Path, dedup: DedupConfig) -> StoreResult<Self> {
+        let writer = open_events_connection(path)?;
         writer
             .execute_batch(
                 "PRAGMA secure_delete = ON;
@@ -105,10 +141,9 @@ impl SqliteEventLog {
                      anonymous_id   TEXT,
                      timestamp_ms   INTEGER NOT NULL,
                      received_at_ms INTEGER NOT NULL,
+                     appended_at_ms INTEGER NOT NULL,
                      payload        TEXT    NOT NULL
                  );
-                 CREATE UNIQUE INDEX IF NOT EXISTS events_by_message_id
-                     ON events (source_key, message_id);
                  CREATE TABLE IF NOT EXISTS rejections (
                      id             INTEGER PRIMARY KEY,
                      source_key     INTEGER,
@@ -120,11 +155,14 @@ impl SqliteEventLog {
                  );",
             )
             .map_err(engine)?;
+        let mut index = DedupIndex::new(dedup);
+        load_dedup_window(&writer, &mut index)?;
         Ok(Self {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
             reader: Mutex::new(open_connection(path)?),
             checkpointer: Mutex::new(open_connection(path)?),
+            dedup: Mutex::new(index),
         })
     }
 
@@ -136,16 +174,23 @@ impl SqliteEventLog {
 
 impl EventLog for SqliteEventLog {
     fn append(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
+        let mut dedup = lock(&self.dedup);
         let mut conn = lock(&self.writer);
-        let tx = conn.transaction().map_err(engine)?;
+        // IMMEDIATE takes the write lock now, so nothing another process appends can
+        // slip between the dedup catch-up and this commit.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(engine)?;
+        catch_up_dedup(&tx, &mut dedup)?;
+        let appended_at_ms = now_ms();
         let mut outcomes = Vec::with_capacity(batches.len());
+        let mut new_keys = Vec::new();
         {
             let mut insert_event = tx
                 .prepare_cached(
                     "INSERT INTO events (source_key, message_id, type, user_id, anonymous_id,
-                                         timestamp_ms, received_at_ms, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (source_key, message_id) DO NOTHING",
+                                         timestamp_ms, received_at_ms, appended_at_ms, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(engine)?;
             let mut insert_rejection = tx
@@ -155,10 +200,16 @@ impl EventLog for SqliteEventLog {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(engine)?;
+            let mut in_this_commit = std::collections::HashSet::new();
             for batch in batches {
                 let mut outcome = AppendOutcome::default();
                 for event in &batch.events {
-                    let inserted = insert_event
+                    let key = dedup_key(event.source_key, &event.message_id);
+                    if dedup.contains(key) || !in_this_commit.insert(key) {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    insert_event
                         .execute(params![
                             event.source_key,
                             event.message_id,
@@ -167,14 +218,12 @@ impl EventLog for SqliteEventLog {
                             event.anonymous_id,
                             event.timestamp_ms,
                             event.received_at_ms,
+                            appended_at_ms,
                             event.payload,
                         ])
                         .map_err(engine)?;
-                    if inserted == 1 {
-                        outcome.appended += 1;
-                    } else {
-                        outcome.duplicates += 1;
-                    }
+                    new_keys.push(key);
+                    outcome.appended += 1;
                 }
                 for rejection in &batch.rejections {
                     insert_rejection
@@ -192,6 +241,14 @@ impl EventLog for SqliteEventLog {
             }
         }
         tx.commit().map_err(engine)?;
+        // Only committed keys are remembered: a failed commit leaves the index as it was.
+        if !new_keys.is_empty() {
+            dedup.last_seq = conn.last_insert_rowid();
+        }
+        for key in new_keys {
+            dedup.insert(key, appended_at_ms);
+        }
+        dedup.evict(appended_at_ms);
         Ok(outcomes)
     }
 
@@ -366,6 +423,59 @@ impl SqliteEventLog {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(engine)
     }
+}
+
+/// Adds the keys of events appended by others (another process) since the index
+/// last looked. Runs inside the writer's transaction.
+fn catch_up_dedup(conn: &Connection, index: &mut DedupIndex) -> StoreResult<()> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT seq, source_key, message_id, appended_at_ms FROM events WHERE seq > ?1 ORDER BY seq",
+        )
+        .map_err(engine)?;
+    let mut rows = statement.query([index.last_seq]).map_err(engine)?;
+    while let Some(row) = rows.next().map_err(engine)? {
+        let seq: i64 = row.get(0).map_err(engine)?;
+        let source_key: i64 = row.get(1).map_err(engine)?;
+        let message_id: String = row.get(2).map_err(engine)?;
+        let appended_at_ms: i64 = row.get(3).map_err(engine)?;
+        index.insert(dedup_key(source_key, &message_id), appended_at_ms);
+        index.last_seq = seq;
+    }
+    Ok(())
+}
+
+/// Fills a new index with the messages appended within its window, newest first.
+fn load_dedup_window(conn: &Connection, index: &mut DedupIndex) -> StoreResult<()> {
+    let started = std::time::Instant::now();
+    let window_start = index.window_start_ms(now_ms());
+    let mut statement = conn
+        .prepare("SELECT seq, source_key, message_id, appended_at_ms FROM events ORDER BY seq DESC")
+        .map_err(engine)?;
+    let mut rows = statement.query([]).map_err(engine)?;
+    let mut first = true;
+    while let Some(row) = rows.next().map_err(engine)? {
+        let seq: i64 = row.get(0).map_err(engine)?;
+        let appended_at_ms: i64 = row.get(3).map_err(engine)?;
+        if first {
+            index.last_seq = seq;
+            first = false;
+        }
+        if appended_at_ms < window_start || index.is_full() {
+            break;
+        }
+        let source_key: i64 = row.get(1).map_err(engine)?;
+        let message_id: String = row.get(2).map_err(engine)?;
+        index.insert(dedup_key(source_key, &message_id), appended_at_ms);
+    }
+    if index.len() > 0 {
+        tracing::info!(
+            messages = index.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "loaded the messageId dedup window"
+        );
+    }
+    Ok(())
 }
 
 /// Sources and settings in `tessera.db`.
@@ -569,6 +679,46 @@ mod tests {
             }
         );
         assert_eq!(all_payloads(&log), vec!["a", "c"]);
+        Ok(())
+    }
+
+    #[test]
+    fn dedup_survives_a_restart_and_sees_other_writers() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
+        let batch = |ids: &[&str]| AppendBatch {
+            events: ids.iter().map(|id| event(1, id, id)).collect(),
+            rejections: vec![],
+        };
+        {
+            let (log, _) = open_data_dir(dir.path())?;
+            log.append(&[batch(&["a", "b"])])?;
+        }
+        // A new process: the window is rebuilt from the log.
+        let (server, _) = open_data_dir(dir.path())?;
+        assert_eq!(
+            server.append(&[batch(&["a", "c"])])?[0],
+            AppendOutcome {
+                appended: 1,
+                duplicates: 1
+            }
+        );
+        // Another process (a CLI import) appends; the server's next append sees it.
+        let (cli, _) = open_data_dir(dir.path())?;
+        assert_eq!(
+            cli.append(&[batch(&["d", "c"])])?[0],
+            AppendOutcome {
+                appended: 1,
+                duplicates: 1
+            }
+        );
+        assert_eq!(
+            server.append(&[batch(&["d", "e"])])?[0],
+            AppendOutcome {
+                appended: 1,
+                duplicates: 1
+            }
+        );
+        assert_eq!(all_payloads(&server), vec!["a", "b", "c", "d", "e"]);
         Ok(())
     }
 

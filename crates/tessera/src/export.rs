@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use tessera_core::time::parse_timestamp;
 use tessera_store::{Catalog, EventFilter, EventLog, StoreError};
+use tessera_store_sqlite::DedupConfig;
 
 /// What to export.
 #[derive(Debug, Subcommand)]
@@ -31,7 +32,8 @@ pub fn run(data_dir: &Path, command: ExportCommand) -> anyhow::Result<ExitCode> 
             data_dir.display()
         );
     }
-    let (log, catalog) = tessera_store_sqlite::open_data_dir(data_dir)?;
+    let (log, catalog) =
+        tessera_store_sqlite::open_data_dir_with(data_dir, DedupConfig::READ_ONLY)?;
     let received_since_ms = match since {
         None => None,
         Some(text) => Some(

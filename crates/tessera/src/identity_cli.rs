@@ -11,7 +11,7 @@ use tessera_identity::identifiers::{Identifier, normalize_value};
 use tessera_identity::processor::{Processor, ProcessorError};
 use tessera_identity::rules::IdentityRules;
 use tessera_store::profiles::ProfileStore;
-use tessera_store_sqlite::{SqliteProfileStore, open_data_dir};
+use tessera_store_sqlite::{DedupConfig, SqliteProfileStore, open_data_dir_with};
 
 /// Identity subcommands.
 #[derive(Debug, Subcommand)]
@@ -43,7 +43,7 @@ fn open(data_dir: &Path) -> anyhow::Result<(Arc<Processor>, Arc<dyn ProfileStore
             data_dir.display()
         );
     }
-    let (log, catalog) = open_data_dir(data_dir)?;
+    let (log, catalog) = open_data_dir_with(data_dir, DedupConfig::READ_ONLY)?;
     let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfileStore::open_in(data_dir)?);
     let processor = Processor::new(Arc::new(log), Arc::clone(&profiles), Arc::new(catalog))
         .map_err(user_error)?;

@@ -65,7 +65,11 @@ struct Summary {
 }
 
 /// Runs an import.
-pub fn run(data_dir: &Path, args: &ImportArgs) -> anyhow::Result<ExitCode> {
+pub fn run(
+    data_dir: &Path,
+    dedup: tessera_store_sqlite::DedupConfig,
+    args: &ImportArgs,
+) -> anyhow::Result<ExitCode> {
     let file =
         File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -79,7 +83,7 @@ pub fn run(data_dir: &Path, args: &ImportArgs) -> anyhow::Result<ExitCode> {
         Format::Csv => Some(CsvPlan::new(&args.r#type, &args.map)?),
         Format::Jsonl => None,
     };
-    let (log, catalog) = tessera_store_sqlite::open_data_dir(data_dir)?;
+    let (log, catalog) = tessera_store_sqlite::open_data_dir_with(data_dir, dedup)?;
     let source = catalog.find_source(&args.source)?.with_context(|| {
         format!(
             "no source has the id or name {:?}: create one with `tessera sources create NAME`",

@@ -64,7 +64,9 @@ fn main() -> ExitCode {
         Command::Export { what } => {
             settings(&cli.store).and_then(|s| export::run(&s.data_dir, what))
         }
-        Command::Import(args) => settings(&cli.store).and_then(|s| import::run(&s.data_dir, &args)),
+        Command::Import(args) => {
+            settings(&cli.store).and_then(|s| import::run(&s.data_dir, s.dedup, &args))
+        }
         Command::Replay => settings(&cli.store).and_then(|s| identity_cli::replay(&s.data_dir)),
         Command::Identity { command } => {
             settings(&cli.store).and_then(|s| identity_cli::run(&s.data_dir, command))

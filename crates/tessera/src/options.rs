@@ -50,6 +50,10 @@ pub struct IngestConfig {
     pub queue_capacity: Option<usize>,
     /// Most events in one durable group commit.
     pub max_events_per_commit: Option<usize>,
+    /// A repeated messageId is caught when its source sent it within this many hours.
+    pub dedup_window_hours: Option<u64>,
+    /// Most messageIds remembered for de-duplication (about 40 bytes each).
+    pub dedup_max_entries: Option<usize>,
 }
 
 /// Options after merging flags, environment, file and defaults.
@@ -63,6 +67,8 @@ pub struct Settings {
     pub queue_capacity: usize,
     /// Events per commit cap.
     pub max_events_per_commit: usize,
+    /// The messageId de-duplication window.
+    pub dedup: tessera_store_sqlite::DedupConfig,
 }
 
 impl Settings {
@@ -85,6 +91,16 @@ impl Settings {
                 .or(file.ingest.queue_capacity)
                 .unwrap_or(256),
             max_events_per_commit: file.ingest.max_events_per_commit.unwrap_or(20_000),
+            dedup: {
+                let default = tessera_store_sqlite::DedupConfig::default();
+                tessera_store_sqlite::DedupConfig {
+                    window: file
+                        .ingest
+                        .dedup_window_hours
+                        .map_or(default.window, |h| std::time::Duration::from_secs(h * 3600)),
+                    max_entries: file.ingest.dedup_max_entries.unwrap_or(default.max_entries),
+                }
+            },
         })
     }
 }

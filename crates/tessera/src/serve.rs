@@ -25,12 +25,14 @@ const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// Runs the server until a shutdown signal.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let (events, catalog) =
-        tessera_store_sqlite::open_data_dir(&settings.data_dir).with_context(|| {
-            format!(
-                "cannot open the data directory {}",
-                settings.data_dir.display()
-            )
-        })?;
+        tessera_store_sqlite::open_data_dir_with(&settings.data_dir, settings.dedup).with_context(
+            || {
+                format!(
+                    "cannot open the data directory {}",
+                    settings.data_dir.display()
+                )
+            },
+        )?;
     let events: Arc<dyn EventLog> = Arc::new(events);
     let catalog: Arc<dyn Catalog> = Arc::new(catalog);
     let profiles: Arc<dyn ProfileStore> =
