@@ -138,6 +138,11 @@ fn check_limits<G: GraphView + ?Sized>(
     owners: &[(Identifier, Option<ProfileId>)],
     profiles: &BTreeSet<ProfileId>,
 ) -> StoreResult<Option<String>> {
+    // The common case — a known person sends an event with identifiers already
+    // linked — changes nothing the limits guard: skip reading the counts.
+    if profiles.len() <= 1 && owners.iter().all(|(_, owner)| owner.is_some()) {
+        return Ok(None);
+    }
     let mut combined: HashMap<String, u32> = HashMap::new();
     let mut largest_existing: HashMap<String, u32> = HashMap::new();
     let mut combined_total = 0u32;
@@ -153,7 +158,9 @@ fn check_limits<G: GraphView + ?Sized>(
             let largest = largest_existing.entry(id_type).or_default();
             *largest = (*largest).max(count);
         }
-        merges += graph.merges(*profile)?;
+        if profiles.len() > 1 {
+            merges += graph.merges(*profile)?;
+        }
     }
     for (identifier, owner) in owners {
         if owner.is_none() {

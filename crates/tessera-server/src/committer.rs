@@ -170,7 +170,9 @@ fn run_writer(
 ) {
     let mut batches = Vec::new();
     let mut replies = Vec::new();
+    let mut busy = BusyMeter::default();
     while let Some(job) = receiver.blocking_recv() {
+        busy.idle_until_now();
         let mut pending = Some(job);
         let mut events = 0;
         // Gather the group: everything already waiting, up to the size cap.
@@ -198,6 +200,13 @@ fn run_writer(
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
+        metrics
+            .ingest_writer_busy_percent
+            .set(busy.busy_until_now());
+        metrics.last_commit_unix_ms.store(
+            chrono::Utc::now().timestamp_millis(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         metrics.commit_events.observe(events as f64);
         match result {
             Ok(outcomes) => {
@@ -215,6 +224,42 @@ fn run_writer(
         }
         replies.clear();
         batches.clear();
+    }
+}
+
+/// Exponentially weighted share of time spent committing (about a one-second memory).
+struct BusyMeter {
+    since: Instant,
+    share: f64,
+}
+
+impl Default for BusyMeter {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            share: 0.0,
+        }
+    }
+}
+
+impl BusyMeter {
+    fn account(&mut self, busy: bool) {
+        let elapsed = self.since.elapsed().as_secs_f64();
+        self.since = Instant::now();
+        let weight = (elapsed / 1.0).min(1.0);
+        let sample = if busy { 1.0 } else { 0.0 };
+        self.share += (sample - self.share) * weight;
+    }
+
+    /// The writer waited for work until now.
+    fn idle_until_now(&mut self) {
+        self.account(false);
+    }
+
+    /// The writer committed until now; returns the busy share in percent.
+    fn busy_until_now(&mut self) -> i64 {
+        self.account(true);
+        (self.share * 100.0).round() as i64
     }
 }
 

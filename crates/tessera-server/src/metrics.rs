@@ -52,6 +52,11 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Requests waiting in the ingest queue.
     pub ingest_queue_depth: Gauge,
+    /// Share of the last second the event-log writer spent committing, in percent.
+    pub ingest_writer_busy_percent: Gauge,
+    /// When the writer last finished a commit (Unix ms; not exported): a busy share
+    /// is only current while commits keep coming.
+    pub last_commit_unix_ms: std::sync::atomic::AtomicI64,
     /// Bytes the event log occupies on disk.
     pub event_log_bytes: Gauge,
     /// Events in the log the processor has not applied yet.
@@ -124,6 +129,12 @@ impl Metrics {
             "Tracking requests waiting for the event-log writer",
             ingest_queue_depth.clone(),
         );
+        let ingest_writer_busy_percent = Gauge::default();
+        registry.register(
+            "ingest_writer_busy_percent",
+            "Share of recent time the event-log writer spent committing (100 = saturated)",
+            ingest_writer_busy_percent.clone(),
+        );
         let event_log_bytes = Gauge::default();
         registry.register(
             "event_log_bytes",
@@ -155,8 +166,20 @@ impl Metrics {
             commit_events,
             commit_seconds,
             ingest_queue_depth,
+            ingest_writer_busy_percent,
+            last_commit_unix_ms: std::sync::atomic::AtomicI64::new(0),
             event_log_bytes,
         }
+    }
+
+    /// Whether ingestion is saturated: the writer was busy at least `percent` % of the
+    /// recent past and committed within the last 100 ms.
+    pub fn ingest_saturated(&self, percent: i64) -> bool {
+        let last = self
+            .last_commit_unix_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = chrono::Utc::now().timestamp_millis();
+        self.ingest_writer_busy_percent.get() >= percent && now - last < 100
     }
 
     /// Counts a message or request refused with `code`.

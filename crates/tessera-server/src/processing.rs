@@ -1,10 +1,10 @@
 //! The processor's background thread: applies new events to profiles as they are
 //! committed, and reports its lag.
 //!
-//! Ingestion comes first: while requests are waiting for the event-log writer, the
-//! processor rests as long as its last chunk took (half the CPU it could take), so
-//! on a small machine a burst is acknowledged at full speed and profiles catch up
-//! after it. The lag is visible as `tessera_processor_lag_events`.
+//! Ingestion comes first: while the event-log writer is saturated (busy at least
+//! 80 % of the time), the processor applies only one chunk per second, so on a small
+//! machine a burst is acknowledged at full speed and profiles catch up after it.
+//! The lag is visible as `tessera_processor_lag_events`.
 
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -15,6 +15,10 @@ use tessera_identity::processor::{CHUNK_EVENTS, Processor};
 
 /// How long the thread waits when there is nothing new.
 const IDLE_WAIT: Duration = Duration::from_millis(20);
+/// Writer busy share (percent) from which ingestion is considered saturated.
+const SATURATED_PERCENT: i64 = 80;
+/// While ingestion is saturated, one chunk per this interval.
+const SATURATED_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The running processor thread.
 pub struct ProcessorThread {
@@ -32,6 +36,7 @@ impl ProcessorThread {
             .spawn(move || {
                 let mut failures = 0u32;
                 while !flag.load(Ordering::SeqCst) {
+                    let started = std::time::Instant::now();
                     match processor.run_chunk(CHUNK_EVENTS) {
                         Ok(applied) => {
                             failures = 0;
@@ -40,6 +45,14 @@ impl ProcessorThread {
                                 metrics.processor_lag.set(lag);
                             }
                             if applied == 0 {
+                                std::thread::sleep(IDLE_WAIT);
+                            }
+                            // Rest while ingestion is saturated, checking often enough
+                            // to resume at full speed as soon as it is not.
+                            while !flag.load(Ordering::SeqCst)
+                                && metrics.ingest_saturated(SATURATED_PERCENT)
+                                && started.elapsed() < SATURATED_INTERVAL
+                            {
                                 std::thread::sleep(IDLE_WAIT);
                             }
                         }
