@@ -6,6 +6,7 @@
 //!   with group commit), so the two can be compared.
 //! * `compare`: ratio of a `load` report to a `raw` report, against the targets.
 //! * `processor`: identity-resolution throughput of the processor on a generated mix.
+//! * `profile-api`: Profile API latency at a fixed request rate.
 //! * `setup`, `get`, `free-port`: small helpers used by `bench/run.sh`.
 //!
 //! Human summaries go to stderr; with `--json` a single JSON line goes to stdout.
@@ -14,6 +15,7 @@ mod http;
 mod load;
 mod messages;
 mod processor;
+mod profile_api;
 mod raw;
 mod stats;
 
@@ -56,6 +58,8 @@ enum Cmd {
     FreePort,
     /// Identity-resolution throughput of the processor on a generated identifier mix.
     Processor(processor::ProcessorArgs),
+    /// Profile API latency at a fixed request rate (after `processor` built the data).
+    ProfileApi(profile_api::ProfileApiArgs),
 }
 
 /// Options shared by `load` and `raw` (they must match for the ratio to mean something).
@@ -262,6 +266,12 @@ fn main() -> Result<()> {
         }
         Cmd::Processor(a) => {
             let report = processor::run(&a)?;
+            if a.json {
+                emit_json(&report)?;
+            }
+        }
+        Cmd::ProfileApi(a) => {
+            let report = runtime(1)?.block_on(profile_api::run(&a))?;
             if a.json {
                 emit_json(&report)?;
             }
