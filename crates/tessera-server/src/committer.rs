@@ -33,7 +33,7 @@ impl Default for CommitterConfig {
         Self {
             queue_capacity: 256,
             max_events_per_commit: 20_000,
-            checkpoint_interval: Duration::from_secs(2),
+            checkpoint_interval: Duration::from_millis(500),
         }
     }
 }
@@ -84,6 +84,11 @@ impl Committer {
         config: CommitterConfig,
     ) -> std::io::Result<(Committer, CommitterThreads)> {
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        if let Ok(bytes) = log.size_bytes() {
+            metrics
+                .event_log_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         let writer = {
             let log = Arc::clone(&log);
             let metrics = Arc::clone(&metrics);

@@ -33,6 +33,11 @@ use tessera_store::{
     StoreError, StoreResult, StoredEvent, StoredRejection,
 };
 
+/// Page size of `events.db` (set when the file is created).
+const EVENTS_PAGE_SIZE: i64 = 65_536;
+/// WAL size past which a checkpoint also restarts the WAL (see `checkpoint`).
+const WAL_BUDGET_BYTES: i64 = 64 << 20;
+
 /// Rows fetched per page by [`SqliteEventLog::scan`].
 const SCAN_PAGE_ROWS: i64 = 2_000;
 /// How long a connection waits for another process's write lock (CLI vs server).
@@ -131,7 +136,7 @@ impl SqliteEventLog {
                  -- Checkpoints run from `checkpoint()` on a background thread, not inline
                  -- in a committing request; the size cap below bounds the WAL if they lag.
                  PRAGMA wal_autocheckpoint = 0;
-                 PRAGMA journal_size_limit = 67108864;
+                 PRAGMA journal_size_limit = 134217728;
                  CREATE TABLE IF NOT EXISTS events (
                      seq            INTEGER PRIMARY KEY AUTOINCREMENT,
                      source_key     INTEGER NOT NULL,
@@ -407,11 +412,23 @@ impl EventLog for SqliteEventLog {
     }
 
     fn checkpoint(&self) -> StoreResult<()> {
-        // PASSIVE never blocks the writer: it copies what it can and lets appends flow.
-        // Once it has caught up, the next append restarts the WAL from its beginning.
+        // PASSIVE never blocks the writer: it copies what it can while appends flow.
+        // Under continuous appends it never catches up completely, though, and the WAL
+        // would grow without end (each growth makes fsync costlier). So once the WAL is
+        // past its budget, a RESTART follows: it holds the writer only while copying
+        // the few frames appended since the PASSIVE, and the next append starts the
+        // WAL from its beginning again, reusing the file.
         let conn = lock(&self.checkpointer);
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(engine)
+        let (_, wal_frames, _): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(engine)?;
+        if wal_frames.saturating_mul(EVENTS_PAGE_SIZE) > WAL_BUDGET_BYTES {
+            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+                .map_err(engine)?;
+        }
+        Ok(())
     }
 }
 
