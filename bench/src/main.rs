@@ -30,6 +30,11 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use crate::http::Target;
+
+/// The same allocator as the `tessera` binary, so in-process figures (processor)
+/// match the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crate::messages::{BodyGen, GenOptions};
 use crate::raw::CommitEvery;
 use crate::stats::{parse_duration, thousands};

@@ -105,6 +105,9 @@ pub(crate) fn open_connection(path: &Path) -> StoreResult<Connection> {
     )
     .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(engine)?;
+    // The processor alone uses a few dozen distinct statements per transaction;
+    // rusqlite's default cache of 16 would re-parse SQL on every event.
+    conn.set_prepared_statement_cache_capacity(128);
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
