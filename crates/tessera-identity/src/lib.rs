@@ -5,9 +5,12 @@
 //! - [`identifiers`]: extraction and normalization of a message's identifiers.
 //! - [`resolution`]: the pure decision — new profile, attach, merge, or drop.
 //! - [`processor`]: folds the event log into profiles; replay and unlink.
-//! - `dedupe`: probabilistic matching of records that share no identifier.
+//! - [`dedupe`]: probabilistic matching of records that share no identifier.
+//! - [`suggestions`]: that matcher over stored profiles; applying a merge.
 
+pub mod dedupe;
 pub mod identifiers;
 pub mod processor;
 pub mod resolution;
 pub mod rules;
+pub mod suggestions;

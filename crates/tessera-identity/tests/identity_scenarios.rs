@@ -386,3 +386,140 @@ fn unlinking_a_wrong_identifier_splits_the_profiles_and_traits_follow() {
     );
     let _ = &w.catalog;
 }
+
+#[test]
+fn lookalike_profiles_are_suggested_and_merge_only_when_applied() {
+    use tessera_identity::suggestions::{INTERNAL_SOURCE_KEY, merge_message, suggest_merges};
+    let mut w = World::new();
+    let first = [
+        "anna", "bernd", "carla", "dieter", "elena", "frank", "greta", "hans", "ines", "jonas",
+        "katrin", "lukas", "maria", "niklas", "olga", "paul", "rita", "stefan", "tanja", "uwe",
+    ];
+    let last = [
+        "meyer",
+        "schulz",
+        "wagner",
+        "becker",
+        "hoffmann",
+        "koch",
+        "richter",
+        "klein",
+        "wolf",
+        "neumann",
+        "schwarz",
+        "zimmermann",
+        "braun",
+        "krueger",
+        "hartmann",
+        "lange",
+        "werner",
+        "krause",
+        "lehmann",
+        "koehler",
+    ];
+    let cities = ["berlin", "hamburg", "munich", "cologne", "frankfurt"];
+    for (i, (f, l)) in first.iter().zip(last).enumerate() {
+        let dob = format!("19{:02}-0{}-1{}", 60 + i, 1 + i % 9, i % 10);
+        w.send("web", json!({"type": "identify", "anonymousId": format!("web-{i}"),
+            "traits": {"first_name": f, "last_name": l, "date_of_birth": dob, "city": cities[i % 5]}}));
+        // The same person from the shop, with a typo in the surname, no shared identifier.
+        let typo = format!("{}{}", &l[..l.len() - 1], "x");
+        let shop_last = if i % 2 == 0 { typo.as_str() } else { l };
+        w.send("crm", json!({"type": "identify", "anonymousId": format!("shop-{i}"),
+            "traits": {"first_name": f, "last_name": shop_last, "date_of_birth": dob, "city": cities[i % 5]}}));
+    }
+    w.process();
+    assert_eq!(w.profiles.profile_count().expect("count"), 40);
+
+    let suggestions = suggest_merges(w.profiles.as_ref(), None, 100).expect("suggestions");
+    let pair_of = |i: usize| {
+        let a = w.profile("anonymous_id", &format!("web-{i}")).expect("web");
+        let b = w
+            .profile("anonymous_id", &format!("shop-{i}"))
+            .expect("shop");
+        (a.min(b), a.max(b))
+    };
+    let suggested: Vec<(i64, i64)> = suggestions
+        .iter()
+        .map(|s| (s.left.min(s.right), s.left.max(s.right)))
+        .collect();
+    let found = (0..20).filter(|i| suggested.contains(&pair_of(*i))).count();
+    assert!(
+        found >= 18,
+        "only {found} of 20 true pairs suggested: {suggested:?}"
+    );
+    assert!(
+        suggested.len() <= 22,
+        "too many suggestions: {}",
+        suggested.len()
+    );
+    let top = &suggestions[0];
+    assert!(
+        top.mergeable
+            && top
+                .explanation
+                .fields
+                .iter()
+                .any(|f| f.field == "last_name")
+    );
+    // Nothing merged by suggesting.
+    assert_eq!(w.profiles.profile_count().expect("count"), 40);
+
+    let (a, b) = pair_of(3);
+    let rules = w.processor.compiled_rules();
+    let event = merge_message(
+        &rules,
+        w.profiles.as_ref(),
+        a,
+        b,
+        "reviewed",
+        INTERNAL_SOURCE_KEY,
+        1,
+    )
+    .expect("merge");
+    w.log
+        .append(&[AppendBatch {
+            events: vec![event],
+            rejections: vec![],
+        }])
+        .expect("append");
+    w.process();
+    assert_eq!(
+        w.profile("anonymous_id", "web-3"),
+        w.profile("anonymous_id", "shop-3")
+    );
+    assert_eq!(w.profiles.profile_count().expect("count"), 39);
+    let live = w.snapshot();
+    w.processor.replay(&mut |_, _| {}).expect("replay");
+    assert_eq!(
+        w.snapshot(),
+        live,
+        "an applied merge is in the log, so replay repeats it"
+    );
+}
+
+#[test]
+fn two_profiles_with_user_ids_cannot_be_merged_by_hand() {
+    use tessera_identity::suggestions::{INTERNAL_SOURCE_KEY, SuggestionError, merge_message};
+    let mut w = World::new();
+    w.send("web", json!({"type": "identify", "userId": "a"}));
+    w.send("web", json!({"type": "identify", "userId": "b"}));
+    w.process();
+    let (a, b) = (
+        w.profile("user_id", "a").expect("a"),
+        w.profile("user_id", "b").expect("b"),
+    );
+    let rules = w.processor.compiled_rules();
+    let result = merge_message(
+        &rules,
+        w.profiles.as_ref(),
+        a,
+        b,
+        "x",
+        INTERNAL_SOURCE_KEY,
+        1,
+    );
+    assert!(
+        matches!(result, Err(SuggestionError::User(e)) if e.code == tessera_core::ErrorCode::MergeConflict)
+    );
+}

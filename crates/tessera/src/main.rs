@@ -1,6 +1,7 @@
 //! `tessera`: the customer data platform in one binary — the server and the operator CLI.
 #![allow(clippy::print_stdout)]
 
+mod dedupe_cli;
 mod export;
 mod identity_cli;
 mod import;
@@ -51,6 +52,8 @@ enum Command {
         #[command(subcommand)]
         command: identity_cli::IdentityCommand,
     },
+    /// Find duplicate people in a CSV by probabilistic matching; writes record_id,cluster_id
+    Dedupe(dedupe_cli::DedupeArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Identity { command } => {
             settings(&cli.store).and_then(|s| identity_cli::run(&s.data_dir, command))
         }
+        Command::Dedupe(args) => dedupe_cli::run(&args),
     };
     match result {
         Ok(code) => code,
