@@ -87,6 +87,8 @@ error_codes! {
     SourceNotFound => ("source_not_found", 404),
     /// No profile holds that identifier (or has that id).
     ProfileNotFound => ("profile_not_found", 404),
+    /// The identity rules refuse this merge (e.g. both profiles have a user id).
+    MergeConflict => ("merge_conflict", 409),
     /// No route matches the path.
     NotFound => ("not_found", 404),
     /// The path exists but not for this HTTP method.

@@ -33,7 +33,7 @@ impl Default for CommitterConfig {
         Self {
             queue_capacity: 256,
             max_events_per_commit: 20_000,
-            checkpoint_interval: Duration::from_millis(500),
+            checkpoint_interval: Duration::from_millis(100),
         }
     }
 }
@@ -274,7 +274,7 @@ fn run_checkpointer(
     stop: &AtomicBool,
     config: CommitterConfig,
 ) {
-    let tick = Duration::from_millis(50);
+    let tick = Duration::from_millis(20);
     let mut since_checkpoint = Duration::ZERO;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(tick);

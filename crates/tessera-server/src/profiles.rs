@@ -17,6 +17,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use chrono::DateTime;
@@ -28,6 +29,9 @@ use tessera_core::time::format_timestamp;
 use tessera_identity::identifiers::{Identifier, normalize_value};
 use tessera_identity::processor::ProcessorError;
 use tessera_identity::rules::IdentityRules;
+use tessera_identity::suggestions::{
+    INTERNAL_SOURCE_KEY, SuggestionError, merge_message, suggest_merges,
+};
 use tessera_store::profiles::{ProfileId, ProfileSummary};
 
 /// The profile and identity routes.
@@ -51,6 +55,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/identity/rules", get(get_rules).put(put_rules))
         .route("/api/v1/identity/unlink", post(unlink))
         .route("/api/v1/identity/conflicts", get(conflicts))
+        .route("/api/v1/identity/suggestions", get(suggestions))
+        .route("/api/v1/identity/merge", post(merge))
 }
 
 fn time_text(millis: i64) -> String {
@@ -522,4 +528,98 @@ async fn conflicts(
         })
         .collect();
     Ok(Json(json!({"conflicts": items})))
+}
+
+fn suggestion_error(error: SuggestionError) -> ApiError {
+    match error {
+        SuggestionError::User(user) => user.into(),
+        SuggestionError::Store(store) => ApiError::internal(store),
+        SuggestionError::Dedupe(dedupe) => ApiError::internal(dedupe),
+    }
+}
+
+#[derive(Deserialize)]
+struct SuggestionsQuery {
+    threshold: Option<f64>,
+    limit: Option<usize>,
+}
+
+async fn suggestions(
+    State(state): State<AppState>,
+    _: Admin,
+    query: Result<Query<SuggestionsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "query parameters: threshold (a number), limit (1 to 1000)",
+        )
+    })?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "\"limit\" must be from 1 to 1000",
+        ));
+    }
+    let profiles = std::sync::Arc::clone(&state.profiles);
+    let found = tokio::task::spawn_blocking(move || {
+        suggest_merges(profiles.as_ref(), query.threshold, limit)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(suggestion_error)?;
+    let items: Vec<Value> = found
+        .into_iter()
+        .map(|s| {
+            json!({
+                "profiles": [s.left, s.right],
+                "weight": s.explanation.weight,
+                "probability": s.explanation.probability,
+                "mergeable": s.mergeable,
+                "fields": s.explanation.fields,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"suggestions": items})))
+}
+
+#[derive(Deserialize)]
+struct MergeRequest {
+    profiles: [ProfileId; 2],
+    reason: Option<String>,
+}
+
+async fn merge(State(state): State<AppState>, _: Admin, body: Bytes) -> Result<Response, ApiError> {
+    let request: MergeRequest = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "send {\"profiles\": [123, 456], \"reason\": \"same person\"}",
+        )
+    })?;
+    let [left, right] = request.profiles;
+    let event = merge_message(
+        &state.processor.compiled_rules(),
+        state.profiles.as_ref(),
+        left,
+        right,
+        request.reason.as_deref().unwrap_or("merged by an operator"),
+        INTERNAL_SOURCE_KEY,
+        state.clock.now().timestamp_millis(),
+    )
+    .map_err(suggestion_error)?;
+    let message_id = event.message_id.clone();
+    state
+        .committer
+        .append(tessera_store::AppendBatch {
+            events: vec![event],
+            rejections: vec![],
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({"messageId": message_id, "profiles": [left, right]})),
+    )
+        .into_response())
 }

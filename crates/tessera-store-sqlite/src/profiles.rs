@@ -625,6 +625,22 @@ impl ProfileStore for SqliteProfileStore {
         rows.collect::<Result<_, _>>().map_err(engine)
     }
 
+    fn canonical_profiles(&self, after: ProfileId, limit: usize) -> StoreResult<Vec<ProfileId>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT id FROM profiles WHERE merged_into IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map(
+                params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
     fn profile_count(&self) -> StoreResult<i64> {
         let conn = lock(&self.reader);
         conn.query_row(

@@ -179,6 +179,8 @@ pub trait ProfileStore: Send + Sync {
     fn groups(&self, id: ProfileId) -> StoreResult<Vec<GroupMembership>>;
     /// The newest conflicts.
     fn conflicts(&self, limit: usize) -> StoreResult<Vec<ConflictRecord>>;
+    /// Ids of canonical profiles greater than `after`, ascending, at most `limit`.
+    fn canonical_profiles(&self, after: ProfileId, limit: usize) -> StoreResult<Vec<ProfileId>>;
     /// Number of canonical profiles.
     fn profile_count(&self) -> StoreResult<i64>;
 }

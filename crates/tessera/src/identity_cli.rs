@@ -10,7 +10,11 @@ use std::sync::Arc;
 use tessera_identity::identifiers::{Identifier, normalize_value};
 use tessera_identity::processor::{Processor, ProcessorError};
 use tessera_identity::rules::IdentityRules;
+use tessera_identity::suggestions::{
+    INTERNAL_SOURCE_KEY, SuggestionError, merge_message, suggest_merges,
+};
 use tessera_store::profiles::ProfileStore;
+use tessera_store::{AppendBatch, EventLog};
 use tessera_store_sqlite::{DedupConfig, SqliteProfileStore, open_data_dir_with};
 
 /// Identity subcommands.
@@ -28,6 +32,27 @@ pub enum IdentityCommand {
     Unlink {
         /// The identifier, e.g. email:family@example.com
         identifier: String,
+    },
+    /// Suggest merges of profiles that share no identifier but look like one person
+    /// (probabilistic matching over their traits); prints JSON lines, strongest first
+    Suggest {
+        /// Match-weight threshold [default: where the match probability is one half]
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Most suggestions to print
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Merge two profiles (by id), e.g. after reviewing a suggestion; the merge is
+    /// written to the event log, so replays repeat it
+    Merge {
+        /// One profile id
+        left: i64,
+        /// The other profile id
+        right: i64,
+        /// Why (kept with the merge)
+        #[arg(long, default_value = "merged by an operator")]
+        reason: String,
     },
     /// Show the profile holding an identifier (type:value), with traits and identities
     Show {
@@ -120,6 +145,49 @@ pub fn run(data_dir: &Path, command: IdentityCommand) -> anyhow::Result<ExitCode
                 identifier.id_type, owners
             );
         }
+        IdentityCommand::Suggest { threshold, limit } => {
+            let found =
+                suggest_merges(profiles.as_ref(), threshold, limit).map_err(suggestion_error)?;
+            for s in &found {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "profiles": [s.left, s.right], "weight": s.explanation.weight,
+                        "probability": s.explanation.probability, "mergeable": s.mergeable,
+                        "fields": s.explanation.fields,
+                    })
+                );
+            }
+            eprintln!("{} suggestions", found.len());
+        }
+        IdentityCommand::Merge {
+            left,
+            right,
+            reason,
+        } => {
+            let (log, _) =
+                open_data_dir_with(data_dir, tessera_store_sqlite::DedupConfig::default())?;
+            let event = merge_message(
+                &processor.compiled_rules(),
+                profiles.as_ref(),
+                left,
+                right,
+                &reason,
+                INTERNAL_SOURCE_KEY,
+                chrono::Utc::now().timestamp_millis(),
+            )
+            .map_err(suggestion_error)?;
+            log.append(&[AppendBatch {
+                events: vec![event],
+                rejections: vec![],
+            }])?;
+            processor.catch_up(&mut |_, _| {}).map_err(user_error)?;
+            let merged = profiles
+                .profile(left)?
+                .and_then(|p| p.merged_into)
+                .unwrap_or(left);
+            eprintln!("Merged profiles {left} and {right} into {merged}");
+        }
         IdentityCommand::Show { identifier } => {
             let identifier = parse_identifier(&processor, &identifier)?;
             let Some(id) = profiles.find(&identifier.id_type, &identifier.value)? else {
@@ -144,4 +212,11 @@ pub fn run(data_dir: &Path, command: IdentityCommand) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn suggestion_error(error: SuggestionError) -> anyhow::Error {
+    match error {
+        SuggestionError::User(user) => anyhow::anyhow!("[{}] {}", user.code, user.message),
+        other => other.into(),
+    }
 }
