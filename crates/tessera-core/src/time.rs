@@ -81,6 +81,13 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// Formats Unix milliseconds as Tessera writes times (empty when out of range).
+pub fn format_millis(millis: i64) -> String {
+    DateTime::from_timestamp_millis(millis)
+        .map(format_timestamp)
+        .unwrap_or_default()
+}
+
 /// Formats a time as Tessera writes it: RFC 3339, UTC, milliseconds, `Z`.
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -83,7 +83,8 @@ fn path_value<'a>(message: &'a Map<String, Value>, path: &str) -> Option<&'a Val
     Some(current)
 }
 
-fn scalar_text(value: &Value) -> Option<String> {
+/// A string or number as text (identifiers may be sent as numbers); `None` otherwise.
+pub fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

@@ -9,7 +9,7 @@
 //!   the wall clock — so `replay` (reset, then process the whole log) rebuilds the
 //!   same profiles, ids included (a profile's id is the `seq` of its first event).
 
-use crate::identifiers::{Identifier, extract};
+use crate::identifiers::{Identifier, extract, scalar_text};
 use crate::resolution::{Target, resolve};
 use crate::rules::{CompiledRules, IdentityRules};
 use serde_json::{Map, Value};
@@ -154,11 +154,7 @@ pub fn apply_event(
         }
     }
     if message_type == "group"
-        && let Some(group_id) = message.get("groupId").and_then(|g| match g {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
+        && let Some(group_id) = message.get("groupId").and_then(scalar_text)
     {
         let traits = message
             .get("traits")
@@ -183,11 +179,7 @@ fn previous_id(
     txn: &mut dyn ProfileTxn,
     message: &Map<String, Value>,
 ) -> StoreResult<Option<Identifier>> {
-    let Some(raw) = message.get("previousId").and_then(|v| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }) else {
+    let Some(raw) = message.get("previousId").and_then(scalar_text) else {
         return Ok(None);
     };
     for type_name in ["user_id", "anonymous_id"] {

@@ -15,13 +15,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
-use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use tessera_core::ErrorCode;
 use tessera_core::ids::hash_secret;
-use tessera_core::time::format_timestamp;
+use tessera_core::time::format_millis;
 use tessera_store::Source;
 
 /// The admin routes.
@@ -71,19 +70,13 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn time_text(millis: i64) -> String {
-    DateTime::from_timestamp_millis(millis)
-        .map(format_timestamp)
-        .unwrap_or_default()
-}
-
 /// The public JSON form of a source.
 pub fn source_json(source: &Source) -> Value {
     json!({
         "id": source.id,
         "name": source.name,
         "enabled": source.enabled,
-        "createdAt": time_text(source.created_at_ms),
+        "createdAt": format_millis(source.created_at_ms),
         "writeKeyPrefix": source.write_key_prefix,
     })
 }
@@ -179,7 +172,7 @@ async fn rejections(
         .into_iter()
         .map(|r| {
             json!({
-                "receivedAt": time_text(r.record.received_at_ms),
+                "receivedAt": format_millis(r.record.received_at_ms),
                 "sourceId": r.record.source_key.and_then(|k| source_ids.get(&k).cloned()),
                 "code": r.record.code,
                 "message": r.record.message,

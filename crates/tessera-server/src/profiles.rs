@@ -20,12 +20,11 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use tessera_core::ErrorCode;
-use tessera_core::time::format_timestamp;
+use tessera_core::time::format_millis;
 use tessera_identity::identifiers::{Identifier, normalize_value};
 use tessera_identity::processor::ProcessorError;
 use tessera_identity::rules::IdentityRules;
@@ -57,12 +56,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/identity/conflicts", get(conflicts))
         .route("/api/v1/identity/suggestions", get(suggestions))
         .route("/api/v1/identity/merge", post(merge))
-}
-
-fn time_text(millis: i64) -> String {
-    DateTime::from_timestamp_millis(millis)
-        .map(format_timestamp)
-        .unwrap_or_default()
 }
 
 fn processor_error(error: ProcessorError) -> ApiError {
@@ -318,7 +311,7 @@ async fn segment_external_ids(
                 "type": l.id_type,
                 "source_id": sources.get(&l.source_key),
                 "collection": "users",
-                "created_at": time_text(l.first_seen_ms),
+                "created_at": format_millis(l.first_seen_ms),
                 "encoding": "none",
             })
         })
@@ -388,7 +381,7 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
                     "value": value,
                     "sourceId": source(t.source_key),
                     "messageId": t.message_id,
-                    "timestamp": time_text(t.timestamp_ms),
+                    "timestamp": format_millis(t.timestamp_ms),
                 }),
             )
         })
@@ -400,7 +393,7 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
         .into_iter()
         .map(|l| {
             json!({
-                "type": l.id_type, "value": l.value, "firstSeen": time_text(l.first_seen_ms),
+                "type": l.id_type, "value": l.value, "firstSeen": format_millis(l.first_seen_ms),
                 "sourceId": source(l.source_key), "messageId": l.message_id,
             })
         })
@@ -413,7 +406,7 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
         .map(|m| {
             json!({
                 "merged": m.loser, "rule": m.rule, "messageId": m.message_id,
-                "timestamp": time_text(m.timestamp_ms),
+                "timestamp": format_millis(m.timestamp_ms),
             })
         })
         .collect();
@@ -426,15 +419,15 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
             json!({
                 "groupId": g.group_id,
                 "traits": serde_json::from_str::<Value>(&g.traits_json).unwrap_or(Value::Null),
-                "timestamp": time_text(g.timestamp_ms),
+                "timestamp": format_millis(g.timestamp_ms),
             })
         })
         .collect();
     Ok(json!({
         "id": summary.id,
         "requestedId": (id != summary.id).then_some(id),
-        "firstSeen": time_text(summary.first_seen_ms),
-        "lastSeen": time_text(summary.last_seen_ms),
+        "firstSeen": format_millis(summary.first_seen_ms),
+        "lastSeen": format_millis(summary.last_seen_ms),
         "eventCount": summary.event_count,
         "traits": traits,
         "identities": identities,
