@@ -286,10 +286,11 @@ impl Processor {
         events: &[StoredEvent],
     ) -> Result<Arc<ProcessingRules>, ProcessorError> {
         let rules = self.current_rules();
-        if events
-            .iter()
-            .all(|e| rules.source_names.contains_key(&e.source_key))
-        {
+        // Tessera's own events (applied merges) have no source to look up.
+        if events.iter().all(|e| {
+            e.source_key == crate::suggestions::INTERNAL_SOURCE_KEY
+                || rules.source_names.contains_key(&e.source_key)
+        }) {
             return Ok(rules);
         }
         // A new source appeared: refresh the names once.

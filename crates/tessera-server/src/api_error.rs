@@ -4,6 +4,7 @@
 //! `rejected` for batches). Internal errors answer a generic 500 and log the detail:
 //! the client learns nothing it could not act on, the operator learns everything.
 
+use crate::committer::SubmitError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -45,6 +46,24 @@ impl ApiError {
     /// The error's code.
     pub fn code(&self) -> ErrorCode {
         self.code
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    /// Overload and shutdown are the client's to retry (503 with `Retry-After`);
+    /// a store failure is internal.
+    fn from(error: SubmitError) -> Self {
+        match error {
+            SubmitError::Overloaded => ApiError::new(
+                ErrorCode::Overloaded,
+                "the ingest queue is full: retry after the Retry-After seconds",
+            ),
+            SubmitError::ShuttingDown => ApiError::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down: retry shortly",
+            ),
+            SubmitError::Store(e) => ApiError::internal(e),
+        }
     }
 }
 

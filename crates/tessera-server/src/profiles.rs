@@ -609,7 +609,7 @@ async fn merge(State(state): State<AppState>, _: Admin, body: Bytes) -> Result<R
             rejections: vec![],
         })
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(json!({"messageId": message_id, "profiles": [left, right]})),

@@ -14,7 +14,6 @@
 //! message of a batch is valid is the answer 400 `all_messages_rejected`.
 
 use crate::api_error::ApiError;
-use crate::committer::SubmitError;
 use crate::sources::SourceLookupError;
 use crate::{AppState, metrics::RequestLabels};
 use axum::Router;
@@ -209,20 +208,11 @@ async fn ingest_request(
     let outcome = if batch.events.is_empty() && batch.rejections.is_empty() {
         Default::default()
     } else {
-        state.committer.append(batch).await.map_err(|e| {
-            let error = match e {
-                SubmitError::Overloaded => ApiError::new(
-                    ErrorCode::Overloaded,
-                    "the ingest queue is full: retry after the Retry-After seconds",
-                ),
-                SubmitError::ShuttingDown => ApiError::new(
-                    ErrorCode::ShuttingDown,
-                    "the server is shutting down: retry shortly",
-                ),
-                SubmitError::Store(e) => ApiError::internal(e),
-            };
-            (error, None)
-        })?
+        state
+            .committer
+            .append(batch)
+            .await
+            .map_err(|e| (ApiError::from(e), None))?
     };
     for (count, message_type) in per_type.iter().zip(MessageType::ALL) {
         if *count > 0 {

@@ -121,6 +121,30 @@ fn summary_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileSummary> {
     })
 }
 
+/// Reads shared by the processor's transaction and the query side (a `Transaction`
+/// is a `Connection`), so each query is written once.
+fn read_owner(conn: &Connection, id_type: &str, value: &str) -> StoreResult<Option<ProfileId>> {
+    conn.prepare_cached("SELECT profile_id FROM identities WHERE id_type = ?1 AND value = ?2")
+        .and_then(|mut s| s.query_row([id_type, value], |r| r.get(0)).optional())
+        .map_err(engine)
+}
+
+fn read_summary(conn: &Connection, id: ProfileId) -> StoreResult<Option<ProfileSummary>> {
+    conn.prepare_cached(SUMMARY_SQL)
+        .and_then(|mut s| s.query_row([id], summary_row).optional())
+        .map_err(engine)
+}
+
+fn read_traits(conn: &Connection, id: ProfileId) -> StoreResult<Vec<StoredTrait>> {
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT {TRAIT_COLUMNS} FROM traits WHERE profile_id = ?1 ORDER BY name"
+        ))
+        .map_err(engine)?;
+    let rows = statement.query_map([id], trait_row).map_err(engine)?;
+    rows.collect::<Result<_, _>>().map_err(engine)
+}
+
 const SUMMARY_SQL: &str =
     "SELECT id, merged_into, first_seen_ms, last_seen_ms, merge_count, event_count
                            FROM profiles WHERE id = ?1";
@@ -140,10 +164,7 @@ const TRAIT_COLUMNS: &str = "name, value_json, source_key, message_id, timestamp
 
 impl ProfileTxn for SqliteTxn<'_> {
     fn profile_of(&mut self, id_type: &str, value: &str) -> StoreResult<Option<ProfileId>> {
-        self.tx
-            .prepare_cached("SELECT profile_id FROM identities WHERE id_type = ?1 AND value = ?2")
-            .and_then(|mut s| s.query_row([id_type, value], |r| r.get(0)).optional())
-            .map_err(engine)
+        read_owner(self.tx, id_type, value)
     }
 
     fn identifier_counts(&mut self, profile: ProfileId) -> StoreResult<Vec<(String, u32)>> {
@@ -170,10 +191,7 @@ impl ProfileTxn for SqliteTxn<'_> {
     }
 
     fn summary(&mut self, profile: ProfileId) -> StoreResult<Option<ProfileSummary>> {
-        self.tx
-            .prepare_cached(SUMMARY_SQL)
-            .and_then(|mut s| s.query_row([profile], summary_row).optional())
-            .map_err(engine)
+        read_summary(self.tx, profile)
     }
 
     fn create_profile(&mut self, profile: ProfileId, seen_ms: i64) -> StoreResult<()> {
@@ -268,14 +286,7 @@ impl ProfileTxn for SqliteTxn<'_> {
     }
 
     fn traits(&mut self, profile: ProfileId) -> StoreResult<Vec<StoredTrait>> {
-        let mut statement = self
-            .tx
-            .prepare_cached(&format!(
-                "SELECT {TRAIT_COLUMNS} FROM traits WHERE profile_id = ?1 ORDER BY name"
-            ))
-            .map_err(engine)?;
-        let rows = statement.query_map([profile], trait_row).map_err(engine)?;
-        rows.collect::<Result<_, _>>().map_err(engine)
+        read_traits(self.tx, profile)
     }
 
     fn trait_value(&mut self, profile: ProfileId, name: &str) -> StoreResult<Option<StoredTrait>> {
@@ -487,17 +498,11 @@ impl ProfileStore for SqliteProfileStore {
     }
 
     fn find(&self, id_type: &str, value: &str) -> StoreResult<Option<ProfileId>> {
-        let conn = lock(&self.reader);
-        conn.prepare_cached("SELECT profile_id FROM identities WHERE id_type = ?1 AND value = ?2")
-            .and_then(|mut s| s.query_row([id_type, value], |r| r.get(0)).optional())
-            .map_err(engine)
+        read_owner(&lock(&self.reader), id_type, value)
     }
 
     fn profile(&self, id: ProfileId) -> StoreResult<Option<ProfileSummary>> {
-        let conn = lock(&self.reader);
-        conn.prepare_cached(SUMMARY_SQL)
-            .and_then(|mut s| s.query_row([id], summary_row).optional())
-            .map_err(engine)
+        read_summary(&lock(&self.reader), id)
     }
 
     fn identities(&self, id: ProfileId) -> StoreResult<Vec<IdentityLink>> {
@@ -524,14 +529,7 @@ impl ProfileStore for SqliteProfileStore {
     }
 
     fn traits(&self, id: ProfileId) -> StoreResult<Vec<StoredTrait>> {
-        let conn = lock(&self.reader);
-        let mut statement = conn
-            .prepare_cached(&format!(
-                "SELECT {TRAIT_COLUMNS} FROM traits WHERE profile_id = ?1 ORDER BY name"
-            ))
-            .map_err(engine)?;
-        let rows = statement.query_map([id], trait_row).map_err(engine)?;
-        rows.collect::<Result<_, _>>().map_err(engine)
+        read_traits(&lock(&self.reader), id)
     }
 
     fn event_seqs(
