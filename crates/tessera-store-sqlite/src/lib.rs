@@ -16,9 +16,11 @@
 //! newest events are deleted, so consumers' checkpoints stay valid. See
 //! `docs/decisions/0001-embedded-store.md` for why SQLite, with the measurements.
 
+mod audiences;
 mod dedup;
 mod profiles;
 
+pub use audiences::SqliteAudienceStore;
 pub use dedup::DedupConfig;
 pub use profiles::SqliteProfileStore;
 
@@ -648,6 +650,27 @@ impl Catalog for SqliteCatalog {
         )
         .map_err(engine)?;
         Ok(())
+    }
+
+    fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>> {
+        let conn = lock(&self.conn);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT name, value FROM settings WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn delete_setting(&self, name: &str) -> StoreResult<bool> {
+        let conn = lock(&self.conn);
+        let deleted = conn
+            .execute("DELETE FROM settings WHERE name = ?1", [name])
+            .map_err(engine)?;
+        Ok(deleted > 0)
     }
 }
 

@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+pub mod audiences;
 pub mod profiles;
 
 /// What went wrong inside a store.
@@ -203,6 +204,10 @@ pub trait Catalog: Send + Sync {
     fn setting(&self, name: &str) -> StoreResult<Option<String>>;
     /// Sets a setting.
     fn set_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+    /// Every setting whose name starts with `prefix`, by name.
+    fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Deletes a setting; returns whether it existed.
+    fn delete_setting(&self, name: &str) -> StoreResult<bool>;
 }
 
 impl fmt::Display for Source {

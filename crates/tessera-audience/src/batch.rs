@@ -1,0 +1,276 @@
+//! The batch evaluator: a condition over every profile at once, as set algebra.
+//!
+//! Each node takes the set of candidate profiles still undecided and returns the
+//! subset for which it holds: `and` narrows the candidates child by child (cheapest
+//! child first), `or` only asks each child about the profiles not yet in, `not`
+//! subtracts. Leaves scan trait columns or each candidate's contiguous events, split
+//! over threads. Work is thus proportional to the candidates, not to the index.
+//! [`crate::eval::Plan::holds`] is the per-profile evaluator of the same plan; a
+//! property test keeps the two equal.
+
+use crate::eval::Plan;
+use crate::index::{ProfileIndex, Slot};
+
+/// A set of slots.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bitset {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bitset {
+    /// An empty set over `len` slots.
+    pub fn new(len: usize) -> Self {
+        Self {
+            words: vec![0; len.div_ceil(64)],
+            len,
+        }
+    }
+
+    /// The live profiles of the index.
+    pub fn alive(index: &ProfileIndex) -> Self {
+        let mut set = Self::new(index.slot_count());
+        for slot in 0..index.slot_count() as Slot {
+            if index.is_alive(slot) {
+                set.insert(slot);
+            }
+        }
+        set
+    }
+
+    /// Number of slots it ranges over.
+    pub fn capacity(&self) -> usize {
+        self.len
+    }
+
+    /// Adds a slot (growing the set when needed).
+    pub fn insert(&mut self, slot: Slot) {
+        let s = slot as usize;
+        if s >= self.len {
+            self.len = s + 1;
+            self.words.resize(self.len.div_ceil(64), 0);
+        }
+        self.words[s / 64] |= 1 << (s % 64);
+    }
+
+    /// Removes a slot.
+    pub fn remove(&mut self, slot: Slot) {
+        let s = slot as usize;
+        if let Some(word) = self.words.get_mut(s / 64) {
+            *word &= !(1 << (s % 64));
+        }
+    }
+
+    /// Whether a slot is in.
+    pub fn contains(&self, slot: Slot) -> bool {
+        let s = slot as usize;
+        self.words
+            .get(s / 64)
+            .is_some_and(|w| w & (1 << (s % 64)) != 0)
+    }
+
+    /// Number of slots in.
+    pub fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// The slots in, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &word)| {
+            let mut w = word;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let bit = w.trailing_zeros();
+                w &= w - 1;
+                Some((i * 64) as Slot + bit)
+            })
+        })
+    }
+
+    fn zip_with(&self, other: &Bitset, f: impl Fn(u64, u64) -> u64) -> Bitset {
+        let len = self.len.max(other.len);
+        let words = (0..len.div_ceil(64))
+            .map(|i| {
+                f(
+                    self.words.get(i).copied().unwrap_or(0),
+                    other.words.get(i).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        Bitset { words, len }
+    }
+
+    /// Slots in both.
+    pub fn and(&self, other: &Bitset) -> Bitset {
+        self.zip_with(other, |a, b| a & b)
+    }
+
+    /// Slots in either.
+    pub fn or(&self, other: &Bitset) -> Bitset {
+        self.zip_with(other, |a, b| a | b)
+    }
+
+    /// Slots in `self` but not in `other`.
+    pub fn minus(&self, other: &Bitset) -> Bitset {
+        self.zip_with(other, |a, b| a & !b)
+    }
+
+    /// Whether no slot is in.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| *w == 0)
+    }
+}
+
+/// How a batch evaluation uses threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parallelism {
+    /// Threads per scan.
+    pub threads: usize,
+    /// Below this many candidates a scan runs on one thread (threads cost more
+    /// than they save on small sets).
+    pub min_candidates: usize,
+}
+
+impl Parallelism {
+    /// `threads` threads for scans of at least 32,768 candidates.
+    pub fn threads(threads: usize) -> Self {
+        Self {
+            threads: threads.max(1),
+            min_candidates: 32_768,
+        }
+    }
+}
+
+/// Evaluates `plan` over every live profile: the members.
+pub fn evaluate(
+    plan: &Plan<'_>,
+    index: &ProfileIndex,
+    now_ms: i64,
+    threads: Parallelism,
+) -> Bitset {
+    let candidates = Bitset::alive(index);
+    evaluate_within(plan, index, now_ms, &candidates, threads)
+}
+
+/// Evaluates `plan` over the profiles in `candidates`.
+pub fn evaluate_within(
+    plan: &Plan<'_>,
+    index: &ProfileIndex,
+    now_ms: i64,
+    candidates: &Bitset,
+    threads: Parallelism,
+) -> Bitset {
+    match plan {
+        Plan::And(children) => {
+            let mut order: Vec<&Plan<'_>> = children.iter().collect();
+            order.sort_by_key(|c| c.cost());
+            let mut current = candidates.clone();
+            for child in order {
+                if current.is_empty() {
+                    break;
+                }
+                current = evaluate_within(child, index, now_ms, &current, threads);
+            }
+            current
+        }
+        Plan::Or(children) => {
+            let mut order: Vec<&Plan<'_>> = children.iter().collect();
+            order.sort_by_key(|c| c.cost());
+            let mut members = Bitset::new(candidates.capacity());
+            let mut remaining = candidates.clone();
+            for child in order {
+                if remaining.is_empty() {
+                    break;
+                }
+                let found = evaluate_within(child, index, now_ms, &remaining, threads);
+                remaining = remaining.minus(&found);
+                members = members.or(&found);
+            }
+            members
+        }
+        Plan::Not(child) => {
+            candidates.minus(&evaluate_within(child, index, now_ms, candidates, threads))
+        }
+        Plan::Audience(members) => match members {
+            Some(members) => candidates.and(members),
+            None => Bitset::new(candidates.capacity()),
+        },
+        leaf => scan(leaf, index, now_ms, candidates, threads),
+    }
+}
+
+/// Runs a leaf on each candidate, split over threads by ranges of words.
+fn scan(
+    leaf: &Plan<'_>,
+    index: &ProfileIndex,
+    now_ms: i64,
+    candidates: &Bitset,
+    threads: Parallelism,
+) -> Bitset {
+    let words = &candidates.words;
+    let run = |range: std::ops::Range<usize>| -> Vec<u64> {
+        words[range.clone()]
+            .iter()
+            .enumerate()
+            .map(|(offset, &word)| {
+                let base = ((range.start + offset) * 64) as Slot;
+                let mut w = word;
+                let mut out = 0u64;
+                while w != 0 {
+                    let bit = w.trailing_zeros();
+                    w &= w - 1;
+                    if leaf.holds(index, base + bit, now_ms) {
+                        out |= 1 << bit;
+                    }
+                }
+                out
+            })
+            .collect()
+    };
+    let out_words = if threads.threads <= 1 || candidates.len < threads.min_candidates {
+        run(0..words.len())
+    } else {
+        let chunk = words.len().div_ceil(threads.threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads.threads)
+                .map(|t| {
+                    let range = (t * chunk).min(words.len())..((t + 1) * chunk).min(words.len());
+                    (range.len(), scope.spawn(move || run(range)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                // A panicked scan (a bug) yields no members rather than shifted words.
+                .flat_map(|(len, h)| h.join().unwrap_or_else(|_| vec![0; len]))
+                .collect()
+        })
+    };
+    Bitset {
+        words: out_words,
+        len: candidates.len,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitset_basics() {
+        let mut set = Bitset::new(10);
+        set.insert(3);
+        set.insert(130);
+        assert!(set.contains(3) && set.contains(130) && !set.contains(4));
+        assert_eq!(set.iter().collect::<Vec<_>>(), [3, 130]);
+        let mut other = Bitset::new(5);
+        other.insert(3);
+        assert_eq!(set.minus(&other).iter().collect::<Vec<_>>(), [130]);
+        assert_eq!(set.and(&other).count(), 1);
+        assert_eq!(set.or(&other).count(), 2);
+        set.remove(3);
+        assert_eq!(set.count(), 1);
+    }
+}

@@ -1,0 +1,816 @@
+//! The in-memory profile index that audiences and computed traits are evaluated on.
+//!
+//! It is derived state: built from the profile store and the event log, updated as
+//! the processor applies events, and rebuilt from them at start — never the truth.
+//!
+//! Layout, chosen for the batch evaluator's scans:
+//! - profiles get dense slots; traits are columns (one `Vec<Option<Scalar>>` per
+//!   trait path, nested objects flattened to dotted paths);
+//! - events are 16 bytes each ([`CompactEvent`]: time, interned name, interned
+//!   property set), stored per profile in time order in one contiguous array
+//!   (offsets per slot). A profile changed since the last compaction keeps its events
+//!   in an overlay; [`ProfileIndex::compact`] folds the overlay back in.
+//! - an event's properties are interned as a whole ([`PropertySets`]): product events
+//!   repeat the same sku/category/price, so most events share a set.
+
+use crate::scalar::{Scalar, Sym, Symbols, flatten, to_scalar};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use tessera_core::time::parse_timestamp;
+use tessera_store::profiles::ProfileId;
+
+/// A dense index of a profile in the index.
+pub type Slot = u32;
+
+/// One event as the index keeps it: 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactEvent {
+    /// Event time (Unix ms).
+    pub timestamp_ms: i64,
+    /// Interned event name.
+    pub name: Sym,
+    /// Interned property set ([`ProfileIndex::properties`]).
+    pub props: u32,
+}
+
+/// An event to index, taken from a stored Segment message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventInput {
+    /// Event time (Unix ms).
+    pub timestamp_ms: i64,
+    /// The name audiences use: see [`event_name`].
+    pub name: String,
+    /// The message's `properties` (for `identify`/`group`: empty).
+    pub properties: Map<String, Value>,
+    /// Consent preferences the message carried
+    /// (`context.consent.categoryPreferences`), purpose to granted.
+    pub consent: Vec<(String, bool)>,
+}
+
+/// Everything the index keeps of one profile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileInput {
+    /// The profile.
+    pub id: ProfileId,
+    /// Its traits.
+    pub traits: Map<String, Value>,
+    /// The types of identifiers it has (`email`, `user_id`, ...).
+    pub identifier_types: Vec<String>,
+    /// Its events, in any order.
+    pub events: Vec<EventInput>,
+}
+
+/// The name an event has in the audience language: a `track` call's `event`, and
+/// `Page Viewed`, `Screen Viewed`, `Identify`, `Group`, `Alias` for the other calls.
+pub fn event_name(message: &Map<String, Value>) -> Option<String> {
+    let name = match message.get("type").and_then(Value::as_str)? {
+        "track" => {
+            return message
+                .get("event")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
+        "page" => "Page Viewed",
+        "screen" => "Screen Viewed",
+        "identify" => "Identify",
+        "group" => "Group",
+        "alias" => "Alias",
+        _ => return None,
+    };
+    Some(name.to_owned())
+}
+
+impl EventInput {
+    /// Reads a stored Segment message (as normalized at ingest: `timestamp` set).
+    pub fn from_message(message: &Map<String, Value>) -> Option<Self> {
+        let name = event_name(message)?;
+        let timestamp_ms = message
+            .get("timestamp")
+            .and_then(Value::as_str)
+            .and_then(parse_timestamp)?
+            .timestamp_millis();
+        let properties = match message.get("type").and_then(Value::as_str) {
+            Some("track" | "page" | "screen") => message
+                .get("properties")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+            _ => Map::new(),
+        };
+        let consent = message
+            .get("context")
+            .and_then(|c| c.get("consent"))
+            .and_then(|c| c.get("categoryPreferences"))
+            .and_then(Value::as_object)
+            .map(|prefs| {
+                prefs
+                    .iter()
+                    .filter_map(|(purpose, v)| v.as_bool().map(|b| (purpose.clone(), b)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Self {
+            timestamp_ms,
+            name,
+            properties,
+            consent,
+        })
+    }
+}
+
+/// Interned property sets: each distinct set of (flattened) properties once.
+#[derive(Debug, Default)]
+pub struct PropertySets {
+    sets: Vec<Arc<[(Sym, Scalar)]>>,
+    ids: HashMap<PropertyKey, u32>,
+}
+
+/// Hashable wrapper of a property set (numbers by their bits).
+#[derive(Debug, Clone)]
+struct PropertyKey(Arc<[(Sym, Scalar)]>);
+
+impl PartialEq for PropertyKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(other.0.iter())
+                .all(|((ka, va), (kb, vb))| ka == kb && same_scalar(va, vb))
+    }
+}
+
+impl Eq for PropertyKey {}
+
+impl Hash for PropertyKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for (key, value) in self.0.iter() {
+            key.hash(state);
+            hash_scalar(value, state);
+        }
+    }
+}
+
+fn same_scalar(a: &Scalar, b: &Scalar) -> bool {
+    match (a, b) {
+        (Scalar::Num(x), Scalar::Num(y)) => x.to_bits() == y.to_bits(),
+        (Scalar::List(x), Scalar::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(a, b)| same_scalar(a, b))
+        }
+        _ => a == b,
+    }
+}
+
+fn hash_scalar<H: Hasher>(value: &Scalar, state: &mut H) {
+    match value {
+        Scalar::Null => 0u8.hash(state),
+        Scalar::Bool(b) => (1u8, b).hash(state),
+        Scalar::Num(n) => (2u8, n.to_bits()).hash(state),
+        Scalar::Str(s) => (3u8, s).hash(state),
+        Scalar::List(items) => {
+            (4u8, items.len()).hash(state);
+            for item in items.iter() {
+                hash_scalar(item, state);
+            }
+        }
+        Scalar::Object => 5u8.hash(state),
+        Scalar::Time(t) => (6u8, t).hash(state),
+    }
+}
+
+impl PropertySets {
+    fn intern(&mut self, set: Vec<(Sym, Scalar)>) -> u32 {
+        let key = PropertyKey(Arc::from(set));
+        if let Some(id) = self.ids.get(&key) {
+            return *id;
+        }
+        let id = self.sets.len() as u32;
+        self.sets.push(Arc::clone(&key.0));
+        self.ids.insert(key, id);
+        id
+    }
+
+    /// The properties of a set, sorted by key.
+    pub fn get(&self, id: u32) -> &[(Sym, Scalar)] {
+        self.sets.get(id as usize).map(|s| &**s).unwrap_or(&[])
+    }
+
+    /// Number of distinct sets.
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let sets: usize = self
+            .sets
+            .iter()
+            .map(|s| 16 + s.len() * std::mem::size_of::<(Sym, Scalar)>() + list_bytes(s))
+            .sum();
+        sets + self.sets.capacity() * 16 + self.ids.capacity() * 24
+    }
+}
+
+fn list_bytes(set: &[(Sym, Scalar)]) -> usize {
+    set.iter()
+        .map(|(_, v)| match v {
+            Scalar::List(items) => 32 + items.len() * std::mem::size_of::<Scalar>(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Every profile's events, contiguous per profile, in time order.
+#[derive(Debug, Default)]
+struct EventStore {
+    /// `base[offsets[s]..offsets[s + 1]]` are the events of slot `s` (for slots the
+    /// base covers).
+    offsets: Vec<u64>,
+    base: Vec<CompactEvent>,
+    /// Slots changed since the last compaction: their events live here instead.
+    overlay: HashMap<Slot, Vec<CompactEvent>>,
+    overlay_events: usize,
+}
+
+impl EventStore {
+    fn slice(&self, slot: Slot) -> &[CompactEvent] {
+        if let Some(events) = self.overlay.get(&slot) {
+            return events;
+        }
+        let s = slot as usize;
+        match (self.offsets.get(s), self.offsets.get(s + 1)) {
+            (Some(&from), Some(&to)) => &self.base[from as usize..to as usize],
+            _ => &[],
+        }
+    }
+
+    fn base_covers(&self, slot: Slot) -> bool {
+        (slot as usize) + 1 < self.offsets.len()
+    }
+
+    /// The slot's events, moved to the overlay to be changed.
+    fn make_mut(&mut self, slot: Slot) -> &mut Vec<CompactEvent> {
+        if !self.overlay.contains_key(&slot) {
+            let copy = self.slice(slot).to_vec();
+            self.overlay_events += copy.len();
+            self.overlay.insert(slot, copy);
+        }
+        self.overlay.entry(slot).or_default()
+    }
+
+    /// Sets a slot's events (sorted by time).
+    fn replace(&mut self, slot: Slot, events: Vec<CompactEvent>) {
+        // A new last slot goes straight to the base: loading is append-only.
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        if slot as usize + 1 == self.offsets.len() && !self.overlay.contains_key(&slot) {
+            self.base.extend_from_slice(&events);
+            self.offsets.push(self.base.len() as u64);
+            return;
+        }
+        let target = self.make_mut(slot);
+        let before = target.len();
+        let after = events.len();
+        *target = events;
+        self.overlay_events = self.overlay_events.saturating_sub(before) + after;
+    }
+
+    fn insert(&mut self, slot: Slot, event: CompactEvent) {
+        let events = self.make_mut(slot);
+        let at = events.partition_point(|e| e.timestamp_ms <= event.timestamp_ms);
+        events.insert(at, event);
+        self.overlay_events += 1;
+    }
+
+    fn take(&mut self, slot: Slot) -> Vec<CompactEvent> {
+        let events = std::mem::take(self.make_mut(slot));
+        self.overlay_events = self.overlay_events.saturating_sub(events.len());
+        events
+    }
+
+    fn needs_compaction(&self) -> bool {
+        self.overlay_events > 65_536.max(self.base.len() / 4)
+    }
+
+    fn compact(&mut self, slots: usize) {
+        let mut offsets = Vec::with_capacity(slots + 1);
+        let mut base = Vec::with_capacity(self.base.len() + self.overlay_events);
+        offsets.push(0);
+        for slot in 0..slots as Slot {
+            base.extend_from_slice(self.slice(slot));
+            offsets.push(base.len() as u64);
+        }
+        self.offsets = offsets;
+        self.base = base;
+        self.overlay.clear();
+        self.overlay_events = 0;
+    }
+
+    fn len(&self) -> usize {
+        let overlay_slots_in_base: usize = self
+            .overlay
+            .keys()
+            .filter(|s| self.base_covers(**s))
+            .map(|s| {
+                let i = *s as usize;
+                (self.offsets[i + 1] - self.offsets[i]) as usize
+            })
+            .sum();
+        self.base.len() - overlay_slots_in_base + self.overlay.values().map(Vec::len).sum::<usize>()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let event = std::mem::size_of::<CompactEvent>();
+        self.base.capacity() * event
+            + self.offsets.capacity() * 8
+            + self
+                .overlay
+                .values()
+                .map(|v| v.capacity() * event + 48)
+                .sum::<usize>()
+    }
+}
+
+/// Memory the index uses, by part (approximate heap bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryReport {
+    /// Live profiles.
+    pub profiles: usize,
+    /// Indexed events.
+    pub events: usize,
+    /// Distinct property sets.
+    pub property_sets: usize,
+    /// Event arrays (16 bytes per event plus offsets).
+    pub event_bytes: usize,
+    /// Interned property sets.
+    pub property_set_bytes: usize,
+    /// Interned strings.
+    pub symbol_bytes: usize,
+    /// Trait columns, identifiers and consent.
+    pub profile_bytes: usize,
+}
+
+impl MemoryReport {
+    /// Event arrays plus property sets, per event: the index memory an event costs.
+    pub fn bytes_per_event(&self) -> f64 {
+        (self.event_bytes + self.property_set_bytes) as f64 / self.events.max(1) as f64
+    }
+
+    /// Trait columns, identifiers and consent, per profile.
+    pub fn bytes_per_profile(&self) -> f64 {
+        self.profile_bytes as f64 / self.profiles.max(1) as f64
+    }
+}
+
+/// A consent decision: purpose, granted, and the time it was given.
+pub type ConsentEntry = (Sym, bool, i64);
+
+/// The index.
+#[derive(Debug, Default)]
+pub struct ProfileIndex {
+    /// Interned strings (names, trait paths, string values).
+    pub symbols: Symbols,
+    /// Interned event property sets.
+    pub property_sets: PropertySets,
+    slot_of: HashMap<ProfileId, Slot>,
+    ids: Vec<ProfileId>,
+    alive: Vec<bool>,
+    live: usize,
+    traits: HashMap<Sym, Vec<Option<Scalar>>>,
+    identifier_bits: Vec<u64>,
+    identifier_types: Vec<Sym>,
+    consent: HashMap<Slot, Vec<ConsentEntry>>,
+    events: EventStore,
+}
+
+impl ProfileIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of slots, live or not (slots are never reused).
+    pub fn slot_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Number of live profiles.
+    pub fn profile_count(&self) -> usize {
+        self.live
+    }
+
+    /// Whether a slot holds a live profile.
+    pub fn is_alive(&self, slot: Slot) -> bool {
+        self.alive.get(slot as usize).copied().unwrap_or(false)
+    }
+
+    /// The slot of a live profile.
+    pub fn slot(&self, id: ProfileId) -> Option<Slot> {
+        self.slot_of.get(&id).copied().filter(|s| self.is_alive(*s))
+    }
+
+    /// The profile in a slot.
+    pub fn profile_id(&self, slot: Slot) -> ProfileId {
+        self.ids.get(slot as usize).copied().unwrap_or_default()
+    }
+
+    /// A slot's events, oldest first.
+    pub fn events(&self, slot: Slot) -> &[CompactEvent] {
+        self.events.slice(slot)
+    }
+
+    /// The properties of an event, sorted by key.
+    pub fn properties(&self, event: &CompactEvent) -> &[(Sym, Scalar)] {
+        self.property_sets.get(event.props)
+    }
+
+    /// One property of an event.
+    pub fn property(&self, event: &CompactEvent, key: Sym) -> Option<&Scalar> {
+        let props = self.properties(event);
+        props
+            .binary_search_by_key(&key, |(k, _)| *k)
+            .ok()
+            .map(|i| &props[i].1)
+    }
+
+    /// The column of a trait path (`None` when no profile has it).
+    pub fn trait_column(&self, path: &str) -> Option<&[Option<Scalar>]> {
+        let sym = self.symbols.get(path)?;
+        self.traits.get(&sym).map(Vec::as_slice)
+    }
+
+    /// Every trait path in the index.
+    pub fn trait_paths(&self) -> impl Iterator<Item = &str> {
+        self.traits.keys().map(|s| self.symbols.text(*s))
+    }
+
+    /// Whether a slot has an identifier of the given type.
+    pub fn has_identifier(&self, slot: Slot, id_type: &str) -> bool {
+        let Some(bit) = self.identifier_bit(id_type) else {
+            return false;
+        };
+        self.identifier_bits
+            .get(slot as usize)
+            .is_some_and(|bits| bits & (1 << bit) != 0)
+    }
+
+    /// The bit of an identifier type, when some profile has one.
+    pub fn identifier_bit(&self, id_type: &str) -> Option<u32> {
+        let sym = self.symbols.get(id_type)?;
+        self.identifier_types
+            .iter()
+            .position(|t| *t == sym)
+            .map(|p| p as u32)
+    }
+
+    /// The identifier bits of every slot.
+    pub fn identifier_bits(&self) -> &[u64] {
+        &self.identifier_bits
+    }
+
+    /// Whether the person granted consent for `purpose` (their latest decision).
+    pub fn consent(&self, slot: Slot, purpose: Sym) -> bool {
+        self.consent
+            .get(&slot)
+            .and_then(|entries| entries.iter().find(|(p, _, _)| *p == purpose))
+            .is_some_and(|(_, granted, _)| *granted)
+    }
+
+    fn ensure_slot(&mut self, id: ProfileId) -> Slot {
+        if let Some(slot) = self.slot_of.get(&id).copied() {
+            if !self.alive[slot as usize] {
+                self.alive[slot as usize] = true;
+                self.live += 1;
+            }
+            return slot;
+        }
+        let slot = self.ids.len() as Slot;
+        self.ids.push(id);
+        self.alive.push(true);
+        self.identifier_bits.push(0);
+        self.slot_of.insert(id, slot);
+        self.live += 1;
+        slot
+    }
+
+    fn compact_event(&mut self, event: &EventInput) -> CompactEvent {
+        let name = self.symbols.intern(&event.name);
+        let mut set = Vec::with_capacity(event.properties.len());
+        for (key, value) in &event.properties {
+            let symbols = &mut self.symbols;
+            flatten_into(symbols, key, value, &mut set);
+        }
+        set.sort_by_key(|(k, _)| *k);
+        set.dedup_by_key(|(k, _)| *k);
+        CompactEvent {
+            timestamp_ms: event.timestamp_ms,
+            name,
+            props: self.property_sets.intern(set),
+        }
+    }
+
+    fn record_consent(&mut self, slot: Slot, event: &EventInput) {
+        if event.consent.is_empty() {
+            return;
+        }
+        let decisions: Vec<ConsentEntry> = event
+            .consent
+            .iter()
+            .map(|(purpose, granted)| (self.symbols.intern(purpose), *granted, event.timestamp_ms))
+            .collect();
+        let entries = self.consent.entry(slot).or_default();
+        for decision in decisions {
+            upsert_consent(entries, decision);
+        }
+    }
+
+    /// Sets everything of a profile at once (loading, or reloading after a rebuild).
+    pub fn upsert_profile(&mut self, input: &ProfileInput) -> Slot {
+        let slot = self.ensure_slot(input.id);
+        self.set_traits(slot, &input.traits);
+        self.set_identifier_types(slot, &input.identifier_types);
+        self.consent.remove(&slot);
+        let mut events: Vec<CompactEvent> = Vec::with_capacity(input.events.len());
+        for event in &input.events {
+            events.push(self.compact_event(event));
+            self.record_consent(slot, event);
+        }
+        events.sort_by_key(|e| e.timestamp_ms);
+        self.events.replace(slot, events);
+        slot
+    }
+
+    /// Replaces a profile's traits.
+    pub fn set_traits(&mut self, slot: Slot, traits: &Map<String, Value>) {
+        for column in self.traits.values_mut() {
+            if let Some(cell) = column.get_mut(slot as usize) {
+                *cell = None;
+            }
+        }
+        let mut flat = Vec::new();
+        for (key, value) in traits {
+            flatten_into(&mut self.symbols, key, value, &mut flat);
+        }
+        let slots = self.ids.len();
+        for (path, value) in flat {
+            let column = self.traits.entry(path).or_default();
+            if column.len() < slots {
+                column.resize(slots, None);
+            }
+            column[slot as usize] = Some(value);
+        }
+    }
+
+    /// Replaces a profile's identifier types.
+    pub fn set_identifier_types(&mut self, slot: Slot, types: &[String]) {
+        let mut bits = 0u64;
+        for id_type in types {
+            let sym = self.symbols.intern(id_type);
+            let position = match self.identifier_types.iter().position(|t| *t == sym) {
+                Some(p) => p,
+                None if self.identifier_types.len() < 64 => {
+                    self.identifier_types.push(sym);
+                    self.identifier_types.len() - 1
+                }
+                None => {
+                    tracing::warn!(
+                        "more than 64 identifier types; `identifier` conditions ignore the rest"
+                    );
+                    continue;
+                }
+            };
+            bits |= 1 << position;
+        }
+        if let Some(cell) = self.identifier_bits.get_mut(slot as usize) {
+            *cell = bits;
+        }
+    }
+
+    /// Adds one event to a profile (creating the profile when new).
+    pub fn add_event(&mut self, id: ProfileId, event: &EventInput) -> Slot {
+        let slot = self.ensure_slot(id);
+        let compact = self.compact_event(event);
+        self.record_consent(slot, event);
+        if !self.events.base_covers(slot)
+            && !self.events.overlay.contains_key(&slot)
+            && slot as usize + 1 == self.events.offsets.len().max(1)
+        {
+            self.events.replace(slot, vec![compact]);
+        } else {
+            self.events.insert(slot, compact);
+        }
+        slot
+    }
+
+    /// Moves everything of `loser` into `winner` (a merge). The loser's slot dies;
+    /// the caller refreshes the winner's traits and identifiers from the store.
+    pub fn merge(&mut self, winner: ProfileId, loser: ProfileId) -> Option<Slot> {
+        let loser_slot = self.slot(loser)?;
+        let winner_slot = self.ensure_slot(winner);
+        let moved = self.events.take(loser_slot);
+        let events = self.events.make_mut(winner_slot);
+        let added = moved.len();
+        events.extend(moved);
+        events.sort_by_key(|e| e.timestamp_ms);
+        self.events.overlay_events += added;
+        if let Some(entries) = self.consent.remove(&loser_slot) {
+            let target = self.consent.entry(winner_slot).or_default();
+            for entry in entries {
+                upsert_consent(target, entry);
+            }
+        }
+        let loser_bits = self.identifier_bits[loser_slot as usize];
+        self.identifier_bits[winner_slot as usize] |= loser_bits;
+        self.kill(loser_slot);
+        Some(winner_slot)
+    }
+
+    /// Removes a profile (erased, or rebuilt under other ids).
+    pub fn remove(&mut self, id: ProfileId) {
+        if let Some(slot) = self.slot(id) {
+            self.events.take(slot);
+            self.kill(slot);
+        }
+    }
+
+    fn kill(&mut self, slot: Slot) {
+        self.set_traits(slot, &Map::new());
+        self.identifier_bits[slot as usize] = 0;
+        self.consent.remove(&slot);
+        if self.alive[slot as usize] {
+            self.alive[slot as usize] = false;
+            self.live -= 1;
+        }
+    }
+
+    /// Folds changed profiles back into the contiguous array when the overlay has
+    /// grown (cheap to call often).
+    pub fn maybe_compact(&mut self) {
+        if self.events.needs_compaction() {
+            self.compact();
+        }
+    }
+
+    /// Folds every changed profile back into the contiguous array.
+    pub fn compact(&mut self) {
+        let slots = self.ids.len();
+        self.events.compact(slots);
+        for column in self.traits.values_mut() {
+            column.resize(slots, None);
+        }
+    }
+
+    /// Memory by part.
+    pub fn memory(&self) -> MemoryReport {
+        let scalar = std::mem::size_of::<Option<Scalar>>();
+        let trait_bytes: usize = self
+            .traits
+            .values()
+            .map(|c| c.capacity() * scalar + 32)
+            .sum();
+        let consent_bytes: usize = self
+            .consent
+            .values()
+            .map(|v| v.capacity() * std::mem::size_of::<ConsentEntry>() + 48)
+            .sum();
+        let slot_bytes = self.ids.capacity() * 8
+            + self.alive.capacity()
+            + self.identifier_bits.capacity() * 8
+            + self.slot_of.capacity() * 16;
+        MemoryReport {
+            profiles: self.live,
+            events: self.events.len(),
+            property_sets: self.property_sets.len(),
+            event_bytes: self.events.heap_bytes(),
+            property_set_bytes: self.property_sets.heap_bytes(),
+            symbol_bytes: self.symbols.heap_bytes(),
+            profile_bytes: trait_bytes + consent_bytes + slot_bytes,
+        }
+    }
+
+    /// A trait of a slot as JSON (flattened path), for display.
+    pub fn trait_json(&self, slot: Slot, path: &str) -> Option<Value> {
+        let column = self.trait_column(path)?;
+        column
+            .get(slot as usize)?
+            .as_ref()
+            .map(|v| crate::scalar::to_json(&self.symbols, v))
+    }
+}
+
+fn upsert_consent(entries: &mut Vec<ConsentEntry>, decision: ConsentEntry) {
+    match entries.iter_mut().find(|(p, _, _)| *p == decision.0) {
+        // The latest decision wins; a tie keeps the one applied last.
+        Some(existing) if existing.2 <= decision.2 => *existing = decision,
+        Some(_) => {}
+        None => entries.push(decision),
+    }
+}
+
+fn flatten_into(symbols: &mut Symbols, key: &str, value: &Value, out: &mut Vec<(Sym, Scalar)>) {
+    match value {
+        Value::Object(_) => {
+            let mut pairs: Vec<(String, Scalar)> = Vec::new();
+            flatten(symbols, key, value, &mut |path, scalar| {
+                pairs.push((path.to_owned(), scalar));
+            });
+            for (path, scalar) in pairs {
+                out.push((symbols.intern(&path), scalar));
+            }
+        }
+        _ => {
+            let scalar = to_scalar(symbols, value);
+            out.push((symbols.intern(key), scalar));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(ts: i64, name: &str, props: Value) -> EventInput {
+        EventInput {
+            timestamp_ms: ts,
+            name: name.into(),
+            properties: props.as_object().cloned().unwrap_or_default(),
+            consent: vec![],
+        }
+    }
+
+    #[test]
+    fn events_stay_in_time_order_through_overlay_merge_and_compaction() {
+        let mut index = ProfileIndex::new();
+        index.upsert_profile(&ProfileInput {
+            id: 1,
+            events: vec![event(30, "A", json!({})), event(10, "B", json!({"x": 1}))],
+            ..Default::default()
+        });
+        index.upsert_profile(&ProfileInput {
+            id: 2,
+            events: vec![event(20, "C", json!({"x": 1}))],
+            ..Default::default()
+        });
+        index.add_event(1, &event(15, "D", json!({})));
+        let names = |index: &ProfileIndex, id| -> Vec<String> {
+            let slot = index.slot(id).unwrap();
+            index
+                .events(slot)
+                .iter()
+                .map(|e| index.symbols.text(e.name).to_owned())
+                .collect()
+        };
+        assert_eq!(names(&index, 1), ["B", "D", "A"]);
+        index.merge(1, 2);
+        assert_eq!(names(&index, 1), ["B", "D", "C", "A"]);
+        assert_eq!(index.slot(2), None);
+        assert_eq!(index.profile_count(), 1);
+        index.compact();
+        assert_eq!(names(&index, 1), ["B", "D", "C", "A"]);
+        assert_eq!(index.memory().events, 4);
+        // Equal property sets are stored once.
+        assert_eq!(index.property_sets.len(), 2);
+    }
+
+    #[test]
+    fn nested_traits_are_columns_under_dotted_paths() {
+        let mut index = ProfileIndex::new();
+        let slot = index.upsert_profile(&ProfileInput {
+            id: 7,
+            traits: json!({"address": {"country": "DE"}, "plan": "pro"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            identifier_types: vec!["email".into()],
+            events: vec![],
+        });
+        assert_eq!(index.trait_json(slot, "address.country"), Some(json!("DE")));
+        assert_eq!(index.trait_json(slot, "plan"), Some(json!("pro")));
+        assert!(index.has_identifier(slot, "email"));
+        assert!(!index.has_identifier(slot, "phone"));
+        index.set_traits(slot, &Map::new());
+        assert_eq!(index.trait_json(slot, "plan"), None);
+    }
+
+    #[test]
+    fn the_latest_consent_decision_wins() {
+        let mut index = ProfileIndex::new();
+        let mut granted = event(10, "Signed Up", json!({}));
+        granted.consent = vec![("marketing".into(), true)];
+        let mut revoked = event(20, "Settings Changed", json!({}));
+        revoked.consent = vec![("marketing".into(), false)];
+        index.add_event(1, &revoked);
+        let slot = index.add_event(1, &granted);
+        let marketing = index.symbols.get("marketing").unwrap();
+        assert!(!index.consent(slot, marketing));
+    }
+}

@@ -1,0 +1,72 @@
+//! Audience memberships and their change feed.
+//!
+//! Memberships are derived (the audience engine computes them from profiles), but
+//! they are kept across `tessera replay`: a replay that yields the same members
+//! must not announce them again. The change feed (`Audience Entered` /
+//! `Audience Exited`) is append-only with increasing `seq`s, for activation to
+//! consume in order.
+
+use crate::StoreResult;
+use crate::profiles::ProfileId;
+
+/// One membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// The audience key.
+    pub audience: String,
+    /// The profile.
+    pub profile_id: ProfileId,
+    /// Entered (`true`) or exited.
+    pub entered: bool,
+    /// When it was decided (Unix ms).
+    pub at_ms: i64,
+    /// Why: `event` (realtime), `schedule` (a window expired), `computed` (batch
+    /// computation of a new or edited audience), `merged` (the profile was merged
+    /// into another), `deleted` (the audience was deleted).
+    pub reason: String,
+}
+
+/// A change as stored, with its position in the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    /// Position in the feed (increasing).
+    pub seq: i64,
+    /// The change.
+    pub change: MembershipChange,
+}
+
+/// One membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The audience key.
+    pub audience: String,
+    /// The profile.
+    pub profile_id: ProfileId,
+    /// Member since (Unix ms).
+    pub since_ms: i64,
+}
+
+/// Memberships and the change feed.
+pub trait AudienceStore: Send + Sync {
+    /// Applies changes in one transaction: members added or removed, and each change
+    /// appended to the feed.
+    fn apply_changes(&self, changes: &[MembershipChange]) -> StoreResult<()>;
+    /// Members of an audience with a profile id above `after`, ascending.
+    fn members(
+        &self,
+        audience: &str,
+        after: ProfileId,
+        limit: usize,
+    ) -> StoreResult<Vec<Membership>>;
+    /// Number of members of an audience.
+    fn member_count(&self, audience: &str) -> StoreResult<i64>;
+    /// The audiences a profile is in.
+    fn memberships(&self, profile: ProfileId) -> StoreResult<Vec<Membership>>;
+    /// Changes after `after_seq`, oldest first; with `audience`, only its own.
+    fn changes(
+        &self,
+        after_seq: i64,
+        audience: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredChange>>;
+}
