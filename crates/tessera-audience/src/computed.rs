@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn presets_compute_what_their_names_say() {
         let index = shopper();
-        assert_eq!(preset("total_orders", &index, 10_000), json!(2.0));
+        assert_eq!(preset("total_orders", &index, 10_000), json!(2));
         assert_eq!(preset("lifetime_value", &index, 10_000), json!(30.3));
         assert_eq!(preset("avg_order_value", &index, 10_000), json!(15.15));
         assert_eq!(preset("favorite_category", &index, 10_000), json!("bags"));

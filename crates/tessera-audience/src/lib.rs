@@ -9,10 +9,13 @@
 //!   (realtime) evaluator; [`batch`] is the set-wise evaluator over the whole index.
 //!   A property test keeps them equal.
 //! - [`computed`] and [`rfm`] derive traits from events.
+//! - [`engine`] ties them to the stores: definitions, realtime updates, scheduled and
+//!   batch computations, membership changes.
 
 pub mod ast;
 pub mod batch;
 pub mod computed;
+pub mod engine;
 pub mod eval;
 pub mod index;
 pub mod language;

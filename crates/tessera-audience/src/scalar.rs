@@ -144,6 +144,8 @@ pub fn to_json(symbols: &Symbols, scalar: &Scalar) -> Value {
     match scalar {
         Scalar::Null => Value::Null,
         Scalar::Bool(b) => Value::Bool(*b),
+        // Whole numbers print as integers (`3`, not `3.0`): counts are counts.
+        Scalar::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Value::from(*n as i64),
         Scalar::Num(n) => serde_json::Number::from_f64(*n)
             .map(Value::Number)
             .unwrap_or(Value::Null),

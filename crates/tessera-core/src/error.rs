@@ -89,6 +89,17 @@ error_codes! {
     ProfileNotFound => ("profile_not_found", 404),
     /// The identity rules refuse this merge (e.g. both profiles have a user id).
     MergeConflict => ("merge_conflict", 409),
+    /// No audience has that key.
+    AudienceNotFound => ("audience_not_found", 404),
+    /// An audience with that key exists already.
+    AudienceExists => ("audience_exists", 409),
+    /// An audience definition (text or JSON) does not parse or refers to something
+    /// that does not exist; the message points at the place.
+    InvalidDefinition => ("invalid_definition", 400),
+    /// No stored computed trait has that key.
+    ComputedTraitNotFound => ("computed_trait_not_found", 404),
+    /// The audience index is still being built after start; retry shortly.
+    AudiencesLoading => ("audiences_loading", 503),
     /// No route matches the path.
     NotFound => ("not_found", 404),
     /// The path exists but not for this HTTP method.

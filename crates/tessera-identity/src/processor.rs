@@ -228,6 +228,66 @@ fn set_trait_if_wins(
     Ok(())
 }
 
+/// What one chunk changed.
+#[derive(Debug, Default)]
+pub struct ChunkReport {
+    /// Events applied (attributed or not).
+    pub applied: usize,
+    /// Each attributed event with the profile it went to.
+    pub events: Vec<(ProfileId, StoredEvent)>,
+    /// Merges (winner, loser), in order.
+    pub merges: Vec<(ProfileId, ProfileId)>,
+}
+
+/// Passes writes through and notes merges.
+struct RecordingTxn<'a, 'b> {
+    inner: &'a mut dyn ProfileTxn,
+    merges: &'b mut Vec<(ProfileId, ProfileId)>,
+}
+
+impl ProfileTxn for RecordingTxn<'_, '_> {
+    fn profile_of(&mut self, id_type: &str, value: &str) -> StoreResult<Option<ProfileId>> {
+        self.inner.profile_of(id_type, value)
+    }
+    fn identifier_counts(&mut self, profile: ProfileId) -> StoreResult<Vec<(String, u32)>> {
+        self.inner.identifier_counts(profile)
+    }
+    fn summary(
+        &mut self,
+        profile: ProfileId,
+    ) -> StoreResult<Option<tessera_store::profiles::ProfileSummary>> {
+        self.inner.summary(profile)
+    }
+    fn create_profile(&mut self, profile: ProfileId, seen_ms: i64) -> StoreResult<()> {
+        self.inner.create_profile(profile, seen_ms)
+    }
+    fn link(&mut self, link: &IdentityLink) -> StoreResult<()> {
+        self.inner.link(link)
+    }
+    fn merge(&mut self, record: &MergeRecord) -> StoreResult<()> {
+        self.merges.push((record.winner, record.loser));
+        self.inner.merge(record)
+    }
+    fn traits(&mut self, profile: ProfileId) -> StoreResult<Vec<StoredTrait>> {
+        self.inner.traits(profile)
+    }
+    fn trait_value(&mut self, profile: ProfileId, name: &str) -> StoreResult<Option<StoredTrait>> {
+        self.inner.trait_value(profile, name)
+    }
+    fn set_trait(&mut self, profile: ProfileId, value: &StoredTrait) -> StoreResult<()> {
+        self.inner.set_trait(profile, value)
+    }
+    fn add_event(&mut self, profile: ProfileId, seq: i64, timestamp_ms: i64) -> StoreResult<()> {
+        self.inner.add_event(profile, seq, timestamp_ms)
+    }
+    fn set_group(&mut self, profile: ProfileId, group: &GroupMembership) -> StoreResult<()> {
+        self.inner.set_group(profile, group)
+    }
+    fn record_conflict(&mut self, conflict: &ConflictRecord) -> StoreResult<()> {
+        self.inner.record_conflict(conflict)
+    }
+}
+
 /// Runs the processor over stores.
 pub struct Processor {
     log: Arc<dyn EventLog>,
@@ -310,6 +370,12 @@ impl Processor {
 
     /// Applies the next chunk of at most `max_events`; returns how many were applied.
     pub fn run_chunk(&self, max_events: usize) -> Result<usize, ProcessorError> {
+        Ok(self.run_chunk_reporting(max_events)?.applied)
+    }
+
+    /// Applies the next chunk of at most `max_events` and reports what changed, for
+    /// the stages after identity (computed traits, audiences).
+    pub fn run_chunk_reporting(&self, max_events: usize) -> Result<ChunkReport, ProcessorError> {
         let _guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let checkpoint = self.profiles.checkpoint()?;
         let mut events = Vec::new();
@@ -325,18 +391,39 @@ impl Processor {
             },
         )?;
         let Some(last) = events.last().map(|e| e.seq) else {
-            return Ok(0);
+            return Ok(ChunkReport::default());
         };
         self.refresh_rules()?;
         let rules = self.rules_with_sources(&events)?;
+        let mut owners = Vec::with_capacity(events.len());
+        let mut merges = Vec::new();
         let applied = self.profiles.apply(checkpoint, last, &mut |txn| {
+            // A retried transaction starts over.
+            owners.clear();
+            merges.clear();
+            let mut recording = RecordingTxn {
+                inner: txn,
+                merges: &mut merges,
+            };
             for event in &events {
-                apply_event(&rules, txn, event)?;
+                owners.push(apply_event(&rules, &mut recording, event)?);
             }
             Ok(())
         })?;
         // Another process (a CLI replay, say) moved the checkpoint: start over from it.
-        Ok(if applied { events.len() } else { 0 })
+        if !applied {
+            return Ok(ChunkReport::default());
+        }
+        let applied = events.len();
+        Ok(ChunkReport {
+            applied,
+            events: owners
+                .into_iter()
+                .zip(events)
+                .filter_map(|(owner, event)| owner.map(|o| (o, event)))
+                .collect(),
+            merges,
+        })
     }
 
     /// Applies everything up to the end of the log; `progress(applied, target_seq)`

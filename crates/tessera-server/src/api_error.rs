@@ -83,7 +83,10 @@ impl IntoResponse for ApiError {
             map.insert(name.to_string(), value);
         }
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self.code, ErrorCode::Overloaded | ErrorCode::ShuttingDown) {
+        if matches!(
+            self.code,
+            ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::AudiencesLoading
+        ) {
             // Segment's SDKs honour Retry-After; the browser library reads x-ratelimit-reset.
             let headers = response.headers_mut();
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod api_error;
+pub mod audiences;
 pub mod committer;
 pub mod metrics;
 pub mod processing;
@@ -23,6 +24,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use std::sync::Arc;
+use tessera_audience::engine::AudienceEngine;
 use tessera_core::ErrorCode;
 use tessera_core::time::Clock;
 use tessera_identity::processor::Processor;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub admin_token_hash: String,
     /// The clock (`receivedAt`).
     pub clock: Arc<dyn Clock>,
+    /// Computed traits, audiences and their memberships.
+    pub audiences: Arc<AudienceEngine>,
 }
 
 /// The whole HTTP application.
@@ -58,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tracking::router())
         .merge(admin::router())
         .merge(profiles::router())
+        .merge(audiences::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -63,6 +63,24 @@ pub struct Metrics {
     pub processor_lag: Gauge,
     /// Events the processor applied to profiles.
     pub processor_events: Counter,
+    /// Audience membership changes written, by kind (`entered`, `exited`).
+    pub audience_changes: Family<KindLabels, Counter>,
+    /// Seconds to fold one processor chunk into the audience index and re-evaluate
+    /// the touched profiles.
+    pub audience_realtime_seconds: Histogram,
+    /// Events in the audience index.
+    pub audience_index_events: Gauge,
+    /// Approximate bytes of the audience index.
+    pub audience_index_bytes: Gauge,
+    /// Failures of the audience engine (realtime or batch), each logged.
+    pub audience_errors: Counter,
+}
+
+/// Labels naming a kind of change.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `entered` or `exited`.
+    pub kind: String,
 }
 
 impl Default for Metrics {
@@ -153,10 +171,45 @@ impl Metrics {
             "Events applied to profiles by the processor",
             processor_events.clone(),
         );
+        let audience_changes = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "audience_changes",
+            "Audience membership changes written (Audience Entered / Audience Exited)",
+            audience_changes.clone(),
+        );
+        let audience_realtime_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "audience_realtime_seconds",
+            "Seconds to fold a processor chunk into the audience index and re-evaluate its profiles",
+            audience_realtime_seconds.clone(),
+        );
+        let audience_index_events = Gauge::default();
+        registry.register(
+            "audience_index_events",
+            "Events in the in-memory audience index",
+            audience_index_events.clone(),
+        );
+        let audience_index_bytes = Gauge::default();
+        registry.register(
+            "audience_index_bytes",
+            "Approximate bytes of the in-memory audience index",
+            audience_index_bytes.clone(),
+        );
+        let audience_errors = Counter::default();
+        registry.register(
+            "audience_errors",
+            "Failures of the audience engine (each is logged)",
+            audience_errors.clone(),
+        );
         Self {
             registry,
             processor_lag,
             processor_events,
+            audience_changes,
+            audience_realtime_seconds,
+            audience_index_events,
+            audience_index_bytes,
+            audience_errors,
             http_requests,
             events_accepted,
             events_rejected,

@@ -1,16 +1,21 @@
 //! The processor's background thread: applies new events to profiles as they are
-//! committed, and reports its lag.
+//! committed, hands each chunk's changes to the audience engine (realtime
+//! memberships), runs the engine's batch work between chunks, and reports its lag.
+//!
+//! At start it first builds the audience index from the profile store, so the index
+//! and the processor's checkpoint agree before any new event is applied.
 //!
 //! Ingestion comes first: while the event-log writer is saturated (busy at least
 //! 80 % of the time), the processor applies only one chunk per second, so on a small
 //! machine a burst is acknowledged at full speed and profiles catch up after it.
 //! The lag is visible as `tessera_processor_lag_events`.
 
-use crate::metrics::Metrics;
+use crate::metrics::{KindLabels, Metrics};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tessera_audience::engine::{AudienceEngine, ProfileChanges};
 use tessera_identity::processor::{CHUNK_EVENTS, Processor};
 
 /// How long the thread waits when there is nothing new.
@@ -19,6 +24,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(20);
 const SATURATED_PERCENT: i64 = 80;
 /// While ingestion is saturated, one chunk per this interval.
 const SATURATED_INTERVAL: Duration = Duration::from_secs(1);
+/// The audience engine's batch work (definitions changed, schedules) runs this often.
+const TICK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The running processor thread.
 pub struct ProcessorThread {
@@ -28,23 +35,34 @@ pub struct ProcessorThread {
 
 impl ProcessorThread {
     /// Starts applying events in the background.
-    pub fn start(processor: Arc<Processor>, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+    pub fn start(
+        processor: Arc<Processor>,
+        audiences: Arc<AudienceEngine>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name("processor".into())
             .spawn(move || {
+                load_audiences(&audiences, &metrics, &flag);
                 let mut failures = 0u32;
+                let mut last_tick = std::time::Instant::now() - TICK_INTERVAL;
                 while !flag.load(Ordering::SeqCst) {
                     let started = std::time::Instant::now();
-                    match processor.run_chunk(CHUNK_EVENTS) {
-                        Ok(applied) => {
+                    match processor.run_chunk_reporting(CHUNK_EVENTS) {
+                        Ok(report) => {
                             failures = 0;
-                            metrics.processor_events.inc_by(applied as u64);
+                            metrics.processor_events.inc_by(report.applied as u64);
+                            realtime(&audiences, &metrics, report.events, report.merges);
                             if let Ok(lag) = processor.lag() {
                                 metrics.processor_lag.set(lag);
                             }
-                            if applied == 0 {
+                            if last_tick.elapsed() >= TICK_INTERVAL {
+                                last_tick = std::time::Instant::now();
+                                tick(&audiences, &metrics);
+                            }
+                            if report.applied == 0 {
                                 std::thread::sleep(IDLE_WAIT);
                             }
                             // Rest while ingestion is saturated, checking often enough
@@ -79,6 +97,88 @@ impl ProcessorThread {
             && handle.join().is_err()
         {
             tracing::error!("processor thread panicked");
+        }
+    }
+}
+
+/// Builds the audience index, retrying until it works or Tessera stops.
+fn load_audiences(audiences: &AudienceEngine, metrics: &Metrics, stop: &AtomicBool) {
+    let started = std::time::Instant::now();
+    let mut attempt = 0u32;
+    while !stop.load(Ordering::SeqCst) {
+        match audiences.load(&mut |done, total| {
+            if done % 100_000 < 1_000 {
+                tracing::info!(done, total, "loading profiles into the audience index");
+            }
+        }) {
+            Ok(()) => {
+                let memory = audiences.memory();
+                metrics.audience_index_events.set(memory.events as i64);
+                tracing::info!(
+                    profiles = memory.profiles,
+                    events = memory.events,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "audience index ready"
+                );
+                return;
+            }
+            Err(error) => {
+                attempt += 1;
+                metrics.audience_errors.inc();
+                tracing::error!(%error, attempt, "building the audience index failed; retrying");
+                std::thread::sleep(IDLE_WAIT * attempt.min(50));
+            }
+        }
+    }
+}
+
+fn count_changes(metrics: &Metrics, changes: &[tessera_store::audiences::MembershipChange]) {
+    for change in changes {
+        let kind = if change.entered { "entered" } else { "exited" };
+        metrics
+            .audience_changes
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+}
+
+fn realtime(
+    audiences: &AudienceEngine,
+    metrics: &Metrics,
+    events: Vec<(i64, tessera_store::StoredEvent)>,
+    merges: Vec<(i64, i64)>,
+) {
+    if events.is_empty() && merges.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    match audiences.apply(&ProfileChanges { events, merges }) {
+        Ok(changes) => count_changes(metrics, &changes),
+        Err(error) => {
+            metrics.audience_errors.inc();
+            tracing::error!(%error, "realtime audience update failed; the next batch computation reconciles");
+        }
+    }
+    metrics
+        .audience_realtime_seconds
+        .observe(started.elapsed().as_secs_f64());
+}
+
+fn tick(audiences: &AudienceEngine, metrics: &Metrics) {
+    match audiences.tick() {
+        Ok(_) => {
+            let memory = audiences.memory();
+            metrics.audience_index_events.set(memory.events as i64);
+            metrics.audience_index_bytes.set(
+                (memory.event_bytes
+                    + memory.property_set_bytes
+                    + memory.symbol_bytes
+                    + memory.profile_bytes) as i64,
+            );
+        }
+        Err(error) => {
+            metrics.audience_errors.inc();
+            tracing::error!(%error, "audience batch work failed; retrying on the next tick");
         }
     }
 }

@@ -149,6 +149,7 @@ fn source_ids(state: &AppState) -> Result<HashMap<i64, String>, ApiError> {
 struct PageQuery {
     limit: Option<usize>,
     include: Option<String>,
+    class: Option<String>,
     next: Option<String>,
     before: Option<i64>,
 }
@@ -189,15 +190,43 @@ async fn segment_traits(
             .collect()
     });
     let mut traits = Map::new();
-    let all = state.profiles.traits(profile).map_err(ApiError::internal)?;
+    // Segment's `class`: `audience` gives audience memberships as boolean traits,
+    // `computed_trait` the computed traits; without it, the profile's own traits.
+    let all: Vec<(String, Value)> = match query.class.as_deref() {
+        None | Some("") => state
+            .profiles
+            .traits(profile)
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|t| {
+                let value = serde_json::from_str(&t.value_json).unwrap_or(Value::Null);
+                (t.name, value)
+            })
+            .collect(),
+        Some("audience") => state
+            .audiences
+            .memberships(profile)
+            .map_err(crate::audiences::engine_error)?
+            .into_iter()
+            .map(|m| (m.audience, Value::Bool(true)))
+            .collect(),
+        Some("computed_trait") => state
+            .audiences
+            .computed_values(profile)
+            .into_iter()
+            .collect(),
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("\"class\" is audience or computed_trait, not \"{other}\""),
+            ));
+        }
+    };
     let mut matching = all
         .into_iter()
-        .filter(|t| wanted.as_ref().is_none_or(|w| w.contains(&t.name.as_str())));
-    for t in matching.by_ref().take(limit) {
-        traits.insert(
-            t.name,
-            serde_json::from_str(&t.value_json).unwrap_or(Value::Null),
-        );
+        .filter(|(name, _)| wanted.as_ref().is_none_or(|w| w.contains(&name.as_str())));
+    for (name, value) in matching.by_ref().take(limit) {
+        traits.insert(name, value);
     }
     let has_more = matching.next().is_some();
     Ok(Json(json!({
@@ -423,9 +452,18 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
             })
         })
         .collect();
+    let audiences: Vec<Value> = state
+        .audiences
+        .memberships(summary.id)
+        .map_err(crate::audiences::engine_error)?
+        .into_iter()
+        .map(|m| json!({"key": m.audience, "since": format_millis(m.since_ms)}))
+        .collect();
     Ok(json!({
         "id": summary.id,
         "requestedId": (id != summary.id).then_some(id),
+        "computedTraits": state.audiences.computed_values(summary.id),
+        "audiences": audiences,
         "firstSeen": format_millis(summary.first_seen_ms),
         "lastSeen": format_millis(summary.last_seen_ms),
         "eventCount": summary.event_count,
@@ -495,10 +533,24 @@ async fn unlink(
     })?;
     let identifier = parse_identifier(&state, &format!("{}:{}", request.r#type, request.value))?;
     let processor = std::sync::Arc::clone(&state.processor);
-    let profiles = tokio::task::spawn_blocking(move || processor.unlink(&identifier))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(processor_error)?;
+    let engine = std::sync::Arc::clone(&state.audiences);
+    let before = state
+        .profiles
+        .find(&identifier.id_type, &identifier.value)
+        .map_err(ApiError::internal)?;
+    let profiles = tokio::task::spawn_blocking(move || {
+        let owners = processor.unlink(&identifier)?;
+        // The audience index follows the rebuilt profiles.
+        let mut reload: Vec<ProfileId> = owners.clone();
+        reload.extend(before);
+        if let Err(error) = engine.reload_profiles(&reload) {
+            tracing::error!(%error, "audience index could not reload unlinked profiles");
+        }
+        Ok::<_, ProcessorError>(owners)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(processor_error)?;
     Ok(Json(json!({"profiles": profiles})))
 }
 

@@ -63,14 +63,25 @@ impl Harness {
             Committer::start(Arc::clone(&events), Arc::clone(&metrics), config).expect("start");
         let state = AppState {
             events: Arc::clone(&events),
-            profiles,
+            profiles: Arc::clone(&profiles),
             processor,
             catalog: Arc::clone(&catalog),
             committer,
             metrics,
-            sources: Arc::new(SourceResolver::new(catalog)),
+            sources: Arc::new(SourceResolver::new(Arc::clone(&catalog))),
             admin_token_hash: tessera_core::ids::hash_secret(ADMIN),
             clock: Arc::new(SystemClock),
+            audiences: Arc::new(tessera_audience::engine::AudienceEngine::new(
+                Arc::clone(&catalog),
+                Arc::new(
+                    tessera_store_sqlite::SqliteAudienceStore::open_in(dir.path())
+                        .expect("audiences"),
+                ),
+                Arc::clone(&profiles),
+                Arc::clone(&events),
+                Arc::new(SystemClock),
+                tessera_audience::engine::EngineOptions::default(),
+            )),
         };
         Self {
             app: router(state),

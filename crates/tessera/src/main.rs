@@ -1,6 +1,7 @@
 //! `tessera`: the customer data platform in one binary — the server and the operator CLI.
 #![allow(clippy::print_stdout)]
 
+mod audiences_cli;
 mod dedupe_cli;
 mod export;
 mod identity_cli;
@@ -52,6 +53,16 @@ enum Command {
         #[command(subcommand)]
         command: identity_cli::IdentityCommand,
     },
+    /// Audiences: define, preview, list members
+    Audiences {
+        #[command(subcommand)]
+        command: audiences_cli::AudiencesCommand,
+    },
+    /// Computed traits (total_orders, lifetime_value, ...): list, define, delete
+    ComputedTraits {
+        #[command(subcommand)]
+        command: audiences_cli::ComputedCommand,
+    },
     /// Find duplicate people in a CSV by probabilistic matching; writes record_id,cluster_id
     Dedupe(dedupe_cli::DedupeArgs),
 }
@@ -73,6 +84,12 @@ fn main() -> ExitCode {
         Command::Replay => settings(&cli.store).and_then(|s| identity_cli::replay(&s.data_dir)),
         Command::Identity { command } => {
             settings(&cli.store).and_then(|s| identity_cli::run(&s.data_dir, command))
+        }
+        Command::Audiences { command } => {
+            settings(&cli.store).and_then(|s| audiences_cli::run(&s.data_dir, command))
+        }
+        Command::ComputedTraits { command } => {
+            settings(&cli.store).and_then(|s| audiences_cli::run_computed(&s.data_dir, command))
         }
         Command::Dedupe(args) => dedupe_cli::run(&args),
     };

@@ -40,6 +40,21 @@ pub struct FileConfig {
     /// Ingest pipeline tuning.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// Audience engine tuning.
+    #[serde(default)]
+    pub audiences: AudiencesConfig,
+}
+
+/// `[audiences]` in `tessera.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudiencesConfig {
+    /// Audiences whose conditions depend on time (`within 7d`, `30d ago`, RFM) are
+    /// re-evaluated over every profile this often, so windows that expire with no
+    /// new event still change memberships (default 60).
+    pub schedule_seconds: Option<u64>,
+    /// Threads of batch evaluation (default: the machine's cores).
+    pub threads: Option<usize>,
 }
 
 /// `[ingest]` in `tessera.toml`.
@@ -69,6 +84,8 @@ pub struct Settings {
     pub max_events_per_commit: usize,
     /// The messageId de-duplication window.
     pub dedup: tessera_store_sqlite::DedupConfig,
+    /// The audience engine's settings.
+    pub audiences: tessera_audience::engine::EngineOptions,
 }
 
 impl Settings {
@@ -99,6 +116,18 @@ impl Settings {
                         .dedup_window_hours
                         .map_or(default.window, |h| std::time::Duration::from_secs(h * 3600)),
                     max_entries: file.ingest.dedup_max_entries.unwrap_or(default.max_entries),
+                }
+            },
+            audiences: {
+                let default = tessera_audience::engine::EngineOptions::default();
+                tessera_audience::engine::EngineOptions {
+                    schedule_interval_ms: file
+                        .audiences
+                        .schedule_seconds
+                        .map_or(default.schedule_interval_ms, |s| (s.max(1) * 1000) as i64),
+                    parallelism: file.audiences.threads.map_or(default.parallelism, |t| {
+                        tessera_audience::batch::Parallelism::threads(t)
+                    }),
                 }
             },
         })

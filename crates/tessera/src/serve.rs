@@ -5,6 +5,7 @@
 use crate::options::Settings;
 use anyhow::Context;
 use std::sync::Arc;
+use tessera_audience::engine::AudienceEngine;
 use tessera_core::time::SystemClock;
 use tessera_identity::processor::Processor;
 use tessera_server::AppState;
@@ -14,7 +15,7 @@ use tessera_server::processing::ProcessorThread;
 use tessera_server::sources::{AdminToken, SourceResolver, establish_admin_token};
 use tessera_store::profiles::ProfileStore;
 use tessera_store::{Catalog, EventLog};
-use tessera_store_sqlite::SqliteProfileStore;
+use tessera_store_sqlite::{SqliteAudienceStore, SqliteProfileStore};
 
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -65,7 +66,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             ..CommitterConfig::default()
         },
     )?;
-    let processor_thread = ProcessorThread::start(Arc::clone(&processor), Arc::clone(&metrics))?;
+    let audiences = Arc::new(AudienceEngine::new(
+        Arc::clone(&catalog),
+        Arc::new(SqliteAudienceStore::open_in(&settings.data_dir)?),
+        Arc::clone(&profiles),
+        Arc::clone(&events),
+        Arc::new(SystemClock),
+        settings.audiences,
+    ));
+    let processor_thread = ProcessorThread::start(
+        Arc::clone(&processor),
+        Arc::clone(&audiences),
+        Arc::clone(&metrics),
+    )?;
     let state = AppState {
         events,
         profiles,
@@ -76,6 +89,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         sources: Arc::new(SourceResolver::new(catalog)),
         admin_token_hash,
         clock: Arc::new(SystemClock),
+        audiences,
     };
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)

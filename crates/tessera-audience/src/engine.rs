@@ -1,0 +1,1301 @@
+//! The audience engine: definitions, the index, memberships and their changes.
+//!
+//! - Definitions (audiences, computed traits, RFM settings) are configuration in the
+//!   catalog (`audience/<key>`, `computed_trait/<key>`, `rfm`), so the CLI and the
+//!   server share them; the engine notices changes on its next tick.
+//! - [`AudienceEngine::load`] builds the index from the profile store at start.
+//! - [`AudienceEngine::apply`] folds the processor's changes into the index and
+//!   re-evaluates the touched profiles' memberships at once (realtime); changes are
+//!   written to the [`AudienceStore`] feed as `Audience Entered` / `Audience Exited`.
+//! - [`AudienceEngine::tick`] runs batch work: new or edited audiences over every
+//!   profile (with progress), and audiences whose conditions depend on time, which
+//!   can change with no new event (windows expiring), on a schedule.
+//!
+//! Memberships only change through [`AudienceEngine::commit_memberships`], which
+//! diffs against the current members, so repeating an evaluation announces nothing.
+
+use crate::ast::{Condition, Test, Window};
+use crate::batch::{Bitset, Parallelism, evaluate};
+use crate::computed::ComputedTrait;
+use crate::eval::{Context, Plan};
+use crate::index::{EventInput, ProfileIndex, ProfileInput, Slot};
+use crate::language::{ParseError, parse_definition, print};
+use crate::rfm::{RFM_TRAITS, RfmConfig, RfmModel};
+use crate::scalar::to_json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use tessera_core::time::Clock;
+use tessera_store::audiences::{AudienceStore, MembershipChange};
+use tessera_store::profiles::{ProfileId, ProfileStore};
+use tessera_store::{Catalog, EventLog, StoreError, StoredEvent};
+
+/// Catalog setting prefix of audience definitions.
+pub const AUDIENCE_PREFIX: &str = "audience/";
+/// Catalog setting prefix of computed trait definitions.
+pub const COMPUTED_PREFIX: &str = "computed_trait/";
+/// Catalog setting of the RFM configuration.
+pub const RFM_SETTING: &str = "rfm";
+
+/// A stored audience.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AudienceDefinition {
+    /// Its key (in URLs, conditions and the change feed).
+    pub key: String,
+    /// Its display name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// The condition.
+    pub condition: Condition,
+    /// Created (Unix ms).
+    pub created_at_ms: i64,
+    /// Last edited (Unix ms).
+    pub updated_at_ms: i64,
+}
+
+impl AudienceDefinition {
+    /// The condition in the text form.
+    pub fn text(&self) -> String {
+        print(&self.condition)
+    }
+}
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The definition does not parse.
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    /// The definition is not acceptable; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such audience or computed trait.
+    #[error("{0}")]
+    NotFound(String),
+    /// The key is taken.
+    #[error("{0}")]
+    Exists(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where an audience's batch computation stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AudienceStatus {
+    /// `computing` (a batch computation is pending or running) or `ready`.
+    pub state: &'static str,
+    /// Profiles evaluated in the running computation.
+    pub evaluated: u64,
+    /// Profiles to evaluate.
+    pub total: u64,
+    /// Current members (in memory; the store agrees once `ready`).
+    pub members: u64,
+    /// When it was last fully computed (Unix ms).
+    pub computed_at_ms: Option<i64>,
+}
+
+/// What the processor changed in one chunk.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileChanges {
+    /// Events applied, with the profile each was attributed to.
+    pub events: Vec<(ProfileId, StoredEvent)>,
+    /// Merges (winner, loser), in order.
+    pub merges: Vec<(ProfileId, ProfileId)>,
+}
+
+/// An audience preview.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Preview {
+    /// Members now.
+    pub count: u64,
+    /// A few of them.
+    pub sample: Vec<ProfileSample>,
+}
+
+/// A profile in a preview or a member list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileSample {
+    /// The profile id.
+    pub profile_id: ProfileId,
+    /// Its traits.
+    pub traits: Map<String, Value>,
+}
+
+/// One row of a top-values answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopRow {
+    /// The group (the trait's value), when grouped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Value>,
+    /// The property's value.
+    pub value: Value,
+    /// Matching events.
+    pub events: u64,
+    /// Distinct profiles.
+    pub profiles: u64,
+}
+
+/// A "top values" question: which values of an event property are most frequent,
+/// optionally among profiles matching a condition and grouped by a trait.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopQuery {
+    /// The event name.
+    pub event: String,
+    /// The property counted.
+    pub property: String,
+    /// Only profiles for which this holds.
+    pub filter: Option<Condition>,
+    /// Group by this trait.
+    pub group_by: Option<String>,
+    /// Only events this recent.
+    pub within: Option<crate::ast::Duration>,
+    /// Rows per group.
+    pub limit: usize,
+}
+
+struct Compiled {
+    definition: AudienceDefinition,
+    /// Whether memberships can change with time alone.
+    scheduled: bool,
+}
+
+#[derive(Default)]
+struct State {
+    index: ProfileIndex,
+    audiences: Vec<Compiled>,
+    computed: HashMap<String, ComputedTrait>,
+    rfm: Option<RfmModel>,
+    rfm_config: RfmConfig,
+    memberships: HashMap<String, Bitset>,
+    /// Audiences waiting for a batch computation.
+    pending: Vec<String>,
+    computed_at: HashMap<String, i64>,
+    /// Settings text the definitions were loaded from.
+    loaded_from: Vec<(String, String)>,
+    last_schedule_ms: i64,
+}
+
+/// Settings of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Time-dependent audiences and the RFM model are refreshed this often (ms).
+    pub schedule_interval_ms: i64,
+    /// Threads of batch scans.
+    pub parallelism: Parallelism,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            schedule_interval_ms: 60_000,
+            parallelism: Parallelism::threads(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+        }
+    }
+}
+
+/// The engine.
+pub struct AudienceEngine {
+    catalog: Arc<dyn Catalog>,
+    store: Arc<dyn AudienceStore>,
+    profiles: Arc<dyn ProfileStore>,
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
+    options: EngineOptions,
+    state: RwLock<State>,
+    progress: Mutex<HashMap<String, (u64, u64)>>,
+    ready: std::sync::atomic::AtomicBool,
+}
+
+/// Changes written by one [`AudienceEngine::tick`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Profiles that entered an audience.
+    pub entered: u64,
+    /// Profiles that exited one.
+    pub exited: u64,
+}
+
+/// Keys an audience cannot have (they are routes under `/api/v1/audiences/`).
+const RESERVED_KEYS: [&str; 2] = ["preview", "changes"];
+
+/// Profiles loaded per store round trip at start.
+const LOAD_CHUNK: usize = 1_000;
+/// Membership changes per store transaction.
+const WRITE_CHUNK: usize = 20_000;
+
+impl AudienceEngine {
+    /// An engine over the stores; call [`AudienceEngine::load`] before use.
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        store: Arc<dyn AudienceStore>,
+        profiles: Arc<dyn ProfileStore>,
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        options: EngineOptions,
+    ) -> Self {
+        Self {
+            catalog,
+            store,
+            profiles,
+            log,
+            clock,
+            options,
+            state: RwLock::new(State::default()),
+            progress: Mutex::new(HashMap::new()),
+            ready: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Reads the definitions only, without building the index (for tools that edit
+    /// definitions while a server owns the memberships).
+    pub fn load_definitions(&self) -> Result<(), EngineError> {
+        let mut state = self.write();
+        self.reload_definitions(&mut state)?;
+        Ok(())
+    }
+
+    /// Whether [`AudienceEngine::load`] has completed (before, the index is empty).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Members of an audience with a profile id above `after` (from the store).
+    pub fn members(
+        &self,
+        key: &str,
+        after: ProfileId,
+        limit: usize,
+    ) -> Result<Vec<tessera_store::audiences::Membership>, EngineError> {
+        Ok(self.store.members(key, after, limit)?)
+    }
+
+    /// The audiences a profile is in (from the store).
+    pub fn memberships(
+        &self,
+        profile: ProfileId,
+    ) -> Result<Vec<tessera_store::audiences::Membership>, EngineError> {
+        Ok(self.store.memberships(profile)?)
+    }
+
+    /// The change feed after `after_seq`.
+    pub fn changes(
+        &self,
+        after_seq: i64,
+        audience: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<tessera_store::audiences::StoredChange>, EngineError> {
+        Ok(self.store.changes(after_seq, audience, limit)?)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// Builds the index from the profile store, reads the definitions and current
+    /// members, and queues every audience for a batch computation (which reconciles
+    /// whatever changed while Tessera was down). `progress(done, total)` reports
+    /// profiles loaded.
+    pub fn load(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), EngineError> {
+        let total = self.profiles.profile_count()?.max(0) as u64;
+        let mut index = ProfileIndex::new();
+        let mut after = 0;
+        let mut done = 0u64;
+        loop {
+            let ids = self.profiles.canonical_profiles(after, LOAD_CHUNK)?;
+            let Some(last) = ids.last().copied() else {
+                break;
+            };
+            done += ids.len() as u64;
+            for id in ids {
+                let input = self.profile_input(id)?;
+                index.upsert_profile(&input);
+            }
+            progress(done.min(total), total);
+            after = last;
+        }
+        index.compact();
+        let mut state = self.write();
+        state.index = index;
+        self.reload_definitions(&mut state)?;
+        let keys: Vec<String> = state
+            .audiences
+            .iter()
+            .map(|a| a.definition.key.clone())
+            .collect();
+        let now = self.now();
+        for key in &keys {
+            let (members, gone) = self.stored_members(&state.index, key)?;
+            state.memberships.insert(key.clone(), members);
+            // Stored members that are no profile any more (merged away while the
+            // engine was not running) leave now.
+            let exits: Vec<MembershipChange> = gone
+                .into_iter()
+                .map(|id| change(key, id, false, now, "merged"))
+                .collect();
+            self.store.apply_changes(&exits)?;
+        }
+        state.pending = keys;
+        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// An audience's stored members as slots, and those the index does not have.
+    fn stored_members(
+        &self,
+        index: &ProfileIndex,
+        key: &str,
+    ) -> Result<(Bitset, Vec<ProfileId>), EngineError> {
+        let mut members = Bitset::new(index.slot_count());
+        let mut gone = Vec::new();
+        let mut after = i64::MIN;
+        loop {
+            let page = self.store.members(key, after, 10_000)?;
+            let Some(last) = page.last() else {
+                return Ok((members, gone));
+            };
+            after = last.profile_id;
+            for m in &page {
+                match index.slot(m.profile_id) {
+                    Some(slot) => members.insert(slot),
+                    None => gone.push(m.profile_id),
+                }
+            }
+        }
+    }
+
+    /// Everything the index needs of one profile, from the stores.
+    fn profile_input(&self, id: ProfileId) -> Result<ProfileInput, EngineError> {
+        let traits = self
+            .profiles
+            .traits(id)?
+            .into_iter()
+            .filter_map(|t| {
+                serde_json::from_str(&t.value_json)
+                    .ok()
+                    .map(|v| (t.name, v))
+            })
+            .collect();
+        let mut identifier_types: Vec<String> = self
+            .profiles
+            .identities(id)?
+            .into_iter()
+            .map(|l| l.id_type)
+            .collect();
+        identifier_types.dedup();
+        let seqs = self.profiles.event_seqs(id, None, usize::MAX)?;
+        let events = self
+            .log
+            .get(&seqs)?
+            .iter()
+            .filter_map(|e| event_input(&e.payload))
+            .collect();
+        Ok(ProfileInput {
+            id,
+            traits,
+            identifier_types,
+            events,
+        })
+    }
+
+    /// Reads the definitions from the catalog when they changed there.
+    fn reload_definitions(&self, state: &mut State) -> Result<bool, EngineError> {
+        let mut stored = self.catalog.settings_with_prefix(AUDIENCE_PREFIX)?;
+        stored.extend(self.catalog.settings_with_prefix(COMPUTED_PREFIX)?);
+        if let Some(rfm) = self.catalog.setting(RFM_SETTING)? {
+            stored.push((RFM_SETTING.into(), rfm));
+        }
+        if stored == state.loaded_from {
+            return Ok(false);
+        }
+        let mut computed: HashMap<String, ComputedTrait> = ComputedTrait::presets()
+            .into_iter()
+            .map(|c| (c.key.clone(), c))
+            .collect();
+        let mut audiences = Vec::new();
+        let mut rfm_config = RfmConfig::default();
+        for (name, text) in &stored {
+            if name.starts_with(COMPUTED_PREFIX) {
+                match serde_json::from_str::<ComputedTrait>(text) {
+                    Ok(c) => {
+                        computed.insert(c.key.clone(), c);
+                    }
+                    Err(error) => {
+                        tracing::error!(%name, %error, "stored computed trait unreadable; ignored")
+                    }
+                }
+            } else if name.starts_with(AUDIENCE_PREFIX) {
+                match serde_json::from_str::<AudienceDefinition>(text) {
+                    Ok(a) => audiences.push(a),
+                    Err(error) => {
+                        tracing::error!(%name, %error, "stored audience unreadable; ignored")
+                    }
+                }
+            } else if let Ok(config) = serde_json::from_str::<RfmConfig>(text) {
+                rfm_config = config;
+            }
+        }
+        let order = dependency_order(&audiences);
+        let previous: HashMap<String, Condition> = state
+            .audiences
+            .iter()
+            .map(|a| (a.definition.key.clone(), a.definition.condition.clone()))
+            .collect();
+        let computed_changed = computed != state.computed || rfm_config != state.rfm_config;
+        state.audiences = order
+            .into_iter()
+            .map(|definition| Compiled {
+                scheduled: needs_schedule(&definition.condition, &computed),
+                definition,
+            })
+            .collect();
+        // New or edited audiences (or all of them when computed traits changed) get a
+        // batch computation; deleted ones lose their members.
+        for audience in &state.audiences {
+            let key = &audience.definition.key;
+            let edited = previous.get(key) != Some(&audience.definition.condition);
+            if (edited || computed_changed) && !state.pending.contains(key) {
+                state.pending.push(key.clone());
+            }
+        }
+        let live: HashSet<&str> = state
+            .audiences
+            .iter()
+            .map(|a| a.definition.key.as_str())
+            .collect();
+        state.pending.retain(|k| live.contains(k.as_str()));
+        state.memberships.retain(|k, _| live.contains(k.as_str()));
+        state.computed = computed;
+        if rfm_config != state.rfm_config || state.rfm.is_none() {
+            state.rfm_config = rfm_config;
+            self.refresh_rfm(state);
+        }
+        state.loaded_from = stored;
+        Ok(true)
+    }
+
+    fn refresh_rfm(&self, state: &mut State) {
+        for text in RfmModel::strings() {
+            state.index.symbols.intern(&text);
+        }
+        state.rfm = Some(RfmModel::compute(
+            &state.index,
+            state.rfm_config.clone(),
+            self.now(),
+        ));
+    }
+
+    /// Folds one processor chunk into the index and re-evaluates the touched
+    /// profiles at once; returns the membership changes written.
+    pub fn apply(&self, changes: &ProfileChanges) -> Result<Vec<MembershipChange>, EngineError> {
+        if changes.events.is_empty() && changes.merges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut state = self.write();
+        let mut touched: HashSet<ProfileId> = HashSet::new();
+        let mut merged_away: Vec<(ProfileId, Slot)> = Vec::new();
+        // Merges first: events of the chunk are attributed to the winners already.
+        for (winner, loser) in &changes.merges {
+            if let Some(slot) = state.index.slot(*loser) {
+                merged_away.push((*loser, slot));
+            }
+            state.index.merge(*winner, *loser);
+            touched.insert(*winner);
+        }
+        for (profile, event) in &changes.events {
+            if let Some(input) = event_input(&event.payload) {
+                state.index.add_event(*profile, &input);
+            }
+            touched.insert(*profile);
+        }
+        // Traits and identifiers come from the profile store, which the processor
+        // has just committed.
+        for id in &touched {
+            let traits: Map<String, Value> = self
+                .profiles
+                .traits(*id)?
+                .into_iter()
+                .filter_map(|t| {
+                    serde_json::from_str(&t.value_json)
+                        .ok()
+                        .map(|v| (t.name, v))
+                })
+                .collect();
+            let types: Vec<String> = self
+                .profiles
+                .identities(*id)?
+                .into_iter()
+                .map(|l| l.id_type)
+                .collect();
+            if let Some(slot) = state.index.slot(*id) {
+                state.index.set_traits(slot, &traits);
+                state.index.set_identifier_types(slot, &types);
+            }
+        }
+        state.index.maybe_compact();
+        let slots: Vec<Slot> = touched
+            .iter()
+            .filter_map(|id| state.index.slot(*id))
+            .collect();
+        let now = self.now();
+        let mut written = Vec::new();
+        // Profiles merged away leave their audiences.
+        for (loser, slot) in merged_away {
+            for (key, members) in state.memberships.iter_mut() {
+                if members.contains(slot) {
+                    members.remove(slot);
+                    written.push(change(key, loser, false, now, "merged"));
+                }
+            }
+        }
+        written.extend(self.reevaluate(&mut state, &slots, now, "event"));
+        self.store.apply_changes(&written)?;
+        Ok(written)
+    }
+
+    /// Re-evaluates every audience for some profiles, in dependency order, updating
+    /// the in-memory members; returns the changes (not yet stored).
+    fn reevaluate(
+        &self,
+        state: &mut State,
+        slots: &[Slot],
+        now: i64,
+        reason: &str,
+    ) -> Vec<MembershipChange> {
+        let mut out = Vec::new();
+        for i in 0..state.audiences.len() {
+            let key = state.audiences[i].definition.key.clone();
+            if state.pending.contains(&key) {
+                // Its batch computation will decide everyone.
+                continue;
+            }
+            let verdicts: Vec<(Slot, bool)> = {
+                let context = Context {
+                    index: &state.index,
+                    now_ms: now,
+                    computed: &state.computed,
+                    rfm: state.rfm.as_ref(),
+                    memberships: &state.memberships,
+                };
+                let plan = Plan::compile(&state.audiences[i].definition.condition, &context);
+                slots
+                    .iter()
+                    .map(|s| (*s, plan.holds(&state.index, *s, now)))
+                    .collect()
+            };
+            let index = &state.index;
+            let members = state.memberships.entry(key.clone()).or_default();
+            for (slot, member) in verdicts {
+                if member != members.contains(slot) {
+                    if member {
+                        members.insert(slot);
+                    } else {
+                        members.remove(slot);
+                    }
+                    out.push(change(&key, index.profile_id(slot), member, now, reason));
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs batch work: refreshed definitions, pending computations, scheduled
+    /// re-evaluation of time-dependent audiences.
+    pub fn tick(&self) -> Result<TickReport, EngineError> {
+        let mut report = TickReport::default();
+        {
+            let mut state = self.write();
+            self.reload_definitions(&mut state)?;
+            let now = self.now();
+            if now - state.last_schedule_ms >= self.options.schedule_interval_ms {
+                state.last_schedule_ms = now;
+                self.refresh_rfm(&mut state);
+                let scheduled: Vec<String> = state
+                    .audiences
+                    .iter()
+                    .filter(|a| a.scheduled)
+                    .map(|a| a.definition.key.clone())
+                    .collect();
+                for key in scheduled {
+                    report.add(self.compute(&mut state, &key, "schedule")?);
+                }
+            }
+        }
+        loop {
+            let mut state = self.write();
+            let Some(key) = state.pending.first().cloned() else {
+                break;
+            };
+            report.add(self.compute(&mut state, &key, "computed")?);
+            state.pending.retain(|k| *k != key);
+        }
+        Ok(report)
+    }
+
+    /// Computes one audience over every profile and commits the difference.
+    fn compute(
+        &self,
+        state: &mut State,
+        key: &str,
+        reason: &str,
+    ) -> Result<TickReport, EngineError> {
+        let Some(position) = state.audiences.iter().position(|a| a.definition.key == key) else {
+            return Ok(TickReport::default());
+        };
+        let now = self.now();
+        let members = {
+            let context = Context {
+                index: &state.index,
+                now_ms: now,
+                computed: &state.computed,
+                rfm: state.rfm.as_ref(),
+                memberships: &state.memberships,
+            };
+            let plan = Plan::compile(&state.audiences[position].definition.condition, &context);
+            evaluate(&plan, &state.index, now, self.options.parallelism)
+        };
+        let written = self.commit_memberships(state, key, members, now, reason)?;
+        state.computed_at.insert(key.to_owned(), now);
+        // Audiences built on this one follow.
+        for dependent in state
+            .audiences
+            .iter()
+            .filter(|a| a.definition.condition.referenced_audiences().contains(&key))
+            .map(|a| a.definition.key.clone())
+            .collect::<Vec<_>>()
+        {
+            if !state.pending.contains(&dependent) {
+                state.pending.push(dependent);
+            }
+        }
+        Ok(written)
+    }
+
+    /// Replaces an audience's members, writing the difference to the feed in chunks
+    /// (progress visible in [`AudienceEngine::status`]).
+    fn commit_memberships(
+        &self,
+        state: &mut State,
+        key: &str,
+        members: Bitset,
+        now: i64,
+        reason: &str,
+    ) -> Result<TickReport, EngineError> {
+        let previous = state.memberships.remove(key).unwrap_or_default();
+        // Stored members merged away are not in `previous` (no slot): exit them too.
+        let entered = members.minus(&previous);
+        let exited = previous.minus(&members);
+        let index = &state.index;
+        let changes: Vec<MembershipChange> = entered
+            .iter()
+            .map(|s| change(key, index.profile_id(s), true, now, reason))
+            .chain(
+                exited
+                    .iter()
+                    .map(|s| change(key, index.profile_id(s), false, now, reason)),
+            )
+            .collect();
+        let total = changes.len() as u64;
+        for (i, chunk) in changes.chunks(WRITE_CHUNK).enumerate() {
+            self.store.apply_changes(chunk)?;
+            self.set_progress(
+                key,
+                ((i + 1) * WRITE_CHUNK).min(changes.len()) as u64,
+                total,
+            );
+        }
+        self.clear_progress(key);
+        state.memberships.insert(key.to_owned(), members);
+        Ok(TickReport {
+            entered: entered.count() as u64,
+            exited: exited.count() as u64,
+        })
+    }
+
+    fn set_progress(&self, key: &str, done: u64, total: u64) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.insert(key.to_owned(), (done, total));
+        }
+    }
+
+    fn clear_progress(&self, key: &str) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.remove(key);
+        }
+    }
+
+    /// Reloads profiles from the store (after an unlink rebuilt them): those still
+    /// canonical are re-indexed, the others removed; memberships follow.
+    pub fn reload_profiles(&self, ids: &[ProfileId]) -> Result<usize, EngineError> {
+        let mut inputs = Vec::new();
+        for id in ids {
+            let canonical = self
+                .profiles
+                .profile(*id)?
+                .is_some_and(|p| p.merged_into.is_none());
+            inputs.push((*id, canonical.then(|| self.profile_input(*id)).transpose()?));
+        }
+        let mut state = self.write();
+        let now = self.now();
+        let mut changes = Vec::new();
+        let mut slots = Vec::new();
+        for (id, input) in inputs {
+            match input {
+                Some(input) => slots.push(state.index.upsert_profile(&input)),
+                None => {
+                    if let Some(slot) = state.index.slot(id) {
+                        for (key, members) in state.memberships.iter_mut() {
+                            if members.contains(slot) {
+                                members.remove(slot);
+                                changes.push(change(key, id, false, now, "rebuilt"));
+                            }
+                        }
+                    }
+                    state.index.remove(id);
+                }
+            }
+        }
+        changes.extend(self.reevaluate(&mut state, &slots, now, "event"));
+        self.store.apply_changes(&changes)?;
+        Ok(changes.len())
+    }
+
+    /// Parses and checks a definition (text or JSON) against the known audiences.
+    pub fn check_definition(
+        &self,
+        text: &str,
+        own_key: Option<&str>,
+    ) -> Result<Condition, EngineError> {
+        let condition = parse_definition(text)?;
+        let state = self.read();
+        for referenced in condition.referenced_audiences() {
+            if Some(referenced) == own_key {
+                return Err(EngineError::Invalid(format!(
+                    "audience \"{referenced}\" cannot refer to itself"
+                )));
+            }
+            if !state
+                .audiences
+                .iter()
+                .any(|a| a.definition.key == referenced)
+            {
+                return Err(EngineError::Invalid(format!(
+                    "no audience \"{referenced}\": create it first (GET /api/v1/audiences lists them)"
+                )));
+            }
+        }
+        if let Some(own) = own_key {
+            // An edit must not close a cycle through other audiences.
+            let mut stack: Vec<&str> = condition.referenced_audiences();
+            let mut seen = HashSet::new();
+            while let Some(key) = stack.pop() {
+                if key == own {
+                    return Err(EngineError::Invalid(format!(
+                        "audience \"{own}\" would depend on itself through \"{key}\""
+                    )));
+                }
+                if seen.insert(key.to_owned())
+                    && let Some(a) = state.audiences.iter().find(|a| a.definition.key == key)
+                {
+                    stack.extend(a.definition.condition.referenced_audiences());
+                }
+            }
+        }
+        Ok(condition)
+    }
+
+    /// Creates an audience; its members are computed by the next tick.
+    pub fn create(
+        &self,
+        key: &str,
+        name: &str,
+        description: &str,
+        definition: &str,
+    ) -> Result<AudienceDefinition, EngineError> {
+        crate::validate_key(key).map_err(EngineError::Invalid)?;
+        if RESERVED_KEYS.contains(&key) {
+            return Err(EngineError::Invalid(format!(
+                "\"{key}\" names an API route; choose another key"
+            )));
+        }
+        if self
+            .catalog
+            .setting(&format!("{AUDIENCE_PREFIX}{key}"))?
+            .is_some()
+        {
+            return Err(EngineError::Exists(format!(
+                "an audience with key \"{key}\" exists: choose another key or PUT to edit it"
+            )));
+        }
+        let condition = self.check_definition(definition, Some(key))?;
+        let now = self.now();
+        let audience = AudienceDefinition {
+            key: key.into(),
+            name: if name.is_empty() {
+                key.into()
+            } else {
+                name.into()
+            },
+            description: description.into(),
+            condition,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        self.save(&audience)?;
+        Ok(audience)
+    }
+
+    /// Edits an audience (name, description, definition); members are recomputed.
+    pub fn update(
+        &self,
+        key: &str,
+        name: Option<&str>,
+        description: Option<&str>,
+        definition: Option<&str>,
+    ) -> Result<AudienceDefinition, EngineError> {
+        let mut audience = self.get(key)?;
+        if let Some(text) = definition {
+            audience.condition = self.check_definition(text, Some(key))?;
+        }
+        if let Some(name) = name {
+            audience.name = name.into();
+        }
+        if let Some(description) = description {
+            audience.description = description.into();
+        }
+        audience.updated_at_ms = self.now();
+        self.save(&audience)?;
+        Ok(audience)
+    }
+
+    fn save(&self, audience: &AudienceDefinition) -> Result<(), EngineError> {
+        let text =
+            serde_json::to_string(audience).map_err(|e| StoreError::Engine(e.to_string()))?;
+        self.catalog
+            .set_setting(&format!("{AUDIENCE_PREFIX}{}", audience.key), &text)?;
+        let mut state = self.write();
+        self.reload_definitions(&mut state)?;
+        Ok(())
+    }
+
+    /// Deletes an audience: its members exit (reason `deleted`).
+    pub fn delete(&self, key: &str) -> Result<TickReport, EngineError> {
+        let mut state = self.write();
+        if let Some(user) = state
+            .audiences
+            .iter()
+            .find(|a| a.definition.condition.referenced_audiences().contains(&key))
+        {
+            return Err(EngineError::Invalid(format!(
+                "audience \"{}\" uses \"{key}\": change or delete it first",
+                user.definition.key
+            )));
+        }
+        if !self
+            .catalog
+            .delete_setting(&format!("{AUDIENCE_PREFIX}{key}"))?
+        {
+            return Err(not_found(key));
+        }
+        let empty = Bitset::new(state.index.slot_count());
+        let written = self.commit_memberships(&mut state, key, empty, self.now(), "deleted")?;
+        state.memberships.remove(key);
+        self.reload_definitions(&mut state)?;
+        Ok(written)
+    }
+
+    /// One audience.
+    pub fn get(&self, key: &str) -> Result<AudienceDefinition, EngineError> {
+        let text = self
+            .catalog
+            .setting(&format!("{AUDIENCE_PREFIX}{key}"))?
+            .ok_or_else(|| not_found(key))?;
+        serde_json::from_str(&text)
+            .map_err(|e| EngineError::Store(StoreError::Engine(e.to_string())))
+    }
+
+    /// Every audience, by key.
+    pub fn list(&self) -> Result<Vec<AudienceDefinition>, EngineError> {
+        Ok(self
+            .catalog
+            .settings_with_prefix(AUDIENCE_PREFIX)?
+            .into_iter()
+            .filter_map(|(_, text)| serde_json::from_str(&text).ok())
+            .collect())
+    }
+
+    /// Where an audience's computation stands.
+    pub fn status(&self, key: &str) -> AudienceStatus {
+        let state = self.read();
+        let members = state.memberships.get(key).map_or(0, |m| m.count() as u64);
+        let progress = self.progress.lock().ok().and_then(|p| p.get(key).copied());
+        let pending = state.pending.iter().any(|k| k == key);
+        AudienceStatus {
+            state: if pending || progress.is_some() {
+                "computing"
+            } else {
+                "ready"
+            },
+            evaluated: progress.map_or(0, |p| p.0),
+            total: progress.map_or(0, |p| p.1),
+            members,
+            computed_at_ms: state.computed_at.get(key).copied(),
+        }
+    }
+
+    /// Members of a condition now, without storing anything.
+    pub fn preview(&self, condition: &Condition, sample: usize) -> Preview {
+        let state = self.read();
+        let now = self.now();
+        let members = {
+            let context = Context {
+                index: &state.index,
+                now_ms: now,
+                computed: &state.computed,
+                rfm: state.rfm.as_ref(),
+                memberships: &state.memberships,
+            };
+            evaluate(
+                &Plan::compile(condition, &context),
+                &state.index,
+                now,
+                self.options.parallelism,
+            )
+        };
+        Preview {
+            count: members.count() as u64,
+            sample: members
+                .iter()
+                .take(sample)
+                .map(|slot| ProfileSample {
+                    profile_id: state.index.profile_id(slot),
+                    traits: slot_traits(&state.index, slot),
+                })
+                .collect(),
+        }
+    }
+
+    /// Computed traits (presets included) by key.
+    pub fn computed_traits(&self) -> Vec<ComputedTrait> {
+        let state = self.read();
+        let mut all: Vec<ComputedTrait> = state.computed.values().cloned().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all
+    }
+
+    /// Stores a computed trait (a preset's key overrides the preset).
+    pub fn save_computed(&self, definition: &ComputedTrait) -> Result<(), EngineError> {
+        definition.validate().map_err(EngineError::Invalid)?;
+        if RFM_TRAITS.contains(&definition.key.as_str()) {
+            return Err(EngineError::Invalid(format!(
+                "\"{}\" is an RFM trait; choose another key",
+                definition.key
+            )));
+        }
+        let text =
+            serde_json::to_string(definition).map_err(|e| StoreError::Engine(e.to_string()))?;
+        self.catalog
+            .set_setting(&format!("{COMPUTED_PREFIX}{}", definition.key), &text)?;
+        let mut state = self.write();
+        self.reload_definitions(&mut state)?;
+        Ok(())
+    }
+
+    /// Deletes a stored computed trait (a preset comes back).
+    pub fn delete_computed(&self, key: &str) -> Result<(), EngineError> {
+        if !self
+            .catalog
+            .delete_setting(&format!("{COMPUTED_PREFIX}{key}"))?
+        {
+            return Err(EngineError::NotFound(format!(
+                "no stored computed trait \"{key}\""
+            )));
+        }
+        let mut state = self.write();
+        self.reload_definitions(&mut state)?;
+        Ok(())
+    }
+
+    /// The RFM settings.
+    pub fn rfm_config(&self) -> RfmConfig {
+        self.read().rfm_config.clone()
+    }
+
+    /// Stores the RFM settings; the model is recomputed at once.
+    pub fn set_rfm_config(&self, config: &RfmConfig) -> Result<(), EngineError> {
+        let text = serde_json::to_string(config).map_err(|e| StoreError::Engine(e.to_string()))?;
+        self.catalog.set_setting(RFM_SETTING, &text)?;
+        let mut state = self.write();
+        self.reload_definitions(&mut state)?;
+        Ok(())
+    }
+
+    /// A profile's computed traits and RFM traits, now.
+    pub fn computed_values(&self, id: ProfileId) -> Map<String, Value> {
+        let state = self.read();
+        let mut out = Map::new();
+        let Some(slot) = state.index.slot(id) else {
+            return out;
+        };
+        let now = self.now();
+        let mut keys: Vec<&String> = state.computed.keys().collect();
+        keys.sort();
+        for key in keys {
+            let compiled =
+                crate::computed::CompiledComputed::compile(&state.computed[key], &state.index, now);
+            if let Some(v) = compiled.value(&state.index, slot) {
+                out.insert(key.clone(), to_json(&state.index.symbols, &v));
+            }
+        }
+        if let Some(model) = &state.rfm {
+            for name in RFM_TRAITS {
+                if let Some(v) = model.trait_value(&state.index, slot, name, now) {
+                    out.insert(name.into(), to_json(&state.index.symbols, &v));
+                }
+            }
+        }
+        out
+    }
+
+    /// The index's memory use.
+    pub fn memory(&self) -> crate::index::MemoryReport {
+        self.read().index.memory()
+    }
+
+    /// Most frequent values of an event property, optionally among the profiles a
+    /// condition holds for, and per value of a trait.
+    pub fn top(&self, query: &TopQuery) -> Vec<TopRow> {
+        let state = self.read();
+        let now = self.now();
+        let index = &state.index;
+        let profiles = {
+            let context = Context {
+                index,
+                now_ms: now,
+                computed: &state.computed,
+                rfm: state.rfm.as_ref(),
+                memberships: &state.memberships,
+            };
+            let filter = query.filter.clone().unwrap_or(Condition::And(Vec::new()));
+            evaluate(
+                &Plan::compile(&filter, &context),
+                index,
+                now,
+                self.options.parallelism,
+            )
+        };
+        let (Some(name), Some(property)) = (
+            index.symbols.get(&query.event),
+            index.symbols.get(&query.property),
+        ) else {
+            return Vec::new();
+        };
+        let from = query
+            .within
+            .map_or(i64::MIN, |d| now.saturating_sub(d.millis));
+        let group_column = query.group_by.as_deref().map(|g| index.trait_column(g));
+        // (group, value) -> (events, profiles)
+        let mut counts: HashMap<(Option<Value>, Value), (u64, u64)> = HashMap::new();
+        for slot in profiles.iter() {
+            let group = group_column.map(|column| {
+                column
+                    .and_then(|c| c.get(slot as usize))
+                    .and_then(Option::as_ref)
+                    .map_or(Value::Null, |v| to_json(&index.symbols, v))
+            });
+            let mut seen: HashSet<Value> = HashSet::new();
+            let events = index.events(slot);
+            let lo = events.partition_point(|e| e.timestamp_ms < from);
+            for event in events[lo..]
+                .iter()
+                .filter(|e| e.name == name && e.timestamp_ms <= now)
+            {
+                let Some(value) = index.property(event, property) else {
+                    continue;
+                };
+                let value = to_json(&index.symbols, value);
+                let entry = counts.entry((group.clone(), value.clone())).or_default();
+                entry.0 += 1;
+                if seen.insert(value) {
+                    entry.1 += 1;
+                }
+            }
+        }
+        let mut rows: Vec<TopRow> = counts
+            .into_iter()
+            .map(|((group, value), (events, profiles))| TopRow {
+                group,
+                value,
+                events,
+                profiles,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            group_key(&a.group)
+                .cmp(&group_key(&b.group))
+                .then(b.events.cmp(&a.events))
+                .then(value_key(&a.value).cmp(&value_key(&b.value)))
+        });
+        let mut per_group: HashMap<String, usize> = HashMap::new();
+        rows.retain(|row| {
+            let n = per_group.entry(group_key(&row.group)).or_default();
+            *n += 1;
+            *n <= query.limit
+        });
+        rows
+    }
+}
+
+fn group_key(group: &Option<Value>) -> String {
+    group.as_ref().map(value_key).unwrap_or_default()
+}
+
+fn value_key(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl TickReport {
+    fn add(&mut self, other: TickReport) {
+        self.entered += other.entered;
+        self.exited += other.exited;
+    }
+}
+
+fn not_found(key: &str) -> EngineError {
+    EngineError::NotFound(format!(
+        "no audience \"{key}\" (GET /api/v1/audiences lists them)"
+    ))
+}
+
+fn change(
+    key: &str,
+    profile_id: ProfileId,
+    entered: bool,
+    at_ms: i64,
+    reason: &str,
+) -> MembershipChange {
+    MembershipChange {
+        audience: key.to_owned(),
+        profile_id,
+        entered,
+        at_ms,
+        reason: reason.to_owned(),
+    }
+}
+
+/// The index's input for a stored message.
+pub fn event_input(payload: &str) -> Option<EventInput> {
+    match serde_json::from_str::<Value>(payload) {
+        Ok(Value::Object(message)) => EventInput::from_message(&message),
+        _ => None,
+    }
+}
+
+/// A slot's traits as JSON (top-level paths only: nested objects come back whole
+/// from their dotted children).
+fn slot_traits(index: &ProfileIndex, slot: Slot) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut paths: Vec<&str> = index.trait_paths().filter(|p| !p.contains('.')).collect();
+    paths.sort_unstable();
+    for path in paths {
+        if let Some(value) = index.trait_json(slot, path) {
+            let value = if value.as_object().is_some_and(Map::is_empty) {
+                nested_object(index, slot, path)
+            } else {
+                value
+            };
+            out.insert(path.to_owned(), value);
+        }
+    }
+    out
+}
+
+fn nested_object(index: &ProfileIndex, slot: Slot, prefix: &str) -> Value {
+    let mut object = Map::new();
+    let start = format!("{prefix}.");
+    let mut children: Vec<&str> = index
+        .trait_paths()
+        .filter(|p| p.starts_with(&start) && !p[start.len()..].contains('.'))
+        .collect();
+    children.sort_unstable();
+    for child in children {
+        if let Some(value) = index.trait_json(slot, child) {
+            let value = if value.as_object().is_some_and(Map::is_empty) {
+                nested_object(index, slot, child)
+            } else {
+                value
+            };
+            object.insert(child[start.len()..].to_owned(), value);
+        }
+    }
+    Value::Object(object)
+}
+
+/// Orders audiences so every audience comes after those it refers to (cycles,
+/// which creation refuses, are broken arbitrarily).
+fn dependency_order(audiences: &[AudienceDefinition]) -> Vec<AudienceDefinition> {
+    let mut placed: HashSet<&str> = HashSet::new();
+    let mut out: Vec<AudienceDefinition> = Vec::new();
+    let mut remaining: Vec<&AudienceDefinition> = audiences.iter().collect();
+    while !remaining.is_empty() {
+        let before = remaining.len();
+        remaining.retain(|a| {
+            let ready = a
+                .condition
+                .referenced_audiences()
+                .iter()
+                .all(|r| placed.contains(r) || !audiences.iter().any(|x| x.key == *r));
+            if ready {
+                placed.insert(a.key.as_str());
+                out.push((*a).clone());
+            }
+            !ready
+        });
+        if remaining.len() == before {
+            out.extend(remaining.drain(..).cloned());
+        }
+    }
+    out
+}
+
+/// Whether an audience's members can change with time alone: relative windows and
+/// dates, computed traits with sliding windows or of time, RFM.
+fn needs_schedule(condition: &Condition, computed: &HashMap<String, ComputedTrait>) -> bool {
+    if condition.depends_on_time() {
+        return true;
+    }
+    let mut timed = false;
+    condition.walk(&mut |c| match c {
+        Condition::Computed(test) => {
+            let windowed = computed.get(&test.name).is_some_and(|d| d.window.is_some());
+            let rfm = RFM_TRAITS.contains(&test.name.as_str());
+            let time_test = matches!(
+                test.test,
+                Test::Within(_) | Test::Before(_) | Test::After(_)
+            );
+            timed |= windowed || rfm || time_test;
+        }
+        Condition::Event(e) => timed |= matches!(e.window, Window::Within(_)),
+        _ => {}
+    });
+    timed
+}
