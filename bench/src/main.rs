@@ -11,6 +11,9 @@
 //!
 //! Human summaries go to stderr; with `--json` a single JSON line goes to stdout.
 
+mod audience_bench;
+mod audience_data;
+mod audience_realtime;
 mod http;
 mod load;
 mod messages;
@@ -65,6 +68,12 @@ enum Cmd {
     Processor(processor::ProcessorArgs),
     /// Profile API latency at a fixed request rate (after `processor` built the data).
     ProfileApi(profile_api::ProfileApiArgs),
+    /// Generate the audience benchmark's data set (CSV) and definitions (cases.json).
+    AudienceData(audience_data::AudienceDataArgs),
+    /// Audience engine vs DuckDB on the same generated data, in the same run.
+    Audiences(audience_bench::AudienceBenchArgs),
+    /// Event acknowledged → audience membership change latency at a steady rate.
+    AudienceRealtime(audience_realtime::RealtimeArgs),
 }
 
 /// Options shared by `load` and `raw` (they must match for the ratio to mean something).
@@ -280,6 +289,12 @@ fn main() -> Result<()> {
             if a.json {
                 emit_json(&report)?;
             }
+        }
+        Cmd::AudienceData(a) => audience_data::run(&a)?,
+        Cmd::Audiences(a) => emit_json(&audience_bench::run(&a)?)?,
+        Cmd::AudienceRealtime(a) => {
+            let report = runtime(2)?.block_on(audience_realtime::run(&a))?;
+            emit_json(&report)?;
         }
         Cmd::FreePort => {
             let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;

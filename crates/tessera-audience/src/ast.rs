@@ -192,8 +192,8 @@ pub enum Window {
     /// `within 7d`: events whose time is at or after now minus the duration (the
     /// bound is inclusive) and not after now.
     Within(Duration),
-    /// `since "Order Completed"`: events strictly after the profile's latest event of
-    /// that name; all events when the profile has none.
+    /// `since "Order Completed"`: events whose time is strictly after the time of the
+    /// profile's latest event of that name; all events when the profile has none.
     Since(String),
 }
 

@@ -8,8 +8,9 @@
 //! [`crate::eval::Plan::holds`] is the per-profile evaluator of the same plan; a
 //! property test keeps the two equal.
 
-use crate::eval::Plan;
+use crate::eval::{EventPlan, Plan, WindowPlan};
 use crate::index::{ProfileIndex, Slot};
+use crate::scalar::{CompiledTest, Literal, Scalar, Sym};
 
 /// A set of slots.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -29,13 +30,14 @@ impl Bitset {
 
     /// The live profiles of the index.
     pub fn alive(index: &ProfileIndex) -> Self {
-        let mut set = Self::new(index.slot_count());
-        for slot in 0..index.slot_count() as Slot {
-            if index.is_alive(slot) {
-                set.insert(slot);
-            }
-        }
+        let mut set = index.alive().clone();
+        set.resize(index.slot_count());
         set
+    }
+
+    fn resize(&mut self, len: usize) {
+        self.len = len;
+        self.words.resize(len.div_ceil(64), 0);
     }
 
     /// Number of slots it ranges over.
@@ -193,11 +195,182 @@ pub fn evaluate_within(
         Plan::Not(child) => {
             candidates.minus(&evaluate_within(child, index, now_ms, candidates, threads))
         }
+        Plan::Event(event) => event_set(event, index, candidates, threads),
+        Plan::Trait(column, test) => trait_set(*column, test, index, candidates, threads),
+        Plan::Identifier(bit) => match bit {
+            Some(bit) => {
+                let bits = index.identifier_bits();
+                filter(candidates, threads, |slot| {
+                    bits.get(slot as usize).is_some_and(|b| b & (1 << bit) != 0)
+                })
+            }
+            None => Bitset::new(candidates.capacity()),
+        },
         Plan::Audience(members) => match members {
             Some(members) => candidates.and(members),
             None => Bitset::new(candidates.capacity()),
         },
         leaf => scan(leaf, index, now_ms, candidates, threads),
+    }
+}
+
+/// An event condition over the candidates, from the name's postings: a window is a
+/// binary search and a run of that name's events only, counted per profile.
+fn event_set(
+    plan: &EventPlan,
+    index: &ProfileIndex,
+    candidates: &Bitset,
+    threads: Parallelism,
+) -> Bitset {
+    let all_or_none = |holds: bool| {
+        if holds {
+            candidates.clone()
+        } else {
+            Bitset::new(candidates.capacity())
+        }
+    };
+    let Some(postings) = plan.name.and_then(|name| index.postings(name)) else {
+        // No event has this name: every count is 0.
+        return all_or_none(plan.count.holds(0));
+    };
+    let (from, to) = match plan.window {
+        WindowPlan::Between(from, to) => (from, to),
+        WindowPlan::All | WindowPlan::Since(_) => (i64::MIN, i64::MAX),
+    };
+    // Dense per-slot arrays: a hash map would cost more than the scan itself.
+    let slots = index.slot_count();
+    // `since "X"`: only events after the profile's latest X.
+    let anchors: Option<Vec<i64>> = match plan.window {
+        WindowPlan::Since(Some(anchor)) => {
+            let mut latest = vec![i64::MIN; slots];
+            if let Some(anchor_postings) = index.postings(anchor) {
+                for p in anchor_postings.between(i64::MIN, i64::MAX) {
+                    let t = &mut latest[p.slot as usize];
+                    *t = (*t).max(p.timestamp_ms);
+                }
+            }
+            Some(latest)
+        }
+        _ => None,
+    };
+    let count_run = |run: &mut dyn Iterator<Item = &crate::index::Posting>| {
+        let mut counts = vec![0u32; slots];
+        let mut touched: Vec<Slot> = Vec::new();
+        for p in run {
+            if !candidates.contains(p.slot) {
+                continue;
+            }
+            if anchors
+                .as_ref()
+                .is_some_and(|a| p.timestamp_ms <= a[p.slot as usize])
+            {
+                continue;
+            }
+            if plan.passes_filters(index, p.props) {
+                let count = &mut counts[p.slot as usize];
+                if *count == 0 {
+                    touched.push(p.slot);
+                }
+                *count = count.saturating_add(1);
+            }
+        }
+        (counts, touched)
+    };
+    let main = postings.main_between(from, to);
+    let (counts, touched) = if threads.threads > 1 && main.len() >= threads.min_candidates * 4 {
+        // Two halves of the run on two threads, then one sum.
+        let (left, right) = main.split_at(main.len() / 2);
+        let ((mut counts, mut touched), (other_counts, other_touched)) =
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| count_run(&mut right.iter()));
+                let mine = count_run(&mut left.iter().chain(postings.late_between(from, to)));
+                let other = other
+                    .join()
+                    .unwrap_or_else(|_| (vec![0; slots], Vec::new()));
+                (mine, other)
+            });
+        for slot in other_touched {
+            let count = &mut counts[slot as usize];
+            if *count == 0 {
+                touched.push(slot);
+            }
+            *count = count.saturating_add(other_counts[slot as usize]);
+        }
+        (counts, touched)
+    } else {
+        count_run(&mut main.iter().chain(postings.late_between(from, to)))
+    };
+    // Profiles with no matching event have a count of 0: in when 0 passes.
+    if plan.count.holds(0) {
+        let mut out = candidates.clone();
+        for slot in touched {
+            if !plan.count.holds(counts[slot as usize]) {
+                out.remove(slot);
+            }
+        }
+        out
+    } else {
+        let mut out = Bitset::new(candidates.capacity());
+        for slot in touched {
+            if plan.count.holds(counts[slot as usize]) {
+                out.insert(slot);
+            }
+        }
+        out
+    }
+}
+
+/// A trait condition: a scan of the trait's column, with the common tests
+/// (equality and membership of strings, time ranges) compared without the general
+/// test machinery.
+fn trait_set(
+    column: Option<&[Option<Scalar>]>,
+    test: &CompiledTest,
+    index: &ProfileIndex,
+    candidates: &Bitset,
+    threads: Parallelism,
+) -> Bitset {
+    let column = column.unwrap_or(&[]);
+    let value = |slot: Slot| column.get(slot as usize).and_then(Option::as_ref);
+    let symbols = &index.symbols;
+    match test {
+        CompiledTest::Eq(Literal::Known(Scalar::Str(sym))) => filter(
+            candidates,
+            threads,
+            |slot| matches!(value(slot), Some(Scalar::Str(x)) if x == sym),
+        ),
+        CompiledTest::Ne(Literal::Known(Scalar::Str(sym))) => filter(
+            candidates,
+            threads,
+            |slot| !matches!(value(slot), Some(Scalar::Str(x)) if x == sym),
+        ),
+        CompiledTest::In(literals)
+            if literals
+                .iter()
+                .all(|l| matches!(l, Literal::Known(Scalar::Str(_)) | Literal::Absent(_))) =>
+        {
+            let syms: Vec<Sym> = literals
+                .iter()
+                .filter_map(|l| match l {
+                    Literal::Known(Scalar::Str(s)) => Some(*s),
+                    _ => None,
+                })
+                .collect();
+            filter(
+                candidates,
+                threads,
+                |slot| matches!(value(slot), Some(Scalar::Str(x)) if syms.contains(x)),
+            )
+        }
+        CompiledTest::TimeBetween(from, to) => {
+            filter(candidates, threads, |slot| match value(slot) {
+                Some(Scalar::Time(t)) => *from <= *t && *t <= *to,
+                _ => false,
+            })
+        }
+        general => filter(candidates, threads, |slot| {
+            general.holds(value(slot), symbols)
+        }),
     }
 }
 
@@ -209,6 +382,11 @@ fn scan(
     candidates: &Bitset,
     threads: Parallelism,
 ) -> Bitset {
+    filter(candidates, threads, |slot| leaf.holds(index, slot, now_ms))
+}
+
+/// The candidates for which `keep` holds, split over threads by ranges of words.
+fn filter(candidates: &Bitset, threads: Parallelism, keep: impl Fn(Slot) -> bool + Sync) -> Bitset {
     let words = &candidates.words;
     let run = |range: std::ops::Range<usize>| -> Vec<u64> {
         words[range.clone()]
@@ -221,7 +399,7 @@ fn scan(
                 while w != 0 {
                     let bit = w.trailing_zeros();
                     w &= w - 1;
-                    if leaf.holds(index, base + bit, now_ms) {
+                    if keep(base + bit) {
                         out |= 1 << bit;
                     }
                 }
@@ -233,6 +411,7 @@ fn scan(
         run(0..words.len())
     } else {
         let chunk = words.len().div_ceil(threads.threads);
+        let run = &run;
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads.threads)
                 .map(|t| {

@@ -177,8 +177,8 @@ struct State {
     /// Audiences waiting for a batch computation.
     pending: Vec<String>,
     computed_at: HashMap<String, i64>,
-    /// Settings text the definitions were loaded from.
-    loaded_from: Vec<(String, String)>,
+    /// Settings text the definitions were loaded from (`None`: not loaded yet).
+    loaded_from: Option<Vec<(String, String)>>,
     last_schedule_ms: i64,
 }
 
@@ -421,7 +421,7 @@ impl AudienceEngine {
         if let Some(rfm) = self.catalog.setting(RFM_SETTING)? {
             stored.push((RFM_SETTING.into(), rfm));
         }
-        if stored == state.loaded_from {
+        if state.loaded_from.as_ref() == Some(&stored) {
             return Ok(false);
         }
         let mut computed: HashMap<String, ComputedTrait> = ComputedTrait::presets()
@@ -486,7 +486,7 @@ impl AudienceEngine {
             state.rfm_config = rfm_config;
             self.refresh_rfm(state);
         }
-        state.loaded_from = stored;
+        state.loaded_from = Some(stored);
         Ok(true)
     }
 
@@ -507,25 +507,16 @@ impl AudienceEngine {
         if changes.events.is_empty() && changes.merges.is_empty() {
             return Ok(Vec::new());
         }
-        let mut state = self.write();
-        let mut touched: HashSet<ProfileId> = HashSet::new();
-        let mut merged_away: Vec<(ProfileId, Slot)> = Vec::new();
-        // Merges first: events of the chunk are attributed to the winners already.
-        for (winner, loser) in &changes.merges {
-            if let Some(slot) = state.index.slot(*loser) {
-                merged_away.push((*loser, slot));
-            }
-            state.index.merge(*winner, *loser);
-            touched.insert(*winner);
-        }
-        for (profile, event) in &changes.events {
-            if let Some(input) = event_input(&event.payload) {
-                state.index.add_event(*profile, &input);
-            }
-            touched.insert(*profile);
-        }
-        // Traits and identifiers come from the profile store, which the processor
-        // has just committed.
+        // Traits and identifiers come from the profile store, which the processor has
+        // just committed; read them before taking the index, so queries (preview, the
+        // Profile API) are not held up by the store.
+        let touched: HashSet<ProfileId> = changes
+            .merges
+            .iter()
+            .map(|(winner, _)| *winner)
+            .chain(changes.events.iter().map(|(profile, _)| *profile))
+            .collect();
+        let mut fresh = Vec::with_capacity(touched.len());
         for id in &touched {
             let traits: Map<String, Value> = self
                 .profiles
@@ -543,9 +534,36 @@ impl AudienceEngine {
                 .into_iter()
                 .map(|l| l.id_type)
                 .collect();
+            fresh.push((*id, traits, types));
+        }
+        let inputs: Vec<(ProfileId, Option<EventInput>)> = changes
+            .events
+            .iter()
+            .map(|(profile, event)| (*profile, event_input(&event.payload)))
+            .collect();
+        let mut state = self.write();
+        let mut merged_away: Vec<(ProfileId, Slot)> = Vec::new();
+        // Merges first: events of the chunk are attributed to the winners already.
+        for (winner, loser) in &changes.merges {
+            if let Some(slot) = state.index.slot(*loser) {
+                merged_away.push((*loser, slot));
+            }
+            state.index.merge(*winner, *loser);
+        }
+        for (profile, input) in &inputs {
+            match input {
+                Some(input) => {
+                    state.index.add_event(*profile, input);
+                }
+                None => {
+                    state.index.add_profile(*profile);
+                }
+            }
+        }
+        for (id, traits, types) in &fresh {
             if let Some(slot) = state.index.slot(*id) {
-                state.index.set_traits(slot, &traits);
-                state.index.set_identifier_types(slot, &types);
+                state.index.set_traits(slot, traits);
+                state.index.set_identifier_types(slot, types);
             }
         }
         state.index.maybe_compact();
@@ -913,11 +931,25 @@ impl AudienceEngine {
         {
             return Err(not_found(key));
         }
-        let empty = Bitset::new(state.index.slot_count());
-        let written = self.commit_memberships(&mut state, key, empty, self.now(), "deleted")?;
+        // The stored members exit, whoever runs this (the CLI has no memberships in
+        // memory; a running server drops its own on the next tick).
+        let now = self.now();
+        let mut exited = 0u64;
+        loop {
+            let page = self.store.members(key, i64::MIN, WRITE_CHUNK)?;
+            if page.is_empty() {
+                break;
+            }
+            let exits: Vec<MembershipChange> = page
+                .iter()
+                .map(|m| change(key, m.profile_id, false, now, "deleted"))
+                .collect();
+            self.store.apply_changes(&exits)?;
+            exited += exits.len() as u64;
+        }
         state.memberships.remove(key);
         self.reload_definitions(&mut state)?;
-        Ok(written)
+        Ok(TickReport { entered: 0, exited })
     }
 
     /// One audience.

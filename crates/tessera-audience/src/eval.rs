@@ -136,7 +136,7 @@ impl<'a> Plan<'a> {
                 let value = source.value(index, slot, now_ms);
                 test.holds(value.as_ref(), &index.symbols)
             }
-            Plan::Event(event) => event.holds(index, index.events(slot)),
+            Plan::Event(event) => event.holds(index, &index.events(slot)),
             Plan::Identifier(bit) => bit.is_some_and(|b| {
                 index
                     .identifier_bits()
@@ -204,42 +204,49 @@ impl EventPlan {
             // No event has this name: the count is 0.
             return self.count.holds(0);
         };
-        let window = match self.window {
-            WindowPlan::All => events,
-            WindowPlan::Between(from, to) => {
-                let lo = events.partition_point(|e| e.timestamp_ms < from);
-                let hi = events.partition_point(|e| e.timestamp_ms <= to);
-                &events[lo..hi.max(lo)]
-            }
-            WindowPlan::Since(None) => events,
-            WindowPlan::Since(Some(anchor)) => {
-                match events.iter().rposition(|e| e.name == anchor) {
-                    Some(at) => &events[at + 1..],
-                    None => events,
-                }
-            }
-        };
         // Counting can stop once the answer cannot change.
         let enough = match self.count.op {
             CountOp::Ge => self.count.value,
             CountOp::Lt => self.count.value,
             _ => self.count.value.saturating_add(1),
         };
+        // Events are in time order: walk back from the newest, so a recent window
+        // touches only its own events (and memory is read sequentially).
+        let (from, to, after) = match self.window {
+            WindowPlan::All | WindowPlan::Since(None) => (i64::MIN, i64::MAX, None),
+            WindowPlan::Between(from, to) => (from, to, None),
+            WindowPlan::Since(Some(anchor)) => (
+                i64::MIN,
+                i64::MAX,
+                events
+                    .iter()
+                    .rev()
+                    .find(|e| e.name == anchor)
+                    .map(|e| e.timestamp_ms),
+            ),
+        };
         let mut count = 0u32;
-        for event in window.iter().rev() {
-            if count >= enough {
+        for event in events.iter().rev() {
+            if count >= enough || event.timestamp_ms < from {
                 break;
             }
-            if event.name == name && self.passes_filters(index, event) {
+            if after.is_some_and(|a| event.timestamp_ms <= a) {
+                break;
+            }
+            if event.name == name
+                && event.timestamp_ms <= to
+                && self.passes_filters(index, event.props)
+            {
                 count += 1;
             }
         }
         self.count.holds(count)
     }
 
-    fn passes_filters(&self, index: &ProfileIndex, event: &CompactEvent) -> bool {
+    /// Whether an event's properties pass every filter.
+    pub fn passes_filters(&self, index: &ProfileIndex, props: u32) -> bool {
         self.filters.iter().all(|(key, test)| {
-            let value = key.and_then(|k| index.property(event, k));
+            let value = key.and_then(|k| index.property_of(props, k));
             test.holds(value, &index.symbols)
         })
     }

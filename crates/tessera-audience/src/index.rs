@@ -13,6 +13,7 @@
 //! - an event's properties are interned as a whole ([`PropertySets`]): product events
 //!   repeat the same sku/category/price, so most events share a set.
 
+use crate::batch::Bitset;
 use crate::scalar::{Scalar, Sym, Symbols, flatten, to_scalar};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -226,115 +227,284 @@ fn list_bytes(set: &[(Sym, Scalar)]) -> usize {
         .sum()
 }
 
-/// Every profile's events, contiguous per profile, in time order.
+/// A slot value marking a deleted event (merged profiles move, removed ones die).
+const DEAD: Slot = Slot::MAX;
+/// Marks a [`EventRef`] position as one in the late buffer.
+const LATE: u32 = 1 << 31;
+
+/// One event in a name's postings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posting {
+    /// Event time (Unix ms).
+    pub timestamp_ms: i64,
+    /// The profile's slot ([`Slot::MAX`] when deleted).
+    pub slot: Slot,
+    /// Interned property set.
+    pub props: u32,
+}
+
+/// Every event of one name: in time order (`main`), plus those that arrived out of
+/// order since the last compaction (`late`, unordered, scanned whole).
+#[derive(Debug, Default)]
+struct NameEvents {
+    name: Sym,
+    main: Vec<Posting>,
+    late: Vec<Posting>,
+}
+
+/// Where a profile's event lives: the name's index and its position (`LATE` bit:
+/// in the late buffer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EventRef {
+    name: u32,
+    pos: u32,
+}
+
+/// Every event, twice addressed: per event name in time order (what batch scans
+/// read: a window is a binary search and a contiguous run), and per profile as
+/// references in time order (what the realtime evaluator and computed traits read).
+/// A profile changed since the last compaction keeps its references in an overlay.
 #[derive(Debug, Default)]
 struct EventStore {
-    /// `base[offsets[s]..offsets[s + 1]]` are the events of slot `s` (for slots the
-    /// base covers).
+    names: Vec<NameEvents>,
+    name_index: HashMap<Sym, u32>,
+    /// `refs[offsets[s]..offsets[s + 1]]` are the references of slot `s`.
     offsets: Vec<u64>,
-    base: Vec<CompactEvent>,
-    /// Slots changed since the last compaction: their events live here instead.
-    overlay: HashMap<Slot, Vec<CompactEvent>>,
-    overlay_events: usize,
+    refs: Vec<EventRef>,
+    overlay: HashMap<Slot, Vec<EventRef>>,
+    /// Late and dead postings since the last compaction.
+    churn: usize,
+    live: usize,
 }
 
 impl EventStore {
-    fn slice(&self, slot: Slot) -> &[CompactEvent] {
-        if let Some(events) = self.overlay.get(&slot) {
-            return events;
+    fn posting(&self, r: EventRef) -> &Posting {
+        let names = &self.names[r.name as usize];
+        if r.pos & LATE != 0 {
+            &names.late[(r.pos & !LATE) as usize]
+        } else {
+            &names.main[r.pos as usize]
+        }
+    }
+
+    fn posting_mut(&mut self, r: EventRef) -> &mut Posting {
+        let names = &mut self.names[r.name as usize];
+        if r.pos & LATE != 0 {
+            &mut names.late[(r.pos & !LATE) as usize]
+        } else {
+            &mut names.main[r.pos as usize]
+        }
+    }
+
+    fn refs(&self, slot: Slot) -> &[EventRef] {
+        if let Some(refs) = self.overlay.get(&slot) {
+            return refs;
         }
         let s = slot as usize;
         match (self.offsets.get(s), self.offsets.get(s + 1)) {
-            (Some(&from), Some(&to)) => &self.base[from as usize..to as usize],
+            (Some(&from), Some(&to)) => &self.refs[from as usize..to as usize],
             _ => &[],
         }
     }
 
-    fn base_covers(&self, slot: Slot) -> bool {
-        (slot as usize) + 1 < self.offsets.len()
-    }
-
-    /// The slot's events, moved to the overlay to be changed.
-    fn make_mut(&mut self, slot: Slot) -> &mut Vec<CompactEvent> {
+    fn refs_mut(&mut self, slot: Slot) -> &mut Vec<EventRef> {
         if !self.overlay.contains_key(&slot) {
-            let copy = self.slice(slot).to_vec();
-            self.overlay_events += copy.len();
+            let copy = self.refs(slot).to_vec();
             self.overlay.insert(slot, copy);
         }
         self.overlay.entry(slot).or_default()
     }
 
-    /// Sets a slot's events (sorted by time).
-    fn replace(&mut self, slot: Slot, events: Vec<CompactEvent>) {
-        // A new last slot goes straight to the base: loading is append-only.
-        if self.offsets.is_empty() {
-            self.offsets.push(0);
-        }
-        if slot as usize + 1 == self.offsets.len() && !self.overlay.contains_key(&slot) {
-            self.base.extend_from_slice(&events);
-            self.offsets.push(self.base.len() as u64);
-            return;
-        }
-        let target = self.make_mut(slot);
-        let before = target.len();
-        let after = events.len();
-        *target = events;
-        self.overlay_events = self.overlay_events.saturating_sub(before) + after;
+    /// A slot's events in time order.
+    fn events(&self, slot: Slot) -> Vec<CompactEvent> {
+        self.refs(slot)
+            .iter()
+            .map(|r| {
+                let p = self.posting(*r);
+                CompactEvent {
+                    timestamp_ms: p.timestamp_ms,
+                    name: self.names[r.name as usize].name,
+                    props: p.props,
+                }
+            })
+            .collect()
     }
 
     fn insert(&mut self, slot: Slot, event: CompactEvent) {
-        let events = self.make_mut(slot);
-        let at = events.partition_point(|e| e.timestamp_ms <= event.timestamp_ms);
-        events.insert(at, event);
-        self.overlay_events += 1;
+        let name = match self.name_index.get(&event.name) {
+            Some(i) => *i,
+            None => {
+                let i = self.names.len() as u32;
+                self.names.push(NameEvents {
+                    name: event.name,
+                    ..NameEvents::default()
+                });
+                self.name_index.insert(event.name, i);
+                i
+            }
+        };
+        let posting = Posting {
+            timestamp_ms: event.timestamp_ms,
+            slot,
+            props: event.props,
+        };
+        let names = &mut self.names[name as usize];
+        // Live traffic is mostly in time order: it goes to the end of the run.
+        let pos = if names
+            .main
+            .last()
+            .is_none_or(|l| l.timestamp_ms <= event.timestamp_ms)
+        {
+            names.main.push(posting);
+            (names.main.len() - 1) as u32
+        } else {
+            names.late.push(posting);
+            self.churn += 1;
+            (names.late.len() - 1) as u32 | LATE
+        };
+        self.live += 1;
+        let r = EventRef { name, pos };
+        let ts = event.timestamp_ms;
+        // After the last reference not later than it: equal times keep arrival order.
+        let current = self.refs(slot);
+        let mut at = current.len();
+        while at > 0 && self.posting(current[at - 1]).timestamp_ms > ts {
+            at -= 1;
+        }
+        self.refs_mut(slot).insert(at, r);
     }
 
-    fn take(&mut self, slot: Slot) -> Vec<CompactEvent> {
-        let events = std::mem::take(self.make_mut(slot));
-        self.overlay_events = self.overlay_events.saturating_sub(events.len());
-        events
+    /// Deletes a slot's events.
+    fn clear(&mut self, slot: Slot) {
+        let refs = std::mem::take(self.refs_mut(slot));
+        for r in &refs {
+            self.posting_mut(*r).slot = DEAD;
+        }
+        self.churn += refs.len();
+        self.live -= refs.len();
+    }
+
+    /// Gives the loser's events to the winner.
+    fn reassign(&mut self, winner: Slot, loser: Slot) {
+        let moved = std::mem::take(self.refs_mut(loser));
+        for r in &moved {
+            self.posting_mut(*r).slot = winner;
+        }
+        let mut all = self.refs_mut(winner).clone();
+        all.extend(moved);
+        // Stable: equal times keep the winner's events first.
+        all.sort_by_key(|r| self.posting(*r).timestamp_ms);
+        *self.refs_mut(winner) = all;
     }
 
     fn needs_compaction(&self) -> bool {
-        self.overlay_events > 65_536.max(self.base.len() / 4)
+        self.churn > 65_536.max(self.live / 16)
+            || self.overlay.len() > 65_536.max(self.offsets.len() / 8)
     }
 
+    /// Rewrites every name's run in time order without dead events and rebuilds the
+    /// per-profile references.
     fn compact(&mut self, slots: usize) {
-        let mut offsets = Vec::with_capacity(slots + 1);
-        let mut base = Vec::with_capacity(self.base.len() + self.overlay_events);
-        offsets.push(0);
-        for slot in 0..slots as Slot {
-            base.extend_from_slice(self.slice(slot));
-            offsets.push(base.len() as u64);
+        for names in &mut self.names {
+            let mut all: Vec<Posting> = names
+                .main
+                .drain(..)
+                .chain(names.late.drain(..))
+                .filter(|p| p.slot != DEAD)
+                .collect();
+            all.sort_by_key(|p| (p.timestamp_ms, p.slot));
+            names.main = all;
+            names.main.shrink_to_fit();
+            names.late = Vec::new();
         }
-        self.offsets = offsets;
-        self.base = base;
+        // Per-profile references in time order: counting sort by slot over a merge of
+        // every name's run by time.
+        let mut counts = vec![0u64; slots + 1];
+        for names in &self.names {
+            for p in &names.main {
+                counts[p.slot as usize + 1] += 1;
+            }
+        }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        let total = counts[slots] as usize;
+        let mut next = counts.clone();
+        let mut refs = vec![EventRef { name: 0, pos: 0 }; total];
+        for (n, names) in self.names.iter().enumerate() {
+            for (pos, p) in names.main.iter().enumerate() {
+                let at = &mut next[p.slot as usize];
+                refs[*at as usize] = EventRef {
+                    name: n as u32,
+                    pos: pos as u32,
+                };
+                *at += 1;
+            }
+        }
+        for slot in 0..slots {
+            let (from, to) = (counts[slot] as usize, counts[slot + 1] as usize);
+            let names = &self.names;
+            refs[from..to].sort_by_key(|r| {
+                (
+                    names[r.name as usize].main[r.pos as usize].timestamp_ms,
+                    r.name,
+                    r.pos,
+                )
+            });
+        }
+        self.offsets = counts;
+        self.refs = refs;
         self.overlay.clear();
-        self.overlay_events = 0;
-    }
-
-    fn len(&self) -> usize {
-        let overlay_slots_in_base: usize = self
-            .overlay
-            .keys()
-            .filter(|s| self.base_covers(**s))
-            .map(|s| {
-                let i = *s as usize;
-                (self.offsets[i + 1] - self.offsets[i]) as usize
-            })
-            .sum();
-        self.base.len() - overlay_slots_in_base + self.overlay.values().map(Vec::len).sum::<usize>()
+        self.churn = 0;
+        self.live = total;
     }
 
     fn heap_bytes(&self) -> usize {
-        let event = std::mem::size_of::<CompactEvent>();
-        self.base.capacity() * event
+        let posting = std::mem::size_of::<Posting>();
+        let r = std::mem::size_of::<EventRef>();
+        self.names
+            .iter()
+            .map(|n| (n.main.capacity() + n.late.capacity()) * posting)
+            .sum::<usize>()
+            + self.refs.capacity() * r
             + self.offsets.capacity() * 8
             + self
                 .overlay
                 .values()
-                .map(|v| v.capacity() * event + 48)
+                .map(|v| v.capacity() * r + 48)
                 .sum::<usize>()
+    }
+}
+
+/// One name's events for a batch scan: the postings in `[from, to]`, in time order
+/// for the main run, then the late ones.
+pub struct NamePostings<'a> {
+    main: &'a [Posting],
+    late: &'a [Posting],
+}
+
+impl<'a> NamePostings<'a> {
+    /// Every live posting with a time in `[from, to]`.
+    pub fn between(&self, from: i64, to: i64) -> impl Iterator<Item = &'a Posting> + 'a {
+        self.main_between(from, to)
+            .iter()
+            .chain(self.late_between(from, to))
+            .filter(|p| p.slot != DEAD)
+    }
+
+    /// The in-order run of postings with a time in `[from, to]` (dead ones included:
+    /// their slot is [`Slot::MAX`]).
+    pub fn main_between(&self, from: i64, to: i64) -> &'a [Posting] {
+        let lo = self.main.partition_point(|p| p.timestamp_ms < from);
+        let hi = self.main.partition_point(|p| p.timestamp_ms <= to);
+        &self.main[lo..hi.max(lo)]
+    }
+
+    /// Out-of-order postings with a time in `[from, to]` (dead ones included).
+    pub fn late_between(&self, from: i64, to: i64) -> impl Iterator<Item = &'a Posting> + 'a {
+        self.late
+            .iter()
+            .filter(move |p| from <= p.timestamp_ms && p.timestamp_ms <= to)
     }
 }
 
@@ -381,7 +551,7 @@ pub struct ProfileIndex {
     pub property_sets: PropertySets,
     slot_of: HashMap<ProfileId, Slot>,
     ids: Vec<ProfileId>,
-    alive: Vec<bool>,
+    alive: Bitset,
     live: usize,
     traits: HashMap<Sym, Vec<Option<Scalar>>>,
     identifier_bits: Vec<u64>,
@@ -406,9 +576,14 @@ impl ProfileIndex {
         self.live
     }
 
+    /// The live profiles.
+    pub fn alive(&self) -> &Bitset {
+        &self.alive
+    }
+
     /// Whether a slot holds a live profile.
     pub fn is_alive(&self, slot: Slot) -> bool {
-        self.alive.get(slot as usize).copied().unwrap_or(false)
+        self.alive.contains(slot)
     }
 
     /// The slot of a live profile.
@@ -421,9 +596,19 @@ impl ProfileIndex {
         self.ids.get(slot as usize).copied().unwrap_or_default()
     }
 
-    /// A slot's events, oldest first.
-    pub fn events(&self, slot: Slot) -> &[CompactEvent] {
-        self.events.slice(slot)
+    /// A slot's events, oldest first (equal times in arrival order).
+    pub fn events(&self, slot: Slot) -> Vec<CompactEvent> {
+        self.events.events(slot)
+    }
+
+    /// Every event of a name, for batch scans (`None` when no event has it).
+    pub fn postings(&self, name: Sym) -> Option<NamePostings<'_>> {
+        let i = *self.events.name_index.get(&name)?;
+        let names = &self.events.names[i as usize];
+        Some(NamePostings {
+            main: &names.main,
+            late: &names.late,
+        })
     }
 
     /// The properties of an event, sorted by key.
@@ -433,7 +618,12 @@ impl ProfileIndex {
 
     /// One property of an event.
     pub fn property(&self, event: &CompactEvent, key: Sym) -> Option<&Scalar> {
-        let props = self.properties(event);
+        self.property_of(event.props, key)
+    }
+
+    /// One property of an interned property set.
+    pub fn property_of(&self, props: u32, key: Sym) -> Option<&Scalar> {
+        let props = self.property_sets.get(props);
         props
             .binary_search_by_key(&key, |(k, _)| *k)
             .ok()
@@ -485,15 +675,15 @@ impl ProfileIndex {
 
     fn ensure_slot(&mut self, id: ProfileId) -> Slot {
         if let Some(slot) = self.slot_of.get(&id).copied() {
-            if !self.alive[slot as usize] {
-                self.alive[slot as usize] = true;
+            if !self.alive.contains(slot) {
+                self.alive.insert(slot);
                 self.live += 1;
             }
             return slot;
         }
         let slot = self.ids.len() as Slot;
         self.ids.push(id);
-        self.alive.push(true);
+        self.alive.insert(slot);
         self.identifier_bits.push(0);
         self.slot_of.insert(id, slot);
         self.live += 1;
@@ -537,13 +727,16 @@ impl ProfileIndex {
         self.set_traits(slot, &input.traits);
         self.set_identifier_types(slot, &input.identifier_types);
         self.consent.remove(&slot);
+        self.events.clear(slot);
         let mut events: Vec<CompactEvent> = Vec::with_capacity(input.events.len());
         for event in &input.events {
             events.push(self.compact_event(event));
             self.record_consent(slot, event);
         }
         events.sort_by_key(|e| e.timestamp_ms);
-        self.events.replace(slot, events);
+        for event in events {
+            self.events.insert(slot, event);
+        }
         slot
     }
 
@@ -598,15 +791,14 @@ impl ProfileIndex {
         let slot = self.ensure_slot(id);
         let compact = self.compact_event(event);
         self.record_consent(slot, event);
-        if !self.events.base_covers(slot)
-            && !self.events.overlay.contains_key(&slot)
-            && slot as usize + 1 == self.events.offsets.len().max(1)
-        {
-            self.events.replace(slot, vec![compact]);
-        } else {
-            self.events.insert(slot, compact);
-        }
+        self.events.insert(slot, compact);
         slot
+    }
+
+    /// Makes sure a profile has a slot (a profile whose events the index does not
+    /// keep, e.g. only `alias` calls, still has traits and identifiers).
+    pub fn add_profile(&mut self, id: ProfileId) -> Slot {
+        self.ensure_slot(id)
     }
 
     /// Moves everything of `loser` into `winner` (a merge). The loser's slot dies;
@@ -614,12 +806,7 @@ impl ProfileIndex {
     pub fn merge(&mut self, winner: ProfileId, loser: ProfileId) -> Option<Slot> {
         let loser_slot = self.slot(loser)?;
         let winner_slot = self.ensure_slot(winner);
-        let moved = self.events.take(loser_slot);
-        let events = self.events.make_mut(winner_slot);
-        let added = moved.len();
-        events.extend(moved);
-        events.sort_by_key(|e| e.timestamp_ms);
-        self.events.overlay_events += added;
+        self.events.reassign(winner_slot, loser_slot);
         if let Some(entries) = self.consent.remove(&loser_slot) {
             let target = self.consent.entry(winner_slot).or_default();
             for entry in entries {
@@ -635,7 +822,7 @@ impl ProfileIndex {
     /// Removes a profile (erased, or rebuilt under other ids).
     pub fn remove(&mut self, id: ProfileId) {
         if let Some(slot) = self.slot(id) {
-            self.events.take(slot);
+            self.events.clear(slot);
             self.kill(slot);
         }
     }
@@ -644,8 +831,8 @@ impl ProfileIndex {
         self.set_traits(slot, &Map::new());
         self.identifier_bits[slot as usize] = 0;
         self.consent.remove(&slot);
-        if self.alive[slot as usize] {
-            self.alive[slot as usize] = false;
+        if self.alive.contains(slot) {
+            self.alive.remove(slot);
             self.live -= 1;
         }
     }
@@ -681,12 +868,12 @@ impl ProfileIndex {
             .map(|v| v.capacity() * std::mem::size_of::<ConsentEntry>() + 48)
             .sum();
         let slot_bytes = self.ids.capacity() * 8
-            + self.alive.capacity()
+            + self.alive.capacity() / 8
             + self.identifier_bits.capacity() * 8
             + self.slot_of.capacity() * 16;
         MemoryReport {
             profiles: self.live,
-            events: self.events.len(),
+            events: self.events.live,
             property_sets: self.property_sets.len(),
             event_bytes: self.events.heap_bytes(),
             property_set_bytes: self.property_sets.heap_bytes(),

@@ -109,25 +109,6 @@ pub fn segment_for(r: u8, fm: u8) -> &'static str {
     }
 }
 
-/// Quintile boundaries over every buyer, computed at one time.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RfmModel {
-    /// The settings it was computed with.
-    pub config: RfmConfig,
-    /// When (Unix ms).
-    pub computed_at_ms: i64,
-    /// Buyers it was computed over.
-    pub buyers: usize,
-    /// Order-age boundaries (ascending; younger is better).
-    pub age_bounds: [i64; 4],
-    /// Order-count boundaries (ascending).
-    pub frequency_bounds: [f64; 4],
-    /// Revenue boundaries (ascending).
-    pub monetary_bounds: [f64; 4],
-    /// Interned segment names, in [`SEGMENTS`] order (`None`: not interned yet).
-    pub segment_syms: Vec<Option<Sym>>,
-}
-
 /// The measures of one profile at `now_ms` (`None` without an order in the window).
 pub fn measures(
     index: &ProfileIndex,
@@ -138,11 +119,12 @@ pub fn measures(
     let name = index.symbols.get(&config.event)?;
     let revenue_key = index.symbols.get(&config.revenue_property);
     let from = now_ms.saturating_sub(config.window.millis);
-    let events = index.events(slot);
-    let lo = events.partition_point(|e| e.timestamp_ms < from);
-    let hi = events.partition_point(|e| e.timestamp_ms <= now_ms);
     let mut result: Option<RfmMeasures> = None;
-    for event in events[lo..hi.max(lo)].iter().filter(|e| e.name == name) {
+    for event in index
+        .events(slot)
+        .iter()
+        .filter(|e| e.name == name && from <= e.timestamp_ms && e.timestamp_ms <= now_ms)
+    {
         let revenue = match revenue_key.and_then(|k| index.property(event, k)) {
             Some(Scalar::Num(n)) if n.is_finite() => *n,
             _ => 0.0,
@@ -154,58 +136,121 @@ pub fn measures(
         });
         m.orders += 1;
         m.revenue += revenue;
-        m.age_ms = now_ms - event.timestamp_ms;
+        m.age_ms = m.age_ms.min(now_ms - event.timestamp_ms);
     }
-    result
+    result.map(|m| RfmMeasures {
+        revenue: cents(m.revenue),
+        ..m
+    })
 }
 
-fn quintile_bounds<T: Copy + PartialOrd>(sorted: &[T]) -> Option<[T; 4]> {
-    if sorted.is_empty() {
-        return None;
+/// Revenue to the cent, so sums in any order compare equal.
+fn cents(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// The measures of every buyer at `now_ms`, from the order event's postings (one scan
+/// of that event, not of every profile's events).
+pub fn all_measures(index: &ProfileIndex, config: &RfmConfig, now_ms: i64) -> Vec<RfmMeasures> {
+    let Some(postings) = index
+        .symbols
+        .get(&config.event)
+        .and_then(|n| index.postings(n))
+    else {
+        return Vec::new();
+    };
+    let revenue_key = index.symbols.get(&config.revenue_property);
+    let from = now_ms.saturating_sub(config.window.millis);
+    let mut by_slot: Vec<Option<RfmMeasures>> = vec![None; index.slot_count()];
+    for p in postings.between(from, now_ms) {
+        let revenue = match revenue_key.and_then(|k| index.property_of(p.props, k)) {
+            Some(Scalar::Num(n)) if n.is_finite() => *n,
+            _ => 0.0,
+        };
+        let m = by_slot[p.slot as usize].get_or_insert(RfmMeasures {
+            age_ms: i64::MAX,
+            orders: 0,
+            revenue: 0.0,
+        });
+        m.orders += 1;
+        m.revenue += revenue;
+        m.age_ms = m.age_ms.min(now_ms - p.timestamp_ms);
     }
-    let at = |q: usize| sorted[(sorted.len() * q / 5).min(sorted.len() - 1)];
-    Some([at(1), at(2), at(3), at(4)])
+    by_slot
+        .into_iter()
+        .flatten()
+        .map(|m| RfmMeasures {
+            revenue: cents(m.revenue),
+            ..m
+        })
+        .collect()
+}
+
+/// Every buyer's measures, sorted, computed at one time: a profile's score is the
+/// quintile its value falls in among them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RfmModel {
+    /// The settings it was computed with.
+    pub config: RfmConfig,
+    /// When (Unix ms).
+    pub computed_at_ms: i64,
+    /// Buyers it was computed over.
+    pub buyers: usize,
+    /// Order ages, ascending.
+    ages: Vec<i64>,
+    /// Order counts, ascending.
+    orders: Vec<u32>,
+    /// Revenues, ascending.
+    revenue: Vec<f64>,
+    /// Interned segment names, in [`SEGMENTS`] order (`None`: not interned yet).
+    pub segment_syms: Vec<Option<Sym>>,
+}
+
+/// The quintile (1–5) of a share in (0, 1].
+fn quintile(at_or_below: usize, total: usize) -> u8 {
+    (at_or_below * 5).div_ceil(total).clamp(1, 5) as u8
 }
 
 impl RfmModel {
-    /// Computes the boundaries over every live profile of the index at `now_ms`.
+    /// Computes the model over every live profile of the index at `now_ms`.
     pub fn compute(index: &ProfileIndex, config: RfmConfig, now_ms: i64) -> Self {
-        let mut ages = Vec::new();
-        let mut orders = Vec::new();
-        let mut revenue = Vec::new();
-        for slot in 0..index.slot_count() as Slot {
-            if !index.is_alive(slot) {
-                continue;
-            }
-            if let Some(m) = measures(index, slot, &config, now_ms) {
-                ages.push(m.age_ms);
-                orders.push(m.orders as f64);
-                revenue.push(m.revenue);
-            }
-        }
+        let measures = all_measures(index, &config, now_ms);
+        let mut ages: Vec<i64> = measures.iter().map(|m| m.age_ms).collect();
+        let mut orders: Vec<u32> = measures.iter().map(|m| m.orders).collect();
+        let mut revenue: Vec<f64> = measures.iter().map(|m| m.revenue).collect();
         ages.sort_unstable();
-        orders.sort_by(f64::total_cmp);
+        orders.sort_unstable();
         revenue.sort_by(f64::total_cmp);
         Self {
             buyers: ages.len(),
-            age_bounds: quintile_bounds(&ages).unwrap_or([0; 4]),
-            frequency_bounds: quintile_bounds(&orders).unwrap_or([0.0; 4]),
-            monetary_bounds: quintile_bounds(&revenue).unwrap_or([0.0; 4]),
+            ages,
+            orders,
+            revenue,
             segment_syms: SEGMENTS.iter().map(|s| index.symbols.get(s)).collect(),
             config,
             computed_at_ms: now_ms,
         }
     }
 
-    /// Scores of measures: how many boundaries the value passes, plus one.
+    /// Scores of measures: the share of buyers at or below the value (for recency:
+    /// at or above the age), in fifths. With no buyers in the model yet, a buyer is
+    /// new: recency 5, frequency and monetary 1.
     pub fn score(&self, m: &RfmMeasures) -> RfmScores {
-        let above = |v: f64, bounds: &[f64; 4]| 1 + bounds.iter().filter(|b| v > **b).count() as u8;
-        // Younger is better: score by how many boundaries the age is below.
-        let recency = 1 + self.age_bounds.iter().filter(|b| m.age_ms < **b).count() as u8;
+        let n = self.buyers;
+        if n == 0 {
+            return RfmScores {
+                recency: 5,
+                frequency: 1,
+                monetary: 1,
+            };
+        }
+        let older_or_same = n - self.ages.partition_point(|a| *a < m.age_ms);
+        let fewer_or_same = self.orders.partition_point(|o| *o <= m.orders);
+        let less_or_same = self.revenue.partition_point(|r| *r <= m.revenue);
         RfmScores {
-            recency,
-            frequency: above(m.orders as f64, &self.frequency_bounds),
-            monetary: above(m.revenue, &self.monetary_bounds),
+            recency: quintile(older_or_same, n),
+            frequency: quintile(fewer_or_same, n),
+            monetary: quintile(less_or_same, n),
         }
     }
 

@@ -1,8 +1,11 @@
 //! Compact values for the in-memory index, and the tests of the language on them.
 //!
 //! Strings are interned once ([`Symbols`]) so a trait column or an event's
-//! properties hold 16-byte [`Scalar`]s, equality of strings is equality of ids, and a
-//! string that is a timestamp is parsed once, when interned, not at every evaluation.
+//! properties hold 16-byte [`Scalar`]s and equality of strings is equality of ids. A
+//! string that is an ISO-8601 timestamp is kept as the instant it names
+//! ([`Scalar::Time`]), parsed once when indexed: time tests compare integers, and
+//! `=` on timestamps compares instants (`"2026-01-01T01:00:00+01:00"` equals
+//! `"2026-01-01T00:00:00Z"`).
 
 use crate::ast::{Test, TimeRef};
 use serde_json::Value;
@@ -33,12 +36,11 @@ pub enum Scalar {
     Time(i64),
 }
 
-/// The string interner, with each string's parsed time when it is a timestamp.
+/// The string interner.
 #[derive(Debug, Default)]
 pub struct Symbols {
     ids: HashMap<Arc<str>, Sym>,
     texts: Vec<Arc<str>>,
-    times: Vec<Option<i64>>,
 }
 
 impl Symbols {
@@ -49,7 +51,6 @@ impl Symbols {
         }
         let id = self.texts.len() as Sym;
         let shared: Arc<str> = Arc::from(text);
-        self.times.push(parse_time(text));
         self.texts.push(Arc::clone(&shared));
         self.ids.insert(shared, id);
         id
@@ -65,11 +66,6 @@ impl Symbols {
         self.texts.get(id as usize).map(|t| &**t).unwrap_or("")
     }
 
-    /// The Unix-ms time of an id's text, when it is a timestamp.
-    pub fn time(&self, id: Sym) -> Option<i64> {
-        self.times.get(id as usize).copied().flatten()
-    }
-
     /// Number of interned strings.
     pub fn len(&self) -> usize {
         self.texts.len()
@@ -83,13 +79,13 @@ impl Symbols {
     /// Approximate heap bytes.
     pub fn heap_bytes(&self) -> usize {
         let text: usize = self.texts.iter().map(|t| t.len() + 16).sum();
-        text + self.texts.capacity() * 16 + self.times.capacity() * 16 + self.ids.capacity() * 24
+        text + self.texts.capacity() * 16 + self.ids.capacity() * 24
     }
 }
 
 /// Parses a timestamp only when the text looks like one (cheap check first: most
-/// interned strings are not dates).
-fn parse_time(text: &str) -> Option<i64> {
+/// strings are not dates).
+pub fn parse_time(text: &str) -> Option<i64> {
     let bytes = text.as_bytes();
     let looks_like_date = bytes.len() >= 10
         && bytes[..4].iter().all(u8::is_ascii_digit)
@@ -131,7 +127,10 @@ pub fn to_scalar(symbols: &mut Symbols, value: &Value) -> Scalar {
         Value::Null => Scalar::Null,
         Value::Bool(b) => Scalar::Bool(*b),
         Value::Number(n) => Scalar::Num(n.as_f64().unwrap_or(f64::NAN)),
-        Value::String(s) => Scalar::Str(symbols.intern(s)),
+        Value::String(s) => match parse_time(s) {
+            Some(ms) => Scalar::Time(ms),
+            None => Scalar::Str(symbols.intern(s)),
+        },
         Value::Array(items) => Scalar::List(Arc::new(
             items.iter().map(|v| to_scalar(symbols, v)).collect(),
         )),
@@ -164,14 +163,17 @@ pub enum Literal {
     Known(Scalar),
     /// A string no indexed value has.
     Absent(String),
+    /// A timestamp (as written, and its instant).
+    Time(i64, String),
 }
 
 impl Literal {
     fn resolve(symbols: &Symbols, value: &Value) -> Self {
         match value {
-            Value::String(s) => match symbols.get(s) {
-                Some(id) => Literal::Known(Scalar::Str(id)),
-                None => Literal::Absent(s.clone()),
+            Value::String(s) => match (parse_time(s), symbols.get(s)) {
+                (Some(ms), _) => Literal::Time(ms, s.clone()),
+                (None, Some(id)) => Literal::Known(Scalar::Str(id)),
+                (None, None) => Literal::Absent(s.clone()),
             },
             Value::Null => Literal::Known(Scalar::Null),
             Value::Bool(b) => Literal::Known(Scalar::Bool(*b)),
@@ -184,7 +186,7 @@ impl Literal {
     fn text<'a>(&'a self, symbols: &'a Symbols) -> Option<&'a str> {
         match self {
             Literal::Known(Scalar::Str(id)) => Some(symbols.text(*id)),
-            Literal::Absent(text) => Some(text),
+            Literal::Absent(text) | Literal::Time(_, text) => Some(text),
             _ => None,
         }
     }
@@ -266,7 +268,6 @@ impl CompiledTest {
                 _ => false,
             },
             CompiledTest::TimeBetween(from, to) => match value {
-                Scalar::Str(id) => symbols.time(*id).is_some_and(|t| *from <= t && t <= *to),
                 Scalar::Time(t) => *from <= *t && *t <= *to,
                 _ => false,
             },
@@ -288,8 +289,9 @@ pub fn resolve_time(at: &TimeRef, now_ms: i64) -> Option<i64> {
 fn equals(value: &Scalar, lit: &Literal) -> bool {
     match (value, lit) {
         (Scalar::Num(a), Literal::Known(Scalar::Num(b))) => a == b,
+        (Scalar::Time(a), Literal::Time(b, _)) => a == b,
         (_, Literal::Known(known)) => value == known,
-        (_, Literal::Absent(_)) => false,
+        (_, Literal::Absent(_) | Literal::Time(..)) => false,
     }
 }
 
@@ -297,10 +299,7 @@ fn compare(value: &Scalar, lit: &Literal, symbols: &Symbols) -> Option<std::cmp:
     match (value, lit) {
         (Scalar::Num(a), Literal::Known(Scalar::Num(b))) => a.partial_cmp(b),
         (Scalar::Str(id), _) => lit.text(symbols).map(|t| symbols.text(*id).cmp(t)),
-        (Scalar::Time(ms), _) => lit
-            .text(symbols)
-            .and_then(parse_timestamp)
-            .map(|t| ms.cmp(&t.timestamp_millis())),
+        (Scalar::Time(ms), Literal::Time(t, _)) => Some(ms.cmp(t)),
         _ => None,
     }
 }
@@ -352,6 +351,27 @@ mod tests {
             (Test::Exists, Some(json!(0)), true),
             (Test::NotExists, None, true),
             (Test::NotExists, Some(json!(null)), true),
+            // Timestamps compare as instants, whatever the offset they were written in.
+            (
+                Test::Eq(json!("2026-01-01T01:00:00+01:00")),
+                Some(json!("2026-01-01T00:00:00Z")),
+                true,
+            ),
+            (
+                Test::Lt(json!("2026-01-01T00:00:01Z")),
+                Some(json!("2026-01-01T01:00:00+01:00")),
+                true,
+            ),
+            (
+                Test::Eq(json!("2026-01-01")),
+                Some(json!("2026-01-01T00:00:00.000Z")),
+                true,
+            ),
+            (
+                Test::Contains(json!("2026")),
+                Some(json!("2026-01-01")),
+                false,
+            ),
         ];
         for (test, value, expected) in cases {
             assert_eq!(
