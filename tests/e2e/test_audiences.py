@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 import uuid
 
@@ -681,7 +682,11 @@ def test_memberships_survive_a_restart_without_new_changes(server_factory, data_
 # --------------------------------------------------------------------------- schedule
 def test_time_windows_expire_on_the_configured_schedule(server_factory, tmp_path):
     config = tmp_path / "tessera.toml"
-    config.write_text("[audiences]\nschedule_seconds = 1\n")
+    config.write_text(
+        "[audiences]\nschedule_seconds = 1\n\n"
+        "[[audiences.computed_traits]]\n"
+        'key = "pings_1h"\naggregate = "count"\nevent = "Ping"\nwindow = "1h"\n'
+    )
     server = server_factory(extra_env={"TESSERA_CONFIG": str(config)})
     source = server.create_source("schedule")
     create_audience(server, "pinged", 'event "Ping" within 3s')
@@ -695,6 +700,19 @@ def test_time_windows_expire_on_the_configured_schedule(server_factory, tmp_path
     wait_until(lambda: members(server, "pinged") == [], timeout=10, interval=0.1, what="the window expired")
     assert time.monotonic() - sent >= 2.5, "left before the 3 s window could have expired"
     assert changes_of(feed(server, "pinged"), pid) == [("Audience Entered", "event"), ("Audience Exited", "schedule")]
+    # The computed trait of the configuration file is defined and computed.
+    listed = get_json(server.admin("GET", "/api/v1/computed-traits"))["computedTraits"]
+    assert {"key": "pings_1h", "aggregate": "count", "event": "Ping", "window": "1h"} in listed
+    assert profile(server, pid)["computedTraits"]["pings_1h"] == 1
+
+
+def test_an_invalid_computed_trait_in_the_configuration_stops_the_start(binary, tmp_path):
+    config = tmp_path / "tessera.toml"
+    config.write_text('[[audiences.computed_traits]]\nkey = "x"\naggregate = "sum"\n')
+    cp = subprocess.run([str(binary), "--config", str(config), "serve", "--data-dir", str(tmp_path / "d"),
+                         "--listen", "127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+    assert cp.returncode != 0
+    assert "needs a \"property\"" in cp.stderr
 
 
 # --------------------------------------------------------------------------- 7. CLI

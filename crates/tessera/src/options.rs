@@ -55,6 +55,11 @@ pub struct AudiencesConfig {
     pub schedule_seconds: Option<u64>,
     /// Threads of batch evaluation (default: the machine's cores).
     pub threads: Option<usize>,
+    /// Computed traits to define (or replace) at start, e.g.
+    /// `[[audiences.computed_traits]] key = "orders_30d", aggregate = "count",
+    /// event = "Order Completed", window = "30d"`.
+    #[serde(default)]
+    pub computed_traits: Vec<tessera_audience::computed::ComputedTrait>,
 }
 
 /// `[ingest]` in `tessera.toml`.
@@ -86,13 +91,21 @@ pub struct Settings {
     pub dedup: tessera_store_sqlite::DedupConfig,
     /// The audience engine's settings.
     pub audiences: tessera_audience::engine::EngineOptions,
+    /// Computed traits defined in the configuration file.
+    pub computed_traits: Vec<tessera_audience::computed::ComputedTrait>,
 }
 
 impl Settings {
     /// Resolves the settings from flags/env and the configuration file.
     pub fn resolve(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<Self> {
         let file = load_file(store.config.as_deref())?;
+        for definition in &file.audiences.computed_traits {
+            if let Err(message) = definition.validate() {
+                bail!("configuration file: [[audiences.computed_traits]]: {message}");
+            }
+        }
         Ok(Self {
+            computed_traits: file.audiences.computed_traits.clone(),
             data_dir: store
                 .data_dir
                 .clone()

@@ -74,6 +74,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Arc::new(SystemClock),
         settings.audiences,
     ));
+    // Computed traits of the configuration file are stored like those of the API, so
+    // the CLI and every node see the same definitions.
+    audiences
+        .load_definitions()
+        .and_then(|()| {
+            settings
+                .computed_traits
+                .iter()
+                .try_for_each(|definition| audiences.save_computed(definition))
+        })
+        .map_err(|e| anyhow::anyhow!("computed traits of the configuration file: {e}"))?;
     let processor_thread = ProcessorThread::start(
         Arc::clone(&processor),
         Arc::clone(&audiences),
