@@ -168,7 +168,15 @@ def test_replay_after_a_restart_gives_the_same_profiles(server_factory, data_dir
     server = server_factory(data_dir)
     source = server.create_source("replay")
     ids = send_journey(server, source, uuid.uuid4().hex[:8])
-    before = server.admin("GET", "/api/v1/profiles", params={"identifier": f"user_id:{ids['user']}"}).json()
+
+    def current():
+        return server.admin("GET", "/api/v1/profiles", params={"identifier": f"user_id:{ids['user']}"}).json()
+
+    # Computed traits follow the profile within milliseconds (the audience index is
+    # updated right after the processor's commit): wait for the order to count.
+    wait_until(lambda: current().get("computedTraits", {}).get("total_orders") == 1,
+               timeout=10, interval=0.05, what="computed traits caught up")
+    before = current()
     server.terminate()
 
     result = cli("replay", data_dir=data_dir)
@@ -176,5 +184,12 @@ def test_replay_after_a_restart_gives_the_same_profiles(server_factory, data_dir
     assert "Replayed 8 events into 1 profiles" in result.stderr
 
     again = server_factory(data_dir)
-    after = again.admin("GET", "/api/v1/profiles", params={"identifier": f"user_id:{ids['user']}"}).json()
+
+    def reloaded():
+        return again.admin("GET", "/api/v1/profiles", params={"identifier": f"user_id:{ids['user']}"}).json()
+
+    # Until the audience index is built after start, computedTraits is null.
+    wait_until(lambda: reloaded().get("computedTraits") is not None, timeout=10, interval=0.05,
+               what="audience index loaded")
+    after = reloaded()
     assert after == before

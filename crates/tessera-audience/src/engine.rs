@@ -227,8 +227,8 @@ pub struct TickReport {
 /// Keys an audience cannot have (they are routes under `/api/v1/audiences/`).
 const RESERVED_KEYS: [&str; 2] = ["preview", "changes"];
 
-/// Profiles loaded per store round trip at start.
-const LOAD_CHUNK: usize = 1_000;
+/// Rows per store round trip while building the index.
+const LOAD_PAGE: usize = 10_000;
 /// Membership changes per store transaction.
 const WRITE_CHUNK: usize = 20_000;
 
@@ -311,26 +311,9 @@ impl AudienceEngine {
     /// Builds the index from the profile store, reads the definitions and current
     /// members, and queues every audience for a batch computation (which reconciles
     /// whatever changed while Tessera was down). `progress(done, total)` reports
-    /// profiles loaded.
+    /// log positions read.
     pub fn load(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), EngineError> {
-        let total = self.profiles.profile_count()?.max(0) as u64;
-        let mut index = ProfileIndex::new();
-        let mut after = 0;
-        let mut done = 0u64;
-        loop {
-            let ids = self.profiles.canonical_profiles(after, LOAD_CHUNK)?;
-            let Some(last) = ids.last().copied() else {
-                break;
-            };
-            done += ids.len() as u64;
-            for id in ids {
-                let input = self.profile_input(id)?;
-                index.upsert_profile(&input);
-            }
-            progress(done.min(total), total);
-            after = last;
-        }
-        index.compact();
+        let index = self.build_index(progress)?;
         let mut state = self.write();
         state.index = index;
         self.reload_definitions(&mut state)?;
@@ -354,6 +337,123 @@ impl AudienceEngine {
         state.pending = keys;
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Builds the index with bulk reads: which profile owns each log position (one
+    /// pass over the profile store), then the log once in order (so events arrive
+    /// mostly in time order), then traits and identifier types page by page.
+    /// `progress(done, total)` counts events of the log.
+    fn build_index(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<ProfileIndex, EngineError> {
+        let mut index = ProfileIndex::new();
+        for id in self.all_canonical_profiles()? {
+            index.add_profile(id);
+        }
+        let last_seq = self.log.last_seq()?.max(0);
+        let mut owners: Vec<ProfileId> = vec![0; last_seq as usize + 1];
+        let mut after = (i64::MIN, i64::MIN);
+        loop {
+            let page = self.profiles.event_owner_page(after, LOAD_PAGE)?;
+            let Some(last) = page.last().copied() else {
+                break;
+            };
+            after = last;
+            for (profile, seq) in page {
+                if let Some(owner) = owners.get_mut(seq as usize) {
+                    *owner = profile;
+                }
+            }
+        }
+        let mut after_seq = 0;
+        loop {
+            let mut events = Vec::new();
+            self.log.scan(
+                &tessera_store::EventFilter {
+                    after_seq: Some(after_seq),
+                    limit: Some(LOAD_PAGE),
+                    ..tessera_store::EventFilter::default()
+                },
+                &mut |event| {
+                    events.push(event);
+                    Ok(())
+                },
+            )?;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                break;
+            };
+            after_seq = last;
+            for event in &events {
+                let owner = owners.get(event.seq as usize).copied().unwrap_or(0);
+                if owner != 0
+                    && let Some(input) = event_input(&event.payload)
+                {
+                    index.add_event(owner, &input);
+                }
+            }
+            progress(after_seq as u64, last_seq as u64);
+        }
+        drop(owners);
+        let mut traits: Vec<(ProfileId, Map<String, Value>)> = Vec::new();
+        let mut after: (ProfileId, String) = (i64::MIN, String::new());
+        loop {
+            let page = self.profiles.trait_page((after.0, &after.1), LOAD_PAGE)?;
+            let Some((id, name, _)) = page.last() else {
+                break;
+            };
+            after = (*id, name.clone());
+            for (id, name, value) in page {
+                let Ok(value) = serde_json::from_str::<Value>(&value) else {
+                    continue;
+                };
+                match traits.last_mut() {
+                    Some((last, map)) if *last == id => {
+                        map.insert(name, value);
+                    }
+                    _ => traits.push((id, Map::from_iter([(name, value)]))),
+                }
+            }
+        }
+        for (id, map) in traits {
+            if let Some(slot) = index.slot(id) {
+                index.set_traits(slot, &map);
+            }
+        }
+        let mut types: Vec<(ProfileId, Vec<String>)> = Vec::new();
+        let mut after: (ProfileId, String) = (i64::MIN, String::new());
+        loop {
+            let page = self
+                .profiles
+                .identifier_type_page((after.0, &after.1), LOAD_PAGE)?;
+            let Some((id, id_type)) = page.last() else {
+                break;
+            };
+            after = (*id, id_type.clone());
+            for (id, id_type) in page {
+                match types.last_mut() {
+                    Some((last, list)) if *last == id => list.push(id_type),
+                    _ => types.push((id, vec![id_type])),
+                }
+            }
+        }
+        for (id, list) in types {
+            if let Some(slot) = index.slot(id) {
+                index.set_identifier_types(slot, &list);
+            }
+        }
+        index.compact();
+        Ok(index)
+    }
+
+    fn all_canonical_profiles(&self) -> Result<Vec<ProfileId>, EngineError> {
+        let mut ids = Vec::new();
+        let mut after = i64::MIN;
+        loop {
+            let page = self.profiles.canonical_profiles(after, LOAD_PAGE)?;
+            let Some(last) = page.last().copied() else {
+                return Ok(ids);
+            };
+            after = last;
+            ids.extend(page);
+        }
     }
 
     /// An audience's stored members as slots, and those the index does not have.
@@ -510,11 +610,34 @@ impl AudienceEngine {
         // Traits and identifiers come from the profile store, which the processor has
         // just committed; read them before taking the index, so queries (preview, the
         // Profile API) are not held up by the store.
+        // An event of the chunk may belong to a profile merged later in the same chunk:
+        // it goes where the store put it, to the end of the merge chain.
+        let merged_into: HashMap<ProfileId, ProfileId> = changes
+            .merges
+            .iter()
+            .map(|(winner, loser)| (*loser, *winner))
+            .collect();
+        let canonical = |mut id: ProfileId| {
+            let mut hops = 0;
+            while let Some(next) = merged_into.get(&id) {
+                id = *next;
+                hops += 1;
+                if hops > merged_into.len() {
+                    break;
+                }
+            }
+            id
+        };
         let touched: HashSet<ProfileId> = changes
             .merges
             .iter()
-            .map(|(winner, _)| *winner)
-            .chain(changes.events.iter().map(|(profile, _)| *profile))
+            .map(|(winner, _)| canonical(*winner))
+            .chain(
+                changes
+                    .events
+                    .iter()
+                    .map(|(profile, _)| canonical(*profile)),
+            )
             .collect();
         let mut fresh = Vec::with_capacity(touched.len());
         for id in &touched {
@@ -539,7 +662,7 @@ impl AudienceEngine {
         let inputs: Vec<(ProfileId, Option<EventInput>)> = changes
             .events
             .iter()
-            .map(|(profile, event)| (*profile, event_input(&event.payload)))
+            .map(|(profile, event)| (canonical(*profile), event_input(&event.payload)))
             .collect();
         let mut state = self.write();
         let mut merged_away: Vec<(ProfileId, Slot)> = Vec::new();

@@ -196,8 +196,8 @@ pub struct RfmModel {
     pub computed_at_ms: i64,
     /// Buyers it was computed over.
     pub buyers: usize,
-    /// Order ages, ascending.
-    ages: Vec<i64>,
+    /// Times of the buyers' latest orders, ascending.
+    latest: Vec<i64>,
     /// Order counts, ascending.
     orders: Vec<u32>,
     /// Revenues, ascending.
@@ -215,15 +215,15 @@ impl RfmModel {
     /// Computes the model over every live profile of the index at `now_ms`.
     pub fn compute(index: &ProfileIndex, config: RfmConfig, now_ms: i64) -> Self {
         let measures = all_measures(index, &config, now_ms);
-        let mut ages: Vec<i64> = measures.iter().map(|m| m.age_ms).collect();
+        let mut latest: Vec<i64> = measures.iter().map(|m| now_ms - m.age_ms).collect();
         let mut orders: Vec<u32> = measures.iter().map(|m| m.orders).collect();
         let mut revenue: Vec<f64> = measures.iter().map(|m| m.revenue).collect();
-        ages.sort_unstable();
+        latest.sort_unstable();
         orders.sort_unstable();
         revenue.sort_by(f64::total_cmp);
         Self {
-            buyers: ages.len(),
-            ages,
+            buyers: latest.len(),
+            latest,
             orders,
             revenue,
             segment_syms: SEGMENTS.iter().map(|s| index.symbols.get(s)).collect(),
@@ -232,25 +232,21 @@ impl RfmModel {
         }
     }
 
-    /// Scores of measures: the share of buyers at or below the value (for recency:
-    /// at or above the age), in fifths. With no buyers in the model yet, a buyer is
-    /// new: recency 5, frequency and monetary 1.
-    pub fn score(&self, m: &RfmMeasures) -> RfmScores {
-        let n = self.buyers;
-        if n == 0 {
-            return RfmScores {
-                recency: 5,
-                frequency: 1,
-                monetary: 1,
-            };
-        }
-        let older_or_same = n - self.ages.partition_point(|a| *a < m.age_ms);
-        let fewer_or_same = self.orders.partition_point(|o| *o <= m.orders);
-        let less_or_same = self.revenue.partition_point(|r| *r <= m.revenue);
+    /// Scores of measures at `now_ms`: the share of the model's buyers whose value is
+    /// at or below this one (for recency: whose latest order is at or before this
+    /// one's), in fifths. Recency compares order times, not ages, so scores do not
+    /// drift as time passes between refreshes. A buyer the model has not seen yet
+    /// (e.g. the first one) is compared as if it were in it.
+    pub fn score(&self, m: &RfmMeasures, now_ms: i64) -> RfmScores {
+        let n = self.buyers.max(1);
+        let latest = now_ms - m.age_ms;
+        let at_or_before = self.latest.partition_point(|t| *t <= latest).max(1);
+        let fewer_or_same = self.orders.partition_point(|o| *o <= m.orders).max(1);
+        let less_or_same = self.revenue.partition_point(|r| *r <= m.revenue).max(1);
         RfmScores {
-            recency: quintile(older_or_same, n),
-            frequency: quintile(fewer_or_same, n),
-            monetary: quintile(less_or_same, n),
+            recency: quintile(at_or_before.min(n), n),
+            frequency: quintile(fewer_or_same.min(n), n),
+            monetary: quintile(less_or_same.min(n), n),
         }
     }
 
@@ -263,7 +259,7 @@ impl RfmModel {
         now_ms: i64,
     ) -> Option<Scalar> {
         let m = measures(index, slot, &self.config, now_ms)?;
-        let s = self.score(&m);
+        let s = self.score(&m, now_ms);
         match name {
             "rfm_recency_score" => Some(Scalar::Num(s.recency as f64)),
             "rfm_frequency_score" => Some(Scalar::Num(s.frequency as f64)),

@@ -107,8 +107,8 @@ fn load_audiences(audiences: &AudienceEngine, metrics: &Metrics, stop: &AtomicBo
     let mut attempt = 0u32;
     while !stop.load(Ordering::SeqCst) {
         match audiences.load(&mut |done, total| {
-            if done % 100_000 < 1_000 {
-                tracing::info!(done, total, "loading profiles into the audience index");
+            if done % 500_000 < 10_000 {
+                tracing::info!(done, total, "loading events into the audience index");
             }
         }) {
             Ok(()) => {

@@ -462,7 +462,11 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
     Ok(json!({
         "id": summary.id,
         "requestedId": (id != summary.id).then_some(id),
-        "computedTraits": state.audiences.computed_values(summary.id),
+        // Null until the audience index is built after start (not "no values").
+        "computedTraits": state
+            .audiences
+            .is_ready()
+            .then(|| state.audiences.computed_values(summary.id)),
         "audiences": audiences,
         "firstSeen": format_millis(summary.first_seen_ms),
         "lastSeen": format_millis(summary.last_seen_ms),

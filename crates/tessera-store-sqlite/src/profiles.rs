@@ -639,6 +639,69 @@ impl ProfileStore for SqliteProfileStore {
         rows.collect::<Result<_, _>>().map_err(engine)
     }
 
+    fn event_owner_page(
+        &self,
+        after: (ProfileId, i64),
+        limit: usize,
+    ) -> StoreResult<Vec<(ProfileId, i64)>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT profile_id, seq FROM profile_events WHERE (profile_id, seq) > (?1, ?2)
+                 ORDER BY profile_id, seq LIMIT ?3",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map(
+                params![after.0, after.1, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn trait_page(
+        &self,
+        after: (ProfileId, &str),
+        limit: usize,
+    ) -> StoreResult<Vec<(ProfileId, String, String)>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT profile_id, name, value_json FROM traits WHERE (profile_id, name) > (?1, ?2)
+                 ORDER BY profile_id, name LIMIT ?3",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map(
+                params![after.0, after.1, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn identifier_type_page(
+        &self,
+        after: (ProfileId, &str),
+        limit: usize,
+    ) -> StoreResult<Vec<(ProfileId, String)>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT DISTINCT profile_id, id_type FROM identities
+                 WHERE (profile_id, id_type) > (?1, ?2) ORDER BY profile_id, id_type LIMIT ?3",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map(
+                params![after.0, after.1, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
     fn profile_count(&self) -> StoreResult<i64> {
         let conn = lock(&self.reader);
         conn.query_row(

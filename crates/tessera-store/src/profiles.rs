@@ -183,4 +183,25 @@ pub trait ProfileStore: Send + Sync {
     fn canonical_profiles(&self, after: ProfileId, limit: usize) -> StoreResult<Vec<ProfileId>>;
     /// Number of canonical profiles.
     fn profile_count(&self) -> StoreResult<i64>;
+    /// Bulk read for rebuilding in-memory indexes: `(profile, seq)` of every attributed
+    /// event after `after`, in `(profile, seq)` order, at most `limit`.
+    fn event_owner_page(
+        &self,
+        after: (ProfileId, i64),
+        limit: usize,
+    ) -> StoreResult<Vec<(ProfileId, i64)>>;
+    /// Bulk read: `(profile, name, value_json)` of every trait after `after`, in
+    /// `(profile, name)` order, at most `limit`.
+    fn trait_page(
+        &self,
+        after: (ProfileId, &str),
+        limit: usize,
+    ) -> StoreResult<Vec<(ProfileId, String, String)>>;
+    /// Bulk read: distinct `(profile, identifier type)` after `after`, in that order,
+    /// at most `limit`.
+    fn identifier_type_page(
+        &self,
+        after: (ProfileId, &str),
+        limit: usize,
+    ) -> StoreResult<Vec<(ProfileId, String)>>;
 }

@@ -209,7 +209,7 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
                 .check_definition(&definition, None)
                 .map_err(user_error)?;
             let bar = ProgressBar::new(0).with_style(
-                ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} profiles")
+                ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} events")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.set_message("loading");
