@@ -134,6 +134,24 @@ pub async fn run(a: &RealtimeArgs) -> Result<Value> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // Members computed at creation (profiles already in the store) are not part of
+    // the measurement: start reading the feed after them.
+    let mut feed_start = 0i64;
+    loop {
+        let page = admin(
+            &target,
+            &a.admin_token,
+            Method::GET,
+            &format!("/api/v1/audiences/changes?audience={key}&after={feed_start}&limit=10000"),
+            Value::Null,
+        )
+        .await?;
+        match page["nextAfter"].as_i64() {
+            Some(next) => feed_start = next,
+            None => break,
+        }
+    }
+
     let batches = a.rate * a.seconds / a.batch;
     let interval = Duration::from_secs_f64(a.batch as f64 / a.rate as f64);
     let started = Instant::now();
@@ -188,7 +206,7 @@ pub async fn run(a: &RealtimeArgs) -> Result<Value> {
 
     // Collect the audience's changes until every profile entered (or 120 s pass).
     let mut changes: Vec<(i64, i64)> = Vec::new(); // (profile, at_ms)
-    let mut after = 0i64;
+    let mut after = feed_start;
     let deadline = Instant::now() + Duration::from_secs(120);
     while (changes.len() as u64) < sent && Instant::now() < deadline {
         let page = admin(

@@ -231,6 +231,9 @@ fn list_bytes(set: &[(Sym, Scalar)]) -> usize {
 const DEAD: Slot = Slot::MAX;
 /// Marks a [`EventRef`] position as one in the late buffer.
 const LATE: u32 = 1 << 31;
+/// An event at most this many places from the end of its name's run is inserted in
+/// place (its followers' references are moved); an older one goes to the late buffer.
+const NEAR_TAIL: usize = 256;
 
 /// One event in a name's postings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,18 +352,48 @@ impl EventStore {
             props: event.props,
         };
         let names = &mut self.names[name as usize];
-        // Live traffic is mostly in time order: it goes to the end of the run.
-        let pos = if names
+        // Live traffic is nearly in time order: it goes at (or near) the end of the run;
+        // only events older than the last few hundred of their name go to the late
+        // buffer.
+        let at = if names
             .main
             .last()
             .is_none_or(|l| l.timestamp_ms <= event.timestamp_ms)
         {
-            names.main.push(posting);
-            (names.main.len() - 1) as u32
+            Some(names.main.len())
         } else {
-            names.late.push(posting);
-            self.churn += 1;
-            (names.late.len() - 1) as u32 | LATE
+            let at = names
+                .main
+                .partition_point(|p| p.timestamp_ms <= event.timestamp_ms);
+            (names.main.len() - at <= NEAR_TAIL).then_some(at)
+        };
+        let pos = match at {
+            Some(at) => {
+                names.main.insert(at, posting);
+                let shifted: Vec<(Slot, u32)> = names.main[at + 1..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.slot != DEAD)
+                    .map(|(i, p)| (p.slot, (at + 1 + i) as u32))
+                    .collect();
+                // The postings after it moved one place: so do their references.
+                for (slot, new_pos) in shifted {
+                    if let Some(r) = self
+                        .refs_mut(slot)
+                        .iter_mut()
+                        .find(|r| r.name == name && r.pos == new_pos - 1)
+                    {
+                        r.pos = new_pos;
+                    }
+                }
+                at as u32
+            }
+            None => {
+                let names = &mut self.names[name as usize];
+                names.late.push(posting);
+                self.churn += 1;
+                (names.late.len() - 1) as u32 | LATE
+            }
         };
         self.live += 1;
         let r = EventRef { name, pos };
@@ -397,9 +430,10 @@ impl EventStore {
         *self.refs_mut(winner) = all;
     }
 
+    /// Late and dead postings slow every batch scan of their name; per-profile
+    /// overlays only cost memory, so they alone never trigger a compaction.
     fn needs_compaction(&self) -> bool {
-        self.churn > 65_536.max(self.live / 16)
-            || self.overlay.len() > 65_536.max(self.offsets.len() / 8)
+        self.churn > 262_144.max(self.live / 8)
     }
 
     /// Rewrites every name's run in time order without dead events and rebuilds the
@@ -417,8 +451,8 @@ impl EventStore {
             names.main.shrink_to_fit();
             names.late = Vec::new();
         }
-        // Per-profile references in time order: counting sort by slot over a merge of
-        // every name's run by time.
+        // Per-profile references in time order: counting sort by slot, fed by a merge
+        // of every name's run by time (so no per-profile sort is needed).
         let mut counts = vec![0u64; slots + 1];
         for names in &self.names {
             for p in &names.main {
@@ -431,26 +465,26 @@ impl EventStore {
         let total = counts[slots] as usize;
         let mut next = counts.clone();
         let mut refs = vec![EventRef { name: 0, pos: 0 }; total];
-        for (n, names) in self.names.iter().enumerate() {
-            for (pos, p) in names.main.iter().enumerate() {
-                let at = &mut next[p.slot as usize];
-                refs[*at as usize] = EventRef {
-                    name: n as u32,
-                    pos: pos as u32,
-                };
-                *at += 1;
+        let mut heads: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u32, u32)>> = self
+            .names
+            .iter()
+            .enumerate()
+            .filter_map(|(n, names)| {
+                names
+                    .main
+                    .first()
+                    .map(|p| std::cmp::Reverse((p.timestamp_ms, n as u32, 0)))
+            })
+            .collect();
+        while let Some(std::cmp::Reverse((_, n, pos))) = heads.pop() {
+            let run = &self.names[n as usize].main;
+            let p = run[pos as usize];
+            let at = &mut next[p.slot as usize];
+            refs[*at as usize] = EventRef { name: n, pos };
+            *at += 1;
+            if let Some(following) = run.get(pos as usize + 1) {
+                heads.push(std::cmp::Reverse((following.timestamp_ms, n, pos + 1)));
             }
-        }
-        for slot in 0..slots {
-            let (from, to) = (counts[slot] as usize, counts[slot + 1] as usize);
-            let names = &self.names;
-            refs[from..to].sort_by_key(|r| {
-                (
-                    names[r.name as usize].main[r.pos as usize].timestamp_ms,
-                    r.name,
-                    r.pos,
-                )
-            });
         }
         self.offsets = counts;
         self.refs = refs;
