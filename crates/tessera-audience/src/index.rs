@@ -376,8 +376,9 @@ impl EventStore {
                     .filter(|(_, p)| p.slot != DEAD)
                     .map(|(i, p)| (p.slot, (at + 1 + i) as u32))
                     .collect();
-                // The postings after it moved one place: so do their references.
-                for (slot, new_pos) in shifted {
+                // The postings after it moved one place: so do their references, last
+                // first (otherwise a moved reference would be taken for the next one).
+                for (slot, new_pos) in shifted.into_iter().rev() {
                     if let Some(r) = self
                         .refs_mut(slot)
                         .iter_mut()
@@ -1000,6 +1001,23 @@ mod tests {
         assert_eq!(index.memory().events, 4);
         // Equal property sets are stored once.
         assert_eq!(index.property_sets.len(), 2);
+    }
+
+    #[test]
+    fn an_insert_before_several_events_of_one_profile_keeps_their_references() {
+        let mut index = ProfileIndex::new();
+        // Profile 1: two orders; then profile 2's older order goes in front of both.
+        index.add_event(1, &event(20, "Order", json!({"n": 1})));
+        index.add_event(1, &event(30, "Order", json!({"n": 2})));
+        index.add_event(2, &event(10, "Order", json!({"n": 3})));
+        let times = |index: &ProfileIndex, id| -> Vec<i64> {
+            let slot = index.slot(id).unwrap();
+            index.events(slot).iter().map(|e| e.timestamp_ms).collect()
+        };
+        assert_eq!(times(&index, 1), [20, 30]);
+        assert_eq!(times(&index, 2), [10]);
+        index.compact();
+        assert_eq!(times(&index, 1), [20, 30]);
     }
 
     #[test]

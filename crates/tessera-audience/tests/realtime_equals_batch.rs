@@ -232,7 +232,7 @@ fn build(profiles: &[GenProfile], merges: &[(usize, usize)]) -> ProfileIndex {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
     #[test]
     fn realtime_and_batch_agree(
         profiles in prop::collection::vec(profile_strategy(), 1..40),
