@@ -14,7 +14,7 @@
 //! Memberships only change through [`AudienceEngine::commit_memberships`], which
 //! diffs against the current members, so repeating an evaluation announces nothing.
 
-use crate::ast::{Condition, Test, Window};
+use crate::ast::{Condition, Test, TimeRef, Window};
 use crate::batch::{Bitset, Parallelism, evaluate};
 use crate::computed::ComputedTrait;
 use crate::eval::{Context, Plan};
@@ -180,6 +180,8 @@ struct State {
     /// Settings text the definitions were loaded from (`None`: not loaded yet).
     loaded_from: Option<Vec<(String, String)>>,
     last_schedule_ms: i64,
+    /// Exits found while loading, written by the first tick.
+    stale_exits: Vec<(String, ProfileId, &'static str)>,
 }
 
 /// Settings of the engine.
@@ -322,18 +324,29 @@ impl AudienceEngine {
             .iter()
             .map(|a| a.definition.key.clone())
             .collect();
-        let now = self.now();
+        let mut stale = Vec::new();
         for key in &keys {
             let (members, gone) = self.stored_members(&state.index, key)?;
             state.memberships.insert(key.clone(), members);
             // Stored members that are no profile any more (merged away while the
-            // engine was not running) leave now.
-            let exits: Vec<MembershipChange> = gone
-                .into_iter()
-                .map(|id| change(key, id, false, now, "merged"))
-                .collect();
-            self.store.apply_changes(&exits)?;
+            // engine was not running) leave on the first tick: loading writes nothing,
+            // so a CLI preview never touches the server's members.
+            stale.extend(gone.into_iter().map(|id| (key.clone(), id, "merged")));
         }
+        // Audiences deleted while their members were being written (a CLI delete
+        // racing the server) leave no member behind.
+        for key in self.store.audiences_with_members()? {
+            if !keys.contains(&key) {
+                let mut after = i64::MIN;
+                loop {
+                    let page = self.store.members(&key, after, WRITE_CHUNK)?;
+                    let Some(last) = page.last() else { break };
+                    after = last.profile_id;
+                    stale.extend(page.iter().map(|m| (key.clone(), m.profile_id, "deleted")));
+                }
+            }
+        }
+        state.stale_exits = stale;
         state.pending = keys;
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
@@ -580,7 +593,17 @@ impl AudienceEngine {
             .map(|a| a.definition.key.as_str())
             .collect();
         state.pending.retain(|k| live.contains(k.as_str()));
+        // An audience deleted elsewhere (the CLI) may have gained members here since its
+        // members were exited there: exit whatever the store still holds.
+        let gone: Vec<String> = previous
+            .keys()
+            .filter(|k| !live.contains(k.as_str()))
+            .cloned()
+            .collect();
         state.memberships.retain(|k, _| live.contains(k.as_str()));
+        for key in gone {
+            self.exit_stored_members(&key, "deleted")?;
+        }
         state.computed = computed;
         if rfm_config != state.rfm_config || state.rfm.is_none() {
             state.rfm_config = rfm_config;
@@ -706,7 +729,14 @@ impl AudienceEngine {
             }
         }
         written.extend(self.reevaluate(&mut state, &slots, now, "event"));
-        self.store.apply_changes(&written)?;
+        if let Err(error) = self.store.apply_changes(&written) {
+            // Memory is ahead of the store: every audience starts again from the store.
+            let keys: Vec<String> = state.memberships.keys().cloned().collect();
+            for key in keys {
+                self.resync_from_store(&mut state, &key)?;
+            }
+            return Err(error.into());
+        }
         Ok(written)
     }
 
@@ -762,6 +792,17 @@ impl AudienceEngine {
         let mut report = TickReport::default();
         {
             let mut state = self.write();
+            if !state.stale_exits.is_empty() {
+                let now = self.now();
+                let exits: Vec<MembershipChange> = state
+                    .stale_exits
+                    .iter()
+                    .map(|(key, id, reason)| change(key, *id, false, now, reason))
+                    .collect();
+                self.store.apply_changes(&exits)?;
+                report.exited += exits.len() as u64;
+                state.stale_exits.clear();
+            }
             self.reload_definitions(&mut state)?;
             let now = self.now();
             if now - state.last_schedule_ms >= self.options.schedule_interval_ms {
@@ -839,7 +880,6 @@ impl AudienceEngine {
         reason: &str,
     ) -> Result<TickReport, EngineError> {
         let previous = state.memberships.remove(key).unwrap_or_default();
-        // Stored members merged away are not in `previous` (no slot): exit them too.
         let entered = members.minus(&previous);
         let exited = previous.minus(&members);
         let index = &state.index;
@@ -854,7 +894,12 @@ impl AudienceEngine {
             .collect();
         let total = changes.len() as u64;
         for (i, chunk) in changes.chunks(WRITE_CHUNK).enumerate() {
-            self.store.apply_changes(chunk)?;
+            if let Err(error) = self.store.apply_changes(chunk) {
+                // Some chunks may be written: start again from what the store holds.
+                self.clear_progress(key);
+                self.resync_from_store(state, key)?;
+                return Err(error.into());
+            }
             self.set_progress(
                 key,
                 ((i + 1) * WRITE_CHUNK).min(changes.len()) as u64,
@@ -867,6 +912,17 @@ impl AudienceEngine {
             entered: entered.count() as u64,
             exited: exited.count() as u64,
         })
+    }
+
+    /// After a failed write: the in-memory members become the stored ones again and
+    /// the audience is queued for a batch computation, which diffs against them.
+    fn resync_from_store(&self, state: &mut State, key: &str) -> Result<(), EngineError> {
+        let (members, _) = self.stored_members(&state.index, key)?;
+        state.memberships.insert(key.to_owned(), members);
+        if !state.pending.iter().any(|k| k == key) {
+            state.pending.push(key.to_owned());
+        }
+        Ok(())
     }
 
     fn set_progress(&self, key: &str, done: u64, total: u64) {
@@ -884,6 +940,9 @@ impl AudienceEngine {
     /// Reloads profiles from the store (after an unlink rebuilt them): those still
     /// canonical are re-indexed, the others removed; memberships follow.
     pub fn reload_profiles(&self, ids: &[ProfileId]) -> Result<usize, EngineError> {
+        // Read under the index's lock, so no chunk applied meanwhile is overwritten by
+        // an older snapshot of these profiles.
+        let mut state = self.write();
         let mut inputs = Vec::new();
         for id in ids {
             let canonical = self
@@ -892,7 +951,6 @@ impl AudienceEngine {
                 .is_some_and(|p| p.merged_into.is_none());
             inputs.push((*id, canonical.then(|| self.profile_input(*id)).transpose()?));
         }
-        let mut state = self.write();
         let now = self.now();
         let mut changes = Vec::new();
         let mut slots = Vec::new();
@@ -1056,23 +1114,28 @@ impl AudienceEngine {
         }
         // The stored members exit, whoever runs this (the CLI has no memberships in
         // memory; a running server drops its own on the next tick).
+        let exited = self.exit_stored_members(key, "deleted")?;
+        state.memberships.remove(key);
+        self.reload_definitions(&mut state)?;
+        Ok(TickReport { entered: 0, exited })
+    }
+
+    /// Writes an exit for every stored member of an audience; returns how many.
+    fn exit_stored_members(&self, key: &str, reason: &str) -> Result<u64, EngineError> {
         let now = self.now();
         let mut exited = 0u64;
         loop {
             let page = self.store.members(key, i64::MIN, WRITE_CHUNK)?;
             if page.is_empty() {
-                break;
+                return Ok(exited);
             }
             let exits: Vec<MembershipChange> = page
                 .iter()
-                .map(|m| change(key, m.profile_id, false, now, "deleted"))
+                .map(|m| change(key, m.profile_id, false, now, reason))
                 .collect();
             self.store.apply_changes(&exits)?;
             exited += exits.len() as u64;
         }
-        state.memberships.remove(key);
-        self.reload_definitions(&mut state)?;
-        Ok(TickReport { entered: 0, exited })
     }
 
     /// One audience.
@@ -1097,10 +1160,17 @@ impl AudienceEngine {
 
     /// Where an audience's computation stands.
     pub fn status(&self, key: &str) -> AudienceStatus {
-        let state = self.read();
-        let members = state.memberships.get(key).map_or(0, |m| m.count() as u64);
+        // Progress and the stored count are read without the index's lock, which a
+        // batch computation holds while it runs.
         let progress = self.progress.lock().ok().and_then(|p| p.get(key).copied());
-        let pending = state.pending.iter().any(|k| k == key);
+        let members = self.store.member_count(key).unwrap_or(0).max(0) as u64;
+        let (pending, computed_at_ms) = match self.state.try_read() {
+            Ok(state) => (
+                state.pending.iter().any(|k| k == key),
+                state.computed_at.get(key).copied(),
+            ),
+            Err(_) => (true, None),
+        };
         AudienceStatus {
             state: if pending || progress.is_some() {
                 "computing"
@@ -1110,7 +1180,7 @@ impl AudienceEngine {
             evaluated: progress.map_or(0, |p| p.0),
             total: progress.map_or(0, |p| p.1),
             members,
-            computed_at_ms: state.computed_at.get(key).copied(),
+            computed_at_ms,
         }
     }
 
@@ -1441,7 +1511,17 @@ fn needs_schedule(condition: &Condition, computed: &HashMap<String, ComputedTrai
     let mut timed = false;
     condition.walk(&mut |c| match c {
         Condition::Computed(test) => {
-            let windowed = computed.get(&test.name).is_some_and(|d| d.window.is_some());
+            let windowed = computed.get(&test.name).is_some_and(|d| {
+                d.window.is_some()
+                    || d.filters.iter().any(|f| {
+                        matches!(
+                            f.test,
+                            Test::Within(_)
+                                | Test::Before(TimeRef::Ago(_))
+                                | Test::After(TimeRef::Ago(_))
+                        )
+                    })
+            });
             let rfm = RFM_TRAITS.contains(&test.name.as_str());
             let time_test = matches!(
                 test.test,

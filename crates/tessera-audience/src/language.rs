@@ -177,6 +177,15 @@ pub fn parse_definition(text: &str) -> Result<Condition, ParseError> {
         };
         ParseError::at(text, offset, format!("invalid JSON definition: {message}"))
     })?;
+    if depth(&condition) > MAX_DEPTH {
+        return Err(ParseError::at(
+            text,
+            0,
+            format!(
+                "invalid JSON definition: the condition is nested too deeply (more than {MAX_DEPTH} levels of and/or/not)"
+            ),
+        ));
+    }
     if let Err((needle, message)) = validate(&condition) {
         let offset = needle.and_then(|n| text.find(&n)).unwrap_or(0);
         return Err(ParseError::at(
@@ -186,6 +195,17 @@ pub fn parse_definition(text: &str) -> Result<Condition, ParseError> {
         ));
     }
     Ok(condition)
+}
+
+/// Levels of `and`/`or`/`not` nesting (a leaf is 0).
+fn depth(condition: &Condition) -> usize {
+    match condition {
+        Condition::And(children) | Condition::Or(children) => {
+            1 + children.iter().map(depth).max().unwrap_or(0)
+        }
+        Condition::Not(child) => 1 + depth(child),
+        _ => 0,
+    }
 }
 
 /// Prints the canonical text form of a condition.
@@ -1623,6 +1643,24 @@ mod tests {
                 "reparsing {text}"
             );
         }
+    }
+
+    #[test]
+    fn json_definitions_nested_too_deeply_are_refused() {
+        let leaf = r#"{"identifier": "email"}"#;
+        let deep = format!(
+            "{}{leaf}{}",
+            r#"{"not": "#.repeat(MAX_DEPTH + 1),
+            "}".repeat(MAX_DEPTH + 1)
+        );
+        let error = parse_definition(&deep).unwrap_err();
+        assert!(error.message.contains("nested too deeply"), "{error}");
+        let fine = format!(
+            "{}{leaf}{}",
+            r#"{"not": "#.repeat(MAX_DEPTH),
+            "}".repeat(MAX_DEPTH)
+        );
+        assert!(parse_definition(&fine).is_ok());
     }
 
     #[test]

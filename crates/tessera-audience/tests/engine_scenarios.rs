@@ -6,13 +6,17 @@
 use chrono::DateTime;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tessera_audience::engine::{AudienceEngine, EngineOptions, ProfileChanges};
 use tessera_core::message::{RequestDefaults, normalize};
 use tessera_core::time::{Clock, FixedClock, parse_timestamp};
 use tessera_identity::processor::Processor;
-use tessera_store::audiences::{AudienceStore, MembershipChange};
+use tessera_store::audiences::{AudienceStore, Membership, MembershipChange, StoredChange};
 use tessera_store::profiles::{ProfileId, ProfileStore};
-use tessera_store::{AppendBatch, Catalog, EventLog, EventRecord, NewSource};
+use tessera_store::{
+    AppendBatch, Catalog, EventLog, EventRecord, NewSource, StoreError, StoreResult,
+};
 use tessera_store_sqlite::{SqliteAudienceStore, SqliteProfileStore, open_data_dir};
 
 const DAY: i64 = 86_400_000;
@@ -95,9 +99,8 @@ impl World {
         self.clock.now().timestamp_millis()
     }
 
-    /// Sends a message stamped now (unless it has its own timestamp) and lets the
-    /// processor and the engine handle it, as the server's processor thread does.
-    fn send(&self, message: Value) -> Vec<MembershipChange> {
+    /// Appends a message to the log, stamped now (unless it has its own timestamp).
+    fn append(&self, message: Value) {
         let Value::Object(map) = message else {
             panic!("object")
         };
@@ -118,6 +121,12 @@ impl World {
                 rejections: vec![],
             }])
             .unwrap();
+    }
+
+    /// Sends a message and lets the processor and the engine handle it, as the
+    /// server's processor thread does.
+    fn send(&self, message: Value) -> Vec<MembershipChange> {
+        self.append(message);
         self.step()
     }
 
@@ -398,30 +407,205 @@ fn events_before_a_merge_in_the_same_chunk_follow_the_merge() {
         json!({"type": "track", "anonymousId": "a1", "event": "Order Completed", "properties": {"revenue": 5}}),
         json!({"type": "identify", "userId": "u1", "anonymousId": "a1"}),
     ] {
-        let Value::Object(map) = message else {
-            panic!("object")
-        };
-        let now = DateTime::from_timestamp_millis(w.now()).unwrap();
-        let n = normalize(map, None, &RequestDefaults::default(), now).unwrap();
-        w.log
-            .append(&[AppendBatch {
-                events: vec![EventRecord {
-                    source_key: w.source,
-                    payload: serde_json::to_string(&n.body).unwrap(),
-                    message_id: n.message_id,
-                    message_type: n.message_type.as_str(),
-                    user_id: n.user_id,
-                    anonymous_id: n.anonymous_id,
-                    timestamp_ms: n.timestamp.timestamp_millis(),
-                    received_at_ms: n.received_at.timestamp_millis(),
-                }],
-                rejections: vec![],
-            }])
-            .unwrap();
+        w.append(message);
     }
     w.step();
     let u1 = w.profile("user_id", "u1");
     assert_eq!(w.profile("anonymous_id", "a1"), u1);
     assert_eq!(w.members("buyers"), [u1]);
     assert_eq!(w.engine.computed_values(u1)["total_orders"], json!(1));
+}
+
+/// An audience store that fails on demand, and runs a hook before `members`.
+struct Flaky {
+    inner: Arc<dyn AudienceStore>,
+    fail: AtomicBool,
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl AudienceStore for Flaky {
+    fn apply_changes(&self, changes: &[MembershipChange]) -> StoreResult<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Engine("disk full".into()));
+        }
+        self.inner.apply_changes(changes)
+    }
+    fn members(&self, key: &str, after: ProfileId, limit: usize) -> StoreResult<Vec<Membership>> {
+        if let Some(hook) = self.hook.lock().unwrap().take() {
+            hook();
+        }
+        self.inner.members(key, after, limit)
+    }
+    fn audiences_with_members(&self) -> StoreResult<Vec<String>> {
+        self.inner.audiences_with_members()
+    }
+    fn member_count(&self, key: &str) -> StoreResult<i64> {
+        self.inner.member_count(key)
+    }
+    fn memberships(&self, profile: ProfileId) -> StoreResult<Vec<Membership>> {
+        self.inner.memberships(profile)
+    }
+    fn changes(
+        &self,
+        after: i64,
+        key: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredChange>> {
+        self.inner.changes(after, key, limit)
+    }
+}
+
+/// A second engine over the world's stores whose audience store can fail.
+fn flaky_engine(w: &World) -> (AudienceEngine, Arc<Flaky>) {
+    let (log, catalog) = open_data_dir(w.dir.path()).unwrap();
+    let flaky = Arc::new(Flaky {
+        inner: Arc::clone(&w.store),
+        fail: AtomicBool::new(false),
+        hook: Mutex::new(None),
+    });
+    let engine = AudienceEngine::new(
+        Arc::new(catalog),
+        flaky.clone(),
+        Arc::clone(&w.profiles),
+        Arc::new(log),
+        w.clock.clone(),
+        EngineOptions {
+            schedule_interval_ms: 60_000,
+            ..EngineOptions::default()
+        },
+    );
+    (engine, flaky)
+}
+
+/// Appends and processes with `engine`; the engine's error, if any.
+fn send_with(w: &World, engine: &AudienceEngine, message: Value) -> Result<(), String> {
+    w.append(message);
+    let mut result = Ok(());
+    loop {
+        let report = w.processor.run_chunk_reporting(100).unwrap();
+        if report.applied == 0 {
+            return result;
+        }
+        if let Err(e) = engine.apply(&ProfileChanges {
+            events: report.events,
+            merges: report.merges,
+        }) {
+            result = Err(e.to_string());
+        }
+    }
+}
+
+#[test]
+fn a_failed_realtime_write_is_reconciled_from_the_store() {
+    let w = World::new();
+    let (engine, flaky) = flaky_engine(&w);
+    engine.load(&mut |_, _| {}).unwrap();
+    engine
+        .create("pro", "", "", r#"trait plan = "pro""#)
+        .unwrap();
+    engine.tick().unwrap();
+    flaky.fail.store(true, Ordering::SeqCst);
+    assert!(
+        send_with(
+            &w,
+            &engine,
+            json!({"type": "identify", "userId": "u1", "traits": {"plan": "pro"}})
+        )
+        .is_err()
+    );
+    flaky.fail.store(false, Ordering::SeqCst);
+    engine.tick().unwrap();
+    assert_eq!(w.members("pro"), [w.profile("user_id", "u1")]);
+    assert_eq!(engine.status("pro").members, 1);
+}
+
+#[test]
+fn a_failed_batch_write_neither_repeats_entries_nor_loses_exits() {
+    let w = World::new();
+    let (engine, flaky) = flaky_engine(&w);
+    engine.load(&mut |_, _| {}).unwrap();
+    engine
+        .create("pro", "", "", r#"trait plan = "pro""#)
+        .unwrap();
+    engine.tick().unwrap();
+    send_with(
+        &w,
+        &engine,
+        json!({"type": "identify", "userId": "u1", "traits": {"plan": "pro", "vip": true}}),
+    )
+    .unwrap();
+    send_with(
+        &w,
+        &engine,
+        json!({"type": "identify", "userId": "u2", "traits": {"plan": "pro"}}),
+    )
+    .unwrap();
+    assert_eq!(w.members("pro").len(), 2);
+    engine
+        .update(
+            "pro",
+            None,
+            None,
+            Some(r#"trait plan = "pro" and trait vip = true"#),
+        )
+        .unwrap();
+    flaky.fail.store(true, Ordering::SeqCst);
+    assert!(engine.tick().is_err());
+    flaky.fail.store(false, Ordering::SeqCst);
+    engine.tick().unwrap();
+    let u1 = w.profile("user_id", "u1");
+    assert_eq!(w.feed().iter().filter(|c| c.1 == u1 && c.2).count(), 1);
+    assert_eq!(w.members("pro"), [u1]);
+}
+
+#[test]
+fn a_cli_preview_never_writes_to_the_members_of_a_running_server() {
+    let w = Arc::new(World::new());
+    w.engine
+        .create("pro", "", "", r#"trait plan = "pro""#)
+        .unwrap();
+    w.engine.tick().unwrap();
+    w.send(json!({"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}));
+    // The CLI's engine: the server adds u2 after the CLI's index is built.
+    let (cli, flaky) = flaky_engine(&w);
+    cli.load_definitions().unwrap();
+    let server = Arc::clone(&w);
+    *flaky.hook.lock().unwrap() = Some(Box::new(move || {
+        server.send(json!({"type": "identify", "userId": "u2", "traits": {"plan": "pro"}}));
+    }));
+    cli.load(&mut |_, _| {}).unwrap();
+    assert!(
+        w.members("pro").contains(&w.profile("user_id", "u2")),
+        "feed: {:?}",
+        w.feed()
+    );
+}
+
+#[test]
+fn a_cli_delete_racing_the_server_leaves_no_member_behind() {
+    let w = World::new();
+    w.engine
+        .create("pro", "", "", r#"trait plan = "pro""#)
+        .unwrap();
+    w.engine.tick().unwrap();
+    let (cli, _) = flaky_engine(&w);
+    cli.load_definitions().unwrap();
+    cli.delete("pro").unwrap();
+    // Before the server's next tick notices, an event makes a member.
+    w.append(json!({"type": "identify", "userId": "u9", "traits": {"plan": "pro"}}));
+    let report = w.processor.run_chunk_reporting(100).unwrap();
+    w.engine
+        .apply(&ProfileChanges {
+            events: report.events,
+            merges: report.merges,
+        })
+        .unwrap();
+    w.engine.tick().unwrap();
+    let u9 = w.profile("user_id", "u9");
+    assert!(w.store.memberships(u9).unwrap().is_empty());
+    assert!(
+        w.feed()
+            .iter()
+            .any(|c| c.1 == u9 && !c.2 && c.3 == "deleted")
+    );
 }

@@ -54,7 +54,11 @@ impl ProcessorThread {
                         Ok(report) => {
                             failures = 0;
                             metrics.processor_events.inc_by(report.applied as u64);
-                            realtime(&audiences, &metrics, report.events, report.merges);
+                            if !realtime(&audiences, &metrics, report.events, report.merges) {
+                                // The index may have missed the chunk: rebuild it from
+                                // the store (which has it) and reconcile on the next tick.
+                                load_audiences(&audiences, &metrics, &flag);
+                            }
                             if let Ok(lag) = processor.lag() {
                                 metrics.processor_lag.set(lag);
                             }
@@ -142,26 +146,32 @@ fn count_changes(metrics: &Metrics, changes: &[tessera_store::audiences::Members
     }
 }
 
+/// Folds a chunk into the audience engine; `false` when that failed.
 fn realtime(
     audiences: &AudienceEngine,
     metrics: &Metrics,
     events: Vec<(i64, tessera_store::StoredEvent)>,
     merges: Vec<(i64, i64)>,
-) {
+) -> bool {
     if events.is_empty() && merges.is_empty() {
-        return;
+        return true;
     }
     let started = std::time::Instant::now();
-    match audiences.apply(&ProfileChanges { events, merges }) {
-        Ok(changes) => count_changes(metrics, &changes),
+    let ok = match audiences.apply(&ProfileChanges { events, merges }) {
+        Ok(changes) => {
+            count_changes(metrics, &changes);
+            true
+        }
         Err(error) => {
             metrics.audience_errors.inc();
-            tracing::error!(%error, "realtime audience update failed; the next batch computation reconciles");
+            tracing::error!(%error, "realtime audience update failed; rebuilding the audience index");
+            false
         }
-    }
+    };
     metrics
         .audience_realtime_seconds
         .observe(started.elapsed().as_secs_f64());
+    ok
 }
 
 fn tick(audiences: &AudienceEngine, metrics: &Metrics) {

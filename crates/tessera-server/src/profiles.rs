@@ -372,7 +372,7 @@ async fn find_profile(
             )
         })?;
     let profile = profile_by_identifier(&state, &identifier)?;
-    profile_json(&state, profile).map(Json)
+    profile_json_blocking(state, profile).await.map(Json)
 }
 
 fn parse_profile_id(text: &str) -> Result<ProfileId, ApiError> {
@@ -389,10 +389,19 @@ async fn profile_detail(
     _: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    profile_json(&state, parse_profile_id(&id)?).map(Json)
+    let id = parse_profile_id(&id)?;
+    profile_json_blocking(state, id).await.map(Json)
 }
 
 /// The full profile: traits with provenance, identities, merges, groups.
+/// [`profile_json`] off the async workers: computed traits wait for the audience
+/// index, which a batch computation may hold for a while.
+async fn profile_json_blocking(state: AppState, id: ProfileId) -> Result<Value, ApiError> {
+    tokio::task::spawn_blocking(move || profile_json(&state, id))
+        .await
+        .map_err(ApiError::internal)?
+}
+
 fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
     let summary = canonical_summary(state, id)?;
     let sources = source_ids(state)?;

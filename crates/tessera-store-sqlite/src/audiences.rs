@@ -101,12 +101,15 @@ impl AudienceStore for SqliteAudienceStore {
                 )
                 .map_err(engine)?;
             for c in changes {
-                if c.entered {
+                let changed = if c.entered {
                     enter.execute(params![c.audience, c.profile_id, c.at_ms])
                 } else {
                     exit.execute(params![c.audience, c.profile_id])
                 }
                 .map_err(engine)?;
+                if changed == 0 {
+                    continue;
+                }
                 feed.execute(params![
                     c.audience,
                     c.profile_id,
@@ -136,6 +139,15 @@ impl AudienceStore for SqliteAudienceStore {
         let rows = statement
             .query_map(params![audience, after, limit_param(limit)], membership_row)
             .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn audiences_with_members(&self) -> StoreResult<Vec<String>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached("SELECT DISTINCT audience FROM audience_members ORDER BY audience")
+            .map_err(engine)?;
+        let rows = statement.query_map([], |r| r.get(0)).map_err(engine)?;
         rows.collect::<Result<_, _>>().map_err(engine)
     }
 

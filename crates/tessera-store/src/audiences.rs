@@ -49,7 +49,8 @@ pub struct Membership {
 /// Memberships and the change feed.
 pub trait AudienceStore: Send + Sync {
     /// Applies changes in one transaction: members added or removed, and each change
-    /// appended to the feed.
+    /// that changed a membership appended to the feed (entering twice, or leaving an
+    /// audience one is not in, announces nothing).
     fn apply_changes(&self, changes: &[MembershipChange]) -> StoreResult<()>;
     /// Members of an audience with a profile id above `after`, ascending.
     fn members(
@@ -58,6 +59,8 @@ pub trait AudienceStore: Send + Sync {
         after: ProfileId,
         limit: usize,
     ) -> StoreResult<Vec<Membership>>;
+    /// Audiences that have at least one stored member.
+    fn audiences_with_members(&self) -> StoreResult<Vec<String>>;
     /// Number of members of an audience.
     fn member_count(&self, audience: &str) -> StoreResult<i64>;
     /// The audiences a profile is in.

@@ -141,14 +141,12 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
     match command {
         AudiencesCommand::List => {
             for audience in engine.list().map_err(user_error)? {
-                let members = engine
-                    .members(&audience.key, i64::MIN, usize::MAX)
-                    .map_err(user_error)?;
+                let members = engine.status(&audience.key).members;
                 println!(
                     "{}\t{}\t{} members\t{}",
                     audience.key,
                     audience.name,
-                    members.len(),
+                    members,
                     audience.text()
                 );
             }
