@@ -346,6 +346,20 @@ def test_cors_preflight_allows_browsers_to_post_json_with_authorization(server, 
     assert r.headers.get("Access-Control-Allow-Origin") in ("*", origin)
 
 
+def test_cors_is_only_on_the_tracking_endpoints(server):
+    origin = "https://app.example.org"
+    for path in ("/api/v1/sources", "/api/v1/audiences", "/api/v1/profiles",
+                 "/v1/spaces/default/collections/users/profiles/user_id:x/traits"):
+        r = requests.options(server.url + path, headers={
+            "Origin": origin, "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        }, timeout=HTTP_TIMEOUT)
+        assert "Access-Control-Allow-Origin" not in r.headers, f"{path} answers a CORS preflight"
+        r = server.admin("GET", path, headers={"Origin": origin}) if path.startswith("/api") else requests.get(
+            server.url + path, headers={"Origin": origin}, timeout=HTTP_TIMEOUT)
+        assert "Access-Control-Allow-Origin" not in r.headers, f"{path} sends CORS headers"
+
+
 def test_many_sdk_clients_at_once_all_messages_arrive(server, source, export):
     """Four Segment Python clients on threads, batching concurrently, 50 tracks each."""
     from segment.analytics import Client

@@ -71,7 +71,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             tracking::count_requests,
         ))
-        .layer(tracking::cors())
         .with_state(state)
 }
 

@@ -34,7 +34,7 @@ use tessera_core::{ErrorCode, Rejection};
 use tessera_store::{AppendBatch, EventRecord, RejectionRecord, Source};
 use tower_http::cors::{Any, CorsLayer};
 
-/// The tracking routes (CORS is added around the whole app by [`cors`]).
+/// The tracking routes, with CORS for browsers ([`cors`]) on them alone.
 pub fn router() -> Router<AppState> {
     let mut router = Router::new();
     for (long, short, message_type) in [
@@ -49,32 +49,41 @@ pub fn router() -> Router<AppState> {
         router = router
             .route(
                 long,
-                post(move |state, request| ingest(state, request, kind, false)),
+                post(move |state, request| ingest(state, request, kind, false)).options(preflight),
             )
             .route(
                 short,
-                post(move |state, request| ingest(state, request, kind, true)),
+                post(move |state, request| ingest(state, request, kind, true)).options(preflight),
             );
     }
     router
         .route(
             "/v1/batch",
-            post(|state, request| ingest(state, request, BodyKind::Batch, false)),
+            post(|state, request| ingest(state, request, BodyKind::Batch, false))
+                .options(preflight),
         )
         .route(
             "/v1/b",
-            post(|state, request| ingest(state, request, BodyKind::Batch, true)),
+            post(|state, request| ingest(state, request, BodyKind::Batch, true)).options(preflight),
         )
         .route(
             "/v1/import",
-            post(|state, request| ingest(state, request, BodyKind::Import, false)),
+            post(|state, request| ingest(state, request, BodyKind::Import, false))
+                .options(preflight),
         )
+        .layer(cors())
 }
 
-/// CORS for browsers (analytics.js and pages posting JSON with custom headers).
-/// Applied around the whole application, so preflight `OPTIONS` requests are
-/// answered before routing (routes only take POST). Admin routes need a bearer
-/// token, never cookies, so an open origin policy exposes nothing.
+/// `OPTIONS` on a tracking route: the CORS layer answers preflights before this;
+/// a plain `OPTIONS` gets an empty 204.
+async fn preflight() -> axum::http::StatusCode {
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// CORS for browsers (analytics.js and pages posting JSON with custom headers), on
+/// the tracking routes only: it answers their preflight `OPTIONS` requests (the
+/// routes themselves only take POST). The admin, profile and audience APIs are not
+/// for browsers on other origins and send no CORS headers.
 pub fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
