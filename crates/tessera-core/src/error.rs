@@ -81,6 +81,11 @@ error_codes! {
     ShuttingDown => ("shutting_down", 503),
     /// The admin API needs `Authorization: Bearer <admin token>`.
     InvalidAdminToken => ("invalid_admin_token", 401),
+    /// The token is valid but lacks the scope this endpoint needs (e.g. a
+    /// `read:profiles` token on an admin route).
+    InsufficientScope => ("insufficient_scope", 403),
+    /// No API token has that id.
+    TokenNotFound => ("token_not_found", 404),
     /// A request parameter is missing or invalid.
     InvalidRequest => ("invalid_request", 400),
     /// No source has that id.

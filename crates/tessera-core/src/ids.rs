@@ -28,6 +28,16 @@ pub fn new_admin_token() -> String {
     format!("tsa_{}", random_base62(40))
 }
 
+/// A new public API token id, e.g. `tok_4f9XkQ2m7Rb1LcZt`.
+pub fn new_token_id() -> String {
+    format!("tok_{}", random_base62(16))
+}
+
+/// A new scoped API token, prefixed so that secret scanners can recognise it.
+pub fn new_api_token() -> String {
+    format!("tsk_{}", random_base62(40))
+}
+
 /// The at-rest form of a secret: lowercase hex SHA-256.
 pub fn hash_secret(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());

@@ -1,7 +1,14 @@
-//! The admin API under `/api/v1`: sources and the rejected-events view.
+//! The admin API under `/api/v1`: sources, scoped API tokens and the
+//! rejected-events view, and the extractors that check tokens.
 //!
-//! Every route needs `Authorization: Bearer <admin token>`; the token is compared by
-//! its SHA-256 hash, the only form Tessera keeps.
+//! A request carries a token as `Authorization: Bearer <token>` (or as the HTTP Basic
+//! user, as Segment's Profile API does). Tokens are compared by their SHA-256 hash,
+//! the only form Tessera keeps. The admin token (`TESSERA_ADMIN_TOKEN`) may do
+//! everything; API tokens carry scopes: `admin` (every admin route) or
+//! `read:profiles` (the profile read routes). Write keys are the `write:<source>`
+//! credentials of the tracking API. An unknown or revoked token gets 401
+//! `invalid_admin_token`; a valid token without the scope gets 403
+//! `insufficient_scope`.
 
 use crate::AppState;
 use crate::api_error::ApiError;
@@ -19,55 +26,216 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use tessera_core::ErrorCode;
-use tessera_core::ids::hash_secret;
+use tessera_core::ids::{hash_secret, new_api_token, new_token_id};
 use tessera_core::time::format_millis;
-use tessera_store::Source;
+use tessera_store::{ApiToken, NewApiToken, Source};
 
 /// The admin routes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/sources", post(create).get(list))
         .route("/api/v1/sources/{id}/disable", post(disable))
+        .route("/api/v1/tokens", post(create_token_route).get(list_tokens))
+        .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/api/v1/rejections", get(rejections))
 }
 
-/// Proof that the request carried the admin token.
+/// Proof that the request carried the admin token or a token with the `admin` scope.
 pub struct Admin;
+
+/// Proof that the request may read profiles: the admin token, or a token with the
+/// `admin` or `read:profiles` scope.
+pub struct ProfileReader;
+
+/// Scopes an API token may carry.
+pub const SCOPES: [&str; 2] = ["admin", "read:profiles"];
+
+/// The token of a request: `Authorization: Bearer <token>` or the HTTP Basic user.
+fn presented_token(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(scheme, credentials)| {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Some(credentials.trim().to_string())
+            } else if scheme.eq_ignore_ascii_case("basic") {
+                // Segment's Profile API takes its token as the Basic user.
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(credentials.trim())
+                    .ok()?;
+                let text = String::from_utf8(decoded).ok()?;
+                Some(
+                    text.split_once(':')
+                        .map_or(text.clone(), |(user, _)| user.to_string()),
+                )
+            } else {
+                None
+            }
+        })
+}
+
+/// Checks that the request's token grants one of `accepted` scopes (the admin token
+/// grants all).
+fn authorize(parts: &Parts, state: &AppState, accepted: &[&str]) -> Result<(), ApiError> {
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidAdminToken,
+            "send the admin token or an API token as \"Authorization: Bearer <token>\" (TESSERA_ADMIN_TOKEN, the token printed on first start, or one from POST /api/v1/tokens)",
+        )
+    };
+    let token = presented_token(parts).ok_or_else(invalid)?;
+    let hash = hash_secret(&token);
+    if hash == state.admin_token_hash {
+        return Ok(());
+    }
+    let found = state
+        .catalog
+        .token_by_hash(&hash)
+        .map_err(ApiError::internal)?;
+    match found {
+        Some(token) if token.revoked_at_ms.is_none() => {
+            if token.scopes.iter().any(|s| accepted.contains(&s.as_str())) {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::InsufficientScope,
+                    format!(
+                        "token {} has scopes [{}]; this endpoint needs one of [{}]",
+                        token.id,
+                        token.scopes.join(", "),
+                        accepted.join(", ")
+                    ),
+                ))
+            }
+        }
+        _ => Err(invalid()),
+    }
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .and_then(|(scheme, credentials)| {
-                if scheme.eq_ignore_ascii_case("bearer") {
-                    Some(credentials.trim().to_string())
-                } else if scheme.eq_ignore_ascii_case("basic") {
-                    // Segment's Profile API takes its token as the Basic user.
-                    let decoded = base64::engine::general_purpose::STANDARD
-                        .decode(credentials.trim())
-                        .ok()?;
-                    let text = String::from_utf8(decoded).ok()?;
-                    Some(
-                        text.split_once(':')
-                            .map_or(text.clone(), |(user, _)| user.to_string()),
-                    )
-                } else {
-                    None
-                }
-            });
-        match token {
-            Some(token) if hash_secret(&token) == state.admin_token_hash => Ok(Admin),
-            _ => Err(ApiError::new(
-                ErrorCode::InvalidAdminToken,
-                "send the admin token as \"Authorization: Bearer <token>\" (TESSERA_ADMIN_TOKEN, or the token printed on first start)",
-            )),
-        }
+        authorize(parts, state, &["admin"]).map(|()| Admin)
     }
+}
+
+impl FromRequestParts<AppState> for ProfileReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authorize(parts, state, &["admin", "read:profiles"]).map(|()| ProfileReader)
+    }
+}
+
+/// The public JSON form of an API token (never its secret).
+pub fn token_json(token: &ApiToken) -> Value {
+    json!({
+        "id": token.id,
+        "name": token.name,
+        "scopes": token.scopes,
+        "prefix": token.prefix,
+        "createdAt": format_millis(token.created_at_ms),
+        "revokedAt": token.revoked_at_ms.map(format_millis),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    name: String,
+    scopes: Vec<String>,
+}
+
+/// Creates a scoped API token; the secret is in the answer only.
+pub fn create_token(
+    catalog: &dyn tessera_store::Catalog,
+    name: &str,
+    scopes: &[String],
+) -> Result<(ApiToken, String), ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "\"name\" must be 1 to 200 characters",
+        ));
+    }
+    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "\"scopes\" must be a non-empty list of [{}] (write keys, the write:<source> credentials, come with sources)",
+                SCOPES.join(", ")
+            ),
+        ));
+    }
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    let secret = new_api_token();
+    let token = ApiToken {
+        id: new_token_id(),
+        name: name.to_owned(),
+        scopes,
+        prefix: secret.chars().take(8).collect(),
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        revoked_at_ms: None,
+    };
+    catalog
+        .create_token(&NewApiToken {
+            token: token.clone(),
+            secret_hash: hash_secret(&secret),
+        })
+        .map_err(ApiError::internal)?;
+    Ok((token, secret))
+}
+
+async fn create_token_route(
+    State(state): State<AppState>,
+    _: Admin,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{e}; send {{\"name\": \"support desk\", \"scopes\": [\"read:profiles\"]}}"),
+        )
+    })?;
+    let (token, secret) = create_token(state.catalog.as_ref(), &request.name, &request.scopes)?;
+    let mut body = token_json(&token);
+    body["token"] = secret.into();
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn list_tokens(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+    let tokens: Vec<Value> = state
+        .catalog
+        .list_tokens()
+        .map_err(ApiError::internal)?
+        .iter()
+        .map(token_json)
+        .collect();
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let token = state
+        .catalog
+        .revoke_token(&id, chrono::Utc::now().timestamp_millis())
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TokenNotFound,
+                format!("no API token has the id {id:?} (GET /api/v1/tokens lists them)"),
+            )
+        })?;
+    Ok(Json(token_json(&token)))
 }
 
 /// The public JSON form of a source.

@@ -47,6 +47,11 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.code
     }
+
+    /// The error's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<SubmitError> for ApiError {

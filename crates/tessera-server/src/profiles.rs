@@ -11,7 +11,7 @@
 //! (`/api/v1/identity/rules`, `/unlink`, `/conflicts`).
 
 use crate::AppState;
-use crate::admin::Admin;
+use crate::admin::{Admin, ProfileReader};
 use crate::api_error::ApiError;
 use axum::Json;
 use axum::Router;
@@ -177,7 +177,7 @@ fn page_query(
 
 async fn segment_traits(
     State(state): State<AppState>,
-    _: Admin,
+    _: ProfileReader,
     Path((_space, key)): Path<(String, String)>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -237,7 +237,7 @@ async fn segment_traits(
 
 async fn segment_events(
     State(state): State<AppState>,
-    _: Admin,
+    _: ProfileReader,
     Path((space, key)): Path<(String, String)>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -319,7 +319,7 @@ fn events_page(
 
 async fn segment_external_ids(
     State(state): State<AppState>,
-    _: Admin,
+    _: ProfileReader,
     Path((space, key)): Path<(String, String)>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -359,7 +359,7 @@ struct FindQuery {
 
 async fn find_profile(
     State(state): State<AppState>,
-    _: Admin,
+    _: ProfileReader,
     query: Result<Query<FindQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let identifier = query
@@ -386,7 +386,7 @@ fn parse_profile_id(text: &str) -> Result<ProfileId, ApiError> {
 
 async fn profile_detail(
     State(state): State<AppState>,
-    _: Admin,
+    _: ProfileReader,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_profile_id(&id)?;
@@ -489,7 +489,7 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
 
 async fn timeline(
     State(state): State<AppState>,
-    _: Admin,
+    _: ProfileReader,
     Path(id): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {

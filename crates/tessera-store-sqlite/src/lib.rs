@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use tessera_store::{
-    AppendBatch, AppendOutcome, Catalog, EventFilter, EventLog, NewSource, RejectionRecord, Source,
-    StoreError, StoreResult, StoredEvent, StoredRejection,
+    ApiToken, AppendBatch, AppendOutcome, Catalog, EventFilter, EventLog, NewApiToken, NewSource,
+    RejectionRecord, Source, StoreError, StoreResult, StoredEvent, StoredRejection,
 };
 
 /// Page size of `events.db` (set when the file is created).
@@ -513,6 +513,20 @@ fn load_dedup_window(conn: &Connection, index: &mut DedupIndex) -> StoreResult<(
     Ok(())
 }
 
+const TOKEN_COLUMNS: &str = "id, name, scopes, prefix, created_at_ms, revoked_at_ms";
+
+fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
+    let scopes: String = row.get(2)?;
+    Ok(ApiToken {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        prefix: row.get(3)?,
+        created_at_ms: row.get(4)?,
+        revoked_at_ms: row.get(5)?,
+    })
+}
+
 /// Sources and settings in `tessera.db`.
 pub struct SqliteCatalog {
     conn: Mutex<Connection>,
@@ -548,6 +562,15 @@ impl SqliteCatalog {
              CREATE TABLE IF NOT EXISTS settings (
                  name  TEXT PRIMARY KEY,
                  value TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS api_tokens (
+                 id            TEXT PRIMARY KEY,
+                 name          TEXT    NOT NULL,
+                 scopes        TEXT    NOT NULL,
+                 secret_hash   TEXT    NOT NULL UNIQUE,
+                 prefix        TEXT    NOT NULL,
+                 created_at_ms INTEGER NOT NULL,
+                 revoked_at_ms INTEGER
              );",
         )
         .map_err(engine)?;
@@ -663,6 +686,61 @@ impl Catalog for SqliteCatalog {
             .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(engine)?;
         rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn create_token(&self, token: &NewApiToken) -> StoreResult<()> {
+        let conn = lock(&self.conn);
+        let t = &token.token;
+        conn.execute(
+            "INSERT INTO api_tokens (id, name, scopes, secret_hash, prefix, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                t.id,
+                t.name,
+                t.scopes.join(" "),
+                token.secret_hash,
+                t.prefix,
+                t.created_at_ms
+            ],
+        )
+        .map_err(engine)?;
+        Ok(())
+    }
+
+    fn list_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        let conn = lock(&self.conn);
+        let mut statement = conn
+            .prepare(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at_ms, id"
+            ))
+            .map_err(engine)?;
+        let rows = statement.query_map([], token_from_row).map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiToken>> {
+        let conn = lock(&self.conn);
+        conn.prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE secret_hash = ?1"
+        ))
+        .and_then(|mut s| s.query_row([secret_hash], token_from_row).optional())
+        .map_err(engine)
+    }
+
+    fn revoke_token(&self, id: &str, at_ms: i64) -> StoreResult<Option<ApiToken>> {
+        let conn = lock(&self.conn);
+        conn.execute(
+            "UPDATE api_tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+            params![id, at_ms],
+        )
+        .map_err(engine)?;
+        conn.query_row(
+            &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"),
+            [id],
+            token_from_row,
+        )
+        .optional()
+        .map_err(engine)
     }
 
     fn delete_setting(&self, name: &str) -> StoreResult<bool> {

@@ -188,6 +188,32 @@ pub struct NewSource {
     pub created_at_ms: i64,
 }
 
+/// A scoped API token (its secret is only ever stored hashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Public id (`tok_...`).
+    pub id: String,
+    /// What it is for.
+    pub name: String,
+    /// Scopes, e.g. `admin`, `read:profiles`.
+    pub scopes: Vec<String>,
+    /// The first characters of the secret, to recognise it.
+    pub prefix: String,
+    /// Created (Unix ms).
+    pub created_at_ms: i64,
+    /// Revoked (Unix ms), when it was.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A token to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiToken {
+    /// The token's public fields.
+    pub token: ApiToken,
+    /// SHA-256 of the secret.
+    pub secret_hash: String,
+}
+
 /// Configuration state: sources and settings.
 pub trait Catalog: Send + Sync {
     /// Stores a new source.
@@ -208,6 +234,14 @@ pub trait Catalog: Send + Sync {
     fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>>;
     /// Deletes a setting; returns whether it existed.
     fn delete_setting(&self, name: &str) -> StoreResult<bool>;
+    /// Stores a new API token.
+    fn create_token(&self, token: &NewApiToken) -> StoreResult<()>;
+    /// Every API token, oldest first (revoked ones included).
+    fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    /// The token whose secret hashes to this.
+    fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiToken>>;
+    /// Revokes a token; the token as it now is, or `None` when no token has that id.
+    fn revoke_token(&self, id: &str, at_ms: i64) -> StoreResult<Option<ApiToken>>;
 }
 
 impl fmt::Display for Source {

@@ -9,6 +9,7 @@ mod import;
 mod options;
 mod serve;
 mod sources_cli;
+mod tokens_cli;
 
 use clap::{Parser, Subcommand};
 use options::{ServeArgs, Settings, StoreArgs};
@@ -38,6 +39,11 @@ enum Command {
     Sources {
         #[command(subcommand)]
         command: sources_cli::SourcesCommand,
+    },
+    /// Scoped API tokens (admin, read:profiles): create, list, revoke
+    Tokens {
+        #[command(subcommand)]
+        command: tokens_cli::TokensCommand,
     },
     /// Write stored data as JSONL on stdout
     Export {
@@ -74,6 +80,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(&cli.store, &args),
         Command::Sources { command } => {
             settings(&cli.store).and_then(|s| sources_cli::run(&s.data_dir, command))
+        }
+        Command::Tokens { command } => {
+            settings(&cli.store).and_then(|s| tokens_cli::run(&s.data_dir, command))
         }
         Command::Export { what } => {
             settings(&cli.store).and_then(|s| export::run(&s.data_dir, what))

@@ -1,0 +1,62 @@
+//! `tessera tokens create|list|revoke`: scoped API tokens, as the admin API's
+//! `/api/v1/tokens` routes. Works on the data directory directly, with or without a
+//! running server (a revoked token is refused from its next request on).
+
+use anyhow::anyhow;
+use clap::Subcommand;
+use std::path::Path;
+use std::process::ExitCode;
+use tessera_server::admin::{create_token, token_json};
+use tessera_store::Catalog;
+use tessera_store_sqlite::SqliteCatalog;
+
+/// Token subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token and print its secret (shown only this once)
+    Create {
+        /// What it is for, e.g. "support desk"
+        name: String,
+        /// A scope: admin or read:profiles (repeat for several)
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List tokens (never their secrets)
+    List,
+    /// Revoke a token: it is refused from then on
+    Revoke {
+        /// The token id (tok_...)
+        id: String,
+    },
+}
+
+/// Runs a token subcommand.
+pub fn run(data_dir: &Path, command: TokensCommand) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(data_dir)?;
+    let catalog = SqliteCatalog::open(&data_dir.join("tessera.db"))?;
+    match command {
+        TokensCommand::Create { name, scopes } => {
+            let (token, secret) = create_token(&catalog, &name, &scopes)
+                .map_err(|e| anyhow!("[{}] {}", e.code(), e.message()))?;
+            eprintln!(
+                "created token {} ({}) with scopes [{}]; the secret is shown only now:",
+                token.id,
+                token.name,
+                token.scopes.join(", ")
+            );
+            println!("{secret}");
+        }
+        TokensCommand::List => {
+            for token in catalog.list_tokens()? {
+                println!("{}", token_json(&token));
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            let token = catalog
+                .revoke_token(&id, chrono::Utc::now().timestamp_millis())?
+                .ok_or_else(|| anyhow!("[token_not_found] no API token has the id {id:?}"))?;
+            eprintln!("revoked token {} ({})", token.id, token.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
