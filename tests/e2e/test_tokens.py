@@ -15,7 +15,7 @@ from tessera_e2e import HTTP_TIMEOUT, assert_error
 ADMIN_ROUTES = [
     ("POST", "/api/v1/sources"), ("GET", "/api/v1/sources"), ("POST", "/api/v1/sources/src_x/disable"),
     ("POST", "/api/v1/tokens"), ("GET", "/api/v1/tokens"), ("POST", "/api/v1/tokens/tok_x/revoke"),
-    ("GET", "/api/v1/rejections"),
+    ("GET", "/api/v1/rejections"), ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/identity/rules"), ("PUT", "/api/v1/identity/rules"), ("POST", "/api/v1/identity/unlink"),
     ("GET", "/api/v1/identity/conflicts"), ("GET", "/api/v1/identity/suggestions"), ("POST", "/api/v1/identity/merge"),
     ("GET", "/api/v1/audiences"), ("POST", "/api/v1/audiences"), ("POST", "/api/v1/audiences/preview"),
@@ -105,3 +105,51 @@ def test_the_cli_creates_lists_and_revokes_tokens(server_factory, data_dir, cli)
     for path in data_dir.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_admin_actions_are_in_an_append_only_audit_log(server_factory, data_dir, cli):
+    import sqlite3
+
+    server = server_factory(data_dir)
+    ops = create_token(server, "ops", ["admin"])
+    source = server.create_source("audited")
+    r = call(server, "POST", "/api/v1/audiences", token=ops["token"])  # invalid body: not audited
+    assert r.status_code == 400
+    r = requests.post(server.url + "/api/v1/audiences", headers={"Authorization": f"Bearer {ops['token']}"},
+                      json={"key": "pros", "definition": 'trait plan = "pro"'}, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 201, r.text
+    assert server.admin("PATCH", "/api/v1/audiences/pros", json={"definition": 'trait plan = "enterprise"'}).ok
+    rules = server.admin("GET", "/api/v1/identity/rules").json()
+    assert server.admin("PUT", "/api/v1/identity/rules", json=rules).ok
+    server.post("/v1/identify", {"userId": "audited-user", "traits": {"email": "audit.me@example.com"}},
+                write_key=source.write_key)
+    from test_audiences import wait_profile_id
+    wait_profile_id(server, "user_id:audited-user")
+    assert server.admin("POST", "/api/v1/identity/unlink", json={"type": "email", "value": "audit.me@example.com"}).ok
+    assert server.admin("DELETE", "/api/v1/audiences/pros").ok
+    assert cli("tokens", "create", "cli made", "--scope", "read:profiles", data_dir=data_dir).returncode == 0
+
+    entries = server.admin("GET", "/api/v1/audit?limit=100").json()["entries"]
+    actions = [(e["action"], e["actor"]) for e in entries]
+    assert actions[:2] == [("token.create", "admin-token"), ("source.create", "admin-token")]
+    assert ("audience.create", f"token:{ops['id']}") in actions
+    update = next(e for e in entries if e["action"] == "audience.update")
+    assert update["before"]["definition"] == 'trait plan = "pro"'
+    assert update["after"]["definition"] == 'trait plan = "enterprise"'
+    assert any(a == "identity.rules.update" for a, _ in actions)
+    unlink = next(e for e in entries if e["action"] == "identity.unlink")
+    assert unlink["target"].startswith("email:sha256:") and "audit.me" not in json.dumps(unlink)
+    delete = next(e for e in entries if e["action"] == "audience.delete")
+    assert delete["before"]["key"] == "pros" and delete["after"] is None
+    assert actions[-1][0] == "token.create" and actions[-1][1].startswith("cli:")
+    assert all("tsk_" not in json.dumps(e.get("after")) or e["after"].get("prefix") for e in entries)
+    only = server.admin("GET", "/api/v1/audit?action=audience.").json()["entries"]
+    assert {e["action"] for e in only} == {"audience.create", "audience.update", "audience.delete"}
+    assert_error(call(server, "GET", "/api/v1/audit", token=create_token(server, "r", ["read:profiles"])["token"]),
+                 403, "insufficient_scope")
+
+    # Append-only, even for someone with the database file.
+    with sqlite3.connect(data_dir / "tessera.db") as db:
+        for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                db.execute(statement)

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use tessera_core::ErrorCode;
 use tessera_core::ids::{hash_secret, new_api_token, new_token_id};
 use tessera_core::time::format_millis;
-use tessera_store::{ApiToken, NewApiToken, Source};
+use tessera_store::{ApiToken, AuditEntry, NewApiToken, Source};
 
 /// The admin routes.
 pub fn router() -> Router<AppState> {
@@ -37,11 +37,16 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/sources/{id}/disable", post(disable))
         .route("/api/v1/tokens", post(create_token_route).get(list_tokens))
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/api/v1/audit", get(audit))
         .route("/api/v1/rejections", get(rejections))
 }
 
-/// Proof that the request carried the admin token or a token with the `admin` scope.
-pub struct Admin;
+/// Proof that the request carried the admin token or a token with the `admin` scope,
+/// and who it is, for the audit log.
+pub struct Admin {
+    /// `admin-token` or `token:tok_…`.
+    pub actor: String,
+}
 
 /// Proof that the request may read profiles: the admin token, or a token with the
 /// `admin` or `read:profiles` scope.
@@ -78,7 +83,7 @@ fn presented_token(parts: &Parts) -> Option<String> {
 
 /// Checks that the request's token grants one of `accepted` scopes (the admin token
 /// grants all).
-fn authorize(parts: &Parts, state: &AppState, accepted: &[&str]) -> Result<(), ApiError> {
+fn authorize(parts: &Parts, state: &AppState, accepted: &[&str]) -> Result<String, ApiError> {
     let invalid = || {
         ApiError::new(
             ErrorCode::InvalidAdminToken,
@@ -88,7 +93,7 @@ fn authorize(parts: &Parts, state: &AppState, accepted: &[&str]) -> Result<(), A
     let token = presented_token(parts).ok_or_else(invalid)?;
     let hash = hash_secret(&token);
     if hash == state.admin_token_hash {
-        return Ok(());
+        return Ok("admin-token".to_owned());
     }
     let found = state
         .catalog
@@ -97,7 +102,7 @@ fn authorize(parts: &Parts, state: &AppState, accepted: &[&str]) -> Result<(), A
     match found {
         Some(token) if token.revoked_at_ms.is_none() => {
             if token.scopes.iter().any(|s| accepted.contains(&s.as_str())) {
-                Ok(())
+                Ok(format!("token:{}", token.id))
             } else {
                 Err(ApiError::new(
                     ErrorCode::InsufficientScope,
@@ -118,7 +123,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, &["admin"]).map(|()| Admin)
+        authorize(parts, state, &["admin"]).map(|actor| Admin { actor })
     }
 }
 
@@ -126,8 +131,78 @@ impl FromRequestParts<AppState> for ProfileReader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, &["admin", "read:profiles"]).map(|()| ProfileReader)
+        authorize(parts, state, &["admin", "read:profiles"]).map(|_| ProfileReader)
     }
+}
+
+/// Appends to the audit log. A failure is logged (the action itself is done).
+pub fn record_audit(
+    catalog: &dyn tessera_store::Catalog,
+    actor: &str,
+    action: &str,
+    target: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) {
+    let entry = AuditEntry {
+        id: 0,
+        at_ms: chrono::Utc::now().timestamp_millis(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        before: before.map(Value::to_string),
+        after: after.map(Value::to_string),
+    };
+    if let Err(error) = catalog.append_audit(&entry) {
+        tracing::error!(%error, action, "could not append to the audit log");
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    after: Option<i64>,
+    action: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    _: Admin,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{e}; use ?after=N&action=audience.&limit=100"),
+        )
+    })?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "\"limit\" must be from 1 to 1000",
+        ));
+    }
+    let entries = state
+        .catalog
+        .audit_entries(query.after.unwrap_or(0), query.action.as_deref(), limit)
+        .map_err(ApiError::internal)?;
+    let parse = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    };
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id, "at": format_millis(e.at_ms), "actor": e.actor, "action": e.action,
+                "target": e.target, "before": parse(&e.before), "after": parse(&e.after),
+            })
+        })
+        .collect();
+    let next = entries.last().map(|e| e.id);
+    Ok(Json(json!({"entries": items, "nextAfter": next})))
 }
 
 /// The public JSON form of an API token (never its secret).
@@ -194,7 +269,7 @@ pub fn create_token(
 
 async fn create_token_route(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -205,6 +280,14 @@ async fn create_token_route(
     })?;
     let (token, secret) = create_token(state.catalog.as_ref(), &request.name, &request.scopes)?;
     let mut body = token_json(&token);
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "token.create",
+        &token.id,
+        None,
+        Some(&body),
+    );
     body["token"] = secret.into();
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -222,7 +305,7 @@ async fn list_tokens(State(state): State<AppState>, _: Admin) -> Result<Json<Val
 
 async fn revoke_token(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let token = state
@@ -235,7 +318,16 @@ async fn revoke_token(
                 format!("no API token has the id {id:?} (GET /api/v1/tokens lists them)"),
             )
         })?;
-    Ok(Json(token_json(&token)))
+    let body = token_json(&token);
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "token.revoke",
+        &token.id,
+        None,
+        Some(&body),
+    );
+    Ok(Json(body))
 }
 
 /// The public JSON form of a source.
@@ -263,7 +355,7 @@ struct CreateSource {
 
 async fn create(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: CreateSource = serde_json::from_slice(&body).map_err(|_| {
@@ -281,6 +373,14 @@ async fn create(
     let created = create_source(state.catalog.as_ref(), &name).map_err(source_error)?;
     state.sources.invalidate();
     let mut body = source_json(&created.source);
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "source.create",
+        &created.source.id,
+        None,
+        Some(&body),
+    );
     body["writeKey"] = Value::String(created.write_key);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -294,12 +394,21 @@ async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, Ap
 
 async fn disable(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let source = disable_source(state.catalog.as_ref(), &id).map_err(source_error)?;
     state.sources.invalidate();
-    Ok(Json(source_json(&source)))
+    let body = source_json(&source);
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "source.disable",
+        &source.id,
+        None,
+        Some(&body),
+    );
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

@@ -5,7 +5,7 @@
 //! are accepted as the text form or as JSON; errors point at the place in the text.
 
 use crate::AppState;
-use crate::admin::Admin;
+use crate::admin::{Admin, record_audit};
 use crate::api_error::ApiError;
 use axum::Json;
 use axum::Router;
@@ -86,6 +86,12 @@ fn definition_text(value: &Value) -> Result<String, ApiError> {
     }
 }
 
+/// An audience's definition as the audit log keeps it.
+fn definition_json(audience: &AudienceDefinition) -> Value {
+    json!({"key": audience.key, "name": audience.name, "description": audience.description,
+           "definition": audience.text()})
+}
+
 fn audience_json(engine: &AudienceEngine, audience: &AudienceDefinition) -> Value {
     json!({
         "key": audience.key,
@@ -125,7 +131,7 @@ const CREATE_SHAPE: &str = r#"{"key": "cart-abandoners", "name": "...", "definit
 
 async fn create(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let request: CreateRequest = body(&bytes, CREATE_SHAPE)?;
@@ -134,6 +140,15 @@ async fn create(
     let audience = engine
         .create(&request.key, &request.name, &request.description, &text)
         .map_err(engine_error)?;
+    let after = definition_json(&audience);
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "audience.create",
+        &audience.key,
+        None,
+        Some(&after),
+    );
     Ok((StatusCode::CREATED, Json(audience_json(engine, &audience))).into_response())
 }
 
@@ -157,7 +172,7 @@ struct UpdateRequest {
 
 async fn update(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     Path(key): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -168,6 +183,7 @@ async fn update(
         .map(definition_text)
         .transpose()?;
     let engine = &state.audiences;
+    let before = engine.get(&key).ok().map(|a| definition_json(&a));
     let audience = engine
         .update(
             &key,
@@ -176,19 +192,38 @@ async fn update(
             text.as_deref(),
         )
         .map_err(engine_error)?;
+    let after = definition_json(&audience);
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "audience.update",
+        &key,
+        before.as_ref(),
+        Some(&after),
+    );
     Ok(Json(audience_json(engine, &audience)))
 }
 
 async fn delete(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let before = state.audiences.get(&key).ok().map(|a| definition_json(&a));
+    let audit_key = key.clone();
     let engine = std::sync::Arc::clone(&state.audiences);
     let report = tokio::task::spawn_blocking(move || engine.delete(&key))
         .await
         .map_err(ApiError::internal)?
         .map_err(engine_error)?;
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "audience.delete",
+        &audit_key,
+        before.as_ref(),
+        None,
+    );
     Ok(Json(json!({"deleted": true, "exited": report.exited})))
 }
 
@@ -333,7 +368,7 @@ async fn show_computed(
 
 async fn put_computed(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     Path(key): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -350,22 +385,45 @@ async fn put_computed(
             format!("computed trait: {e} (aggregate is one of count, sum, avg, min, max, first, last, most_frequent, unique_list, first_seen, last_seen)"),
         )
     })?;
+    let before = state
+        .audiences
+        .computed_traits()
+        .into_iter()
+        .find(|c| c.key == definition.key)
+        .map(|c| json!(c));
     state
         .audiences
         .save_computed(&definition)
         .map_err(engine_error)?;
-    Ok(Json(json!(definition)))
+    let after = json!(definition);
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "computed_trait.put",
+        &definition.key,
+        before.as_ref(),
+        Some(&after),
+    );
+    Ok(Json(after))
 }
 
 async fn delete_computed(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     state.audiences.delete_computed(&key).map_err(|e| match e {
         EngineError::NotFound(_) => computed_not_found(&key),
         other => engine_error(other),
     })?;
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "computed_trait.delete",
+        &key,
+        None,
+        None,
+    );
     Ok(Json(json!({"deleted": true})))
 }
 
@@ -375,18 +433,28 @@ async fn get_rfm(State(state): State<AppState>, _: Admin) -> Json<Value> {
 
 async fn put_rfm(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let config: RfmConfig = body(
         &bytes,
         r#"{"event": "Order Completed", "revenue_property": "revenue", "window": "365d"}"#,
     )?;
+    let before = json!(state.audiences.rfm_config());
     state
         .audiences
         .set_rfm_config(&config)
         .map_err(engine_error)?;
-    Ok(Json(json!(config)))
+    let after = json!(config);
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "rfm.update",
+        "rfm",
+        Some(&before),
+        Some(&after),
+    );
+    Ok(Json(after))
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,7 @@
 //! (`/api/v1/identity/rules`, `/unlink`, `/conflicts`).
 
 use crate::AppState;
-use crate::admin::{Admin, ProfileReader};
+use crate::admin::{Admin, ProfileReader, record_audit};
 use crate::api_error::ApiError;
 use axum::Json;
 use axum::Router;
@@ -512,7 +512,7 @@ async fn get_rules(State(state): State<AppState>, _: Admin) -> Json<Value> {
 
 async fn put_rules(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let rules: IdentityRules = serde_json::from_slice(&body).map_err(|e| {
@@ -521,10 +521,18 @@ async fn put_rules(
             format!("identity rules: {e} (GET /api/v1/identity/rules shows the shape)"),
         )
     })?;
+    let before = serde_json::to_value(state.processor.rules()).unwrap_or(Value::Null);
     state.processor.set_rules(rules).map_err(processor_error)?;
-    Ok(Json(
-        serde_json::to_value(state.processor.rules()).unwrap_or(Value::Null),
-    ))
+    let after = serde_json::to_value(state.processor.rules()).unwrap_or(Value::Null);
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "identity.rules.update",
+        "identity_rules",
+        Some(&before),
+        Some(&after),
+    );
+    Ok(Json(after))
 }
 
 #[derive(Deserialize)]
@@ -535,7 +543,7 @@ struct UnlinkRequest {
 
 async fn unlink(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let request: UnlinkRequest = serde_json::from_slice(&body).map_err(|_| {
@@ -545,6 +553,12 @@ async fn unlink(
         )
     })?;
     let identifier = parse_identifier(&state, &format!("{}:{}", request.r#type, request.value))?;
+    // The audit log names the identifier by type and a hash: it holds no PII.
+    let audit_target = format!(
+        "{}:sha256:{}",
+        identifier.id_type,
+        &tessera_core::ids::hash_secret(&identifier.value)[..16]
+    );
     let processor = std::sync::Arc::clone(&state.processor);
     let engine = std::sync::Arc::clone(&state.audiences);
     let before = state
@@ -564,6 +578,14 @@ async fn unlink(
     .await
     .map_err(ApiError::internal)?
     .map_err(processor_error)?;
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "identity.unlink",
+        &audit_target,
+        None,
+        Some(&json!({"profiles": profiles})),
+    );
     Ok(Json(json!({"profiles": profiles})))
 }
 
@@ -648,7 +670,11 @@ struct MergeRequest {
     reason: Option<String>,
 }
 
-async fn merge(State(state): State<AppState>, _: Admin, body: Bytes) -> Result<Response, ApiError> {
+async fn merge(
+    State(state): State<AppState>,
+    admin: Admin,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: MergeRequest = serde_json::from_slice(&body).map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -675,6 +701,16 @@ async fn merge(State(state): State<AppState>, _: Admin, body: Bytes) -> Result<R
         })
         .await
         .map_err(ApiError::from)?;
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "identity.merge",
+        &format!("{left}+{right}"),
+        None,
+        Some(
+            &json!({"messageId": message_id, "profiles": [left, right], "reason": request.reason}),
+        ),
+    );
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(json!({"messageId": message_id, "profiles": [left, right]})),

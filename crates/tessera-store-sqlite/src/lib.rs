@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use tessera_store::{
-    ApiToken, AppendBatch, AppendOutcome, Catalog, EventFilter, EventLog, NewApiToken, NewSource,
-    RejectionRecord, Source, StoreError, StoreResult, StoredEvent, StoredRejection,
+    ApiToken, AppendBatch, AppendOutcome, AuditEntry, Catalog, EventFilter, EventLog, NewApiToken,
+    NewSource, RejectionRecord, Source, StoreError, StoreResult, StoredEvent, StoredRejection,
 };
 
 /// Page size of `events.db` (set when the file is created).
@@ -571,7 +571,22 @@ impl SqliteCatalog {
                  prefix        TEXT    NOT NULL,
                  created_at_ms INTEGER NOT NULL,
                  revoked_at_ms INTEGER
-             );",
+             );
+             CREATE TABLE IF NOT EXISTS audit_log (
+                 id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                 at_ms       INTEGER NOT NULL,
+                 actor       TEXT    NOT NULL,
+                 action      TEXT    NOT NULL,
+                 target      TEXT    NOT NULL,
+                 before_json TEXT,
+                 after_json  TEXT
+             );
+             CREATE TRIGGER IF NOT EXISTS audit_log_append_only_update
+                 BEFORE UPDATE ON audit_log
+                 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+             CREATE TRIGGER IF NOT EXISTS audit_log_append_only_delete
+                 BEFORE DELETE ON audit_log
+                 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
         )
         .map_err(engine)?;
         Ok(Self {
@@ -741,6 +756,60 @@ impl Catalog for SqliteCatalog {
         )
         .optional()
         .map_err(engine)
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let conn = lock(&self.conn);
+        conn.execute(
+            "INSERT INTO audit_log (at_ms, actor, action, target, before_json, after_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                entry.at_ms,
+                entry.actor,
+                entry.action,
+                entry.target,
+                entry.before,
+                entry.after
+            ],
+        )
+        .map_err(engine)?;
+        Ok(())
+    }
+
+    fn audit_entries(
+        &self,
+        after_id: i64,
+        action_prefix: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let conn = lock(&self.conn);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT id, at_ms, actor, action, target, before_json, after_json FROM audit_log
+                 WHERE id > ?1 AND substr(action, 1, length(?2)) = ?2 ORDER BY id LIMIT ?3",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map(
+                params![
+                    after_id,
+                    action_prefix.unwrap_or(""),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        before: r.get(5)?,
+                        after: r.get(6)?,
+                    })
+                },
+            )
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
     }
 
     fn delete_setting(&self, name: &str) -> StoreResult<bool> {

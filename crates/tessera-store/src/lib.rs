@@ -214,6 +214,26 @@ pub struct NewApiToken {
     pub secret_hash: String,
 }
 
+/// One entry of the audit log: who did what to what, when, with the state before and
+/// after (JSON, secrets and identifier values never included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Position in the log (increasing).
+    pub id: i64,
+    /// When (Unix ms).
+    pub at_ms: i64,
+    /// Who: `admin-token`, `token:tok_…`, `cli:<user>`.
+    pub actor: String,
+    /// What, e.g. `source.create`, `audience.update`.
+    pub action: String,
+    /// The object acted on, e.g. a source id or an audience key.
+    pub target: String,
+    /// The object before, as JSON.
+    pub before: Option<String>,
+    /// The object after, as JSON.
+    pub after: Option<String>,
+}
+
 /// Configuration state: sources and settings.
 pub trait Catalog: Send + Sync {
     /// Stores a new source.
@@ -242,6 +262,16 @@ pub trait Catalog: Send + Sync {
     fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiToken>>;
     /// Revokes a token; the token as it now is, or `None` when no token has that id.
     fn revoke_token(&self, id: &str, at_ms: i64) -> StoreResult<Option<ApiToken>>;
+    /// Appends to the audit log (its `id` is assigned; the log is append-only).
+    fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Audit entries with an id above `after_id`, oldest first; with `action_prefix`,
+    /// only actions starting with it.
+    fn audit_entries(
+        &self,
+        after_id: i64,
+        action_prefix: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>>;
 }
 
 impl fmt::Display for Source {

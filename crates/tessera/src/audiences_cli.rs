@@ -15,6 +15,8 @@ use std::sync::Arc;
 use tessera_audience::computed::ComputedTrait;
 use tessera_audience::engine::{AudienceEngine, EngineError, EngineOptions};
 use tessera_core::time::{SystemClock, format_millis};
+use tessera_server::admin::record_audit;
+use tessera_store::Catalog;
 use tessera_store::profiles::ProfileStore;
 use tessera_store_sqlite::{
     DedupConfig, SqliteAudienceStore, SqliteProfileStore, open_data_dir_with,
@@ -100,7 +102,7 @@ pub enum ComputedCommand {
     },
 }
 
-fn engine(data_dir: &Path) -> anyhow::Result<AudienceEngine> {
+fn engine(data_dir: &Path) -> anyhow::Result<(AudienceEngine, Arc<dyn Catalog>)> {
     if !data_dir.is_dir() {
         bail!(
             "no data directory at {}: pass --data-dir (or TESSERA_DATA_DIR)",
@@ -109,8 +111,9 @@ fn engine(data_dir: &Path) -> anyhow::Result<AudienceEngine> {
     }
     let (log, catalog) = open_data_dir_with(data_dir, DedupConfig::READ_ONLY)?;
     let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfileStore::open_in(data_dir)?);
+    let catalog: Arc<dyn Catalog> = Arc::new(catalog);
     let engine = AudienceEngine::new(
-        Arc::new(catalog),
+        Arc::clone(&catalog),
         Arc::new(SqliteAudienceStore::open_in(data_dir)?),
         profiles,
         Arc::new(log),
@@ -118,7 +121,13 @@ fn engine(data_dir: &Path) -> anyhow::Result<AudienceEngine> {
         EngineOptions::default(),
     );
     engine.load_definitions().map_err(user_error)?;
-    Ok(engine)
+    Ok((engine, catalog))
+}
+
+/// An audience's definition as the audit log keeps it.
+fn definition_json(audience: &tessera_audience::engine::AudienceDefinition) -> serde_json::Value {
+    serde_json::json!({"key": audience.key, "name": audience.name,
+                       "description": audience.description, "definition": audience.text()})
 }
 
 fn user_error(error: EngineError) -> anyhow::Error {
@@ -137,7 +146,8 @@ fn print_json(value: &serde_json::Value) {
 
 /// Runs an audience subcommand.
 pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCode> {
-    let engine = engine(data_dir)?;
+    let (engine, catalog) = engine(data_dir)?;
+    let actor = crate::cli_actor();
     match command {
         AudiencesCommand::List => {
             for audience in engine.list().map_err(user_error)? {
@@ -175,6 +185,15 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
             let audience = engine
                 .create(&key, &name, &description, &text)
                 .map_err(user_error)?;
+            let after = definition_json(&audience);
+            record_audit(
+                catalog.as_ref(),
+                &actor,
+                "audience.create",
+                &key,
+                None,
+                Some(&after),
+            );
             eprintln!(
                 "created audience {} ({}): {}",
                 audience.key,
@@ -188,6 +207,7 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
             name,
             description,
         } => {
+            let before = engine.get(&key).ok().map(|a| definition_json(&a));
             let audience = engine
                 .update(
                     &key,
@@ -196,10 +216,28 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
                     definition.as_deref(),
                 )
                 .map_err(user_error)?;
+            let after = definition_json(&audience);
+            record_audit(
+                catalog.as_ref(),
+                &actor,
+                "audience.update",
+                &key,
+                before.as_ref(),
+                Some(&after),
+            );
             eprintln!("updated audience {}: {}", audience.key, audience.text());
         }
         AudiencesCommand::Delete { key } => {
+            let before = engine.get(&key).ok().map(|a| definition_json(&a));
             let report = engine.delete(&key).map_err(user_error)?;
+            record_audit(
+                catalog.as_ref(),
+                &actor,
+                "audience.delete",
+                &key,
+                before.as_ref(),
+                None,
+            );
             eprintln!("deleted audience {key}; {} members exited", report.exited);
         }
         AudiencesCommand::Preview { definition, sample } => {
@@ -239,7 +277,8 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
 
 /// Runs a computed-trait subcommand.
 pub fn run_computed(data_dir: &Path, command: ComputedCommand) -> anyhow::Result<ExitCode> {
-    let engine = engine(data_dir)?;
+    let (engine, catalog) = engine(data_dir)?;
+    let actor = crate::cli_actor();
     match command {
         ComputedCommand::List => {
             for definition in engine.computed_traits() {
@@ -253,10 +292,27 @@ pub fn run_computed(data_dir: &Path, command: ComputedCommand) -> anyhow::Result
                 format!("{} is not a computed trait definition", file.display())
             })?;
             engine.save_computed(&definition).map_err(user_error)?;
+            let after = serde_json::json!(definition);
+            record_audit(
+                catalog.as_ref(),
+                &actor,
+                "computed_trait.put",
+                &definition.key,
+                None,
+                Some(&after),
+            );
             eprintln!("saved computed trait {}", definition.key);
         }
         ComputedCommand::Delete { key } => {
             engine.delete_computed(&key).map_err(user_error)?;
+            record_audit(
+                catalog.as_ref(),
+                &actor,
+                "computed_trait.delete",
+                &key,
+                None,
+                None,
+            );
             eprintln!("deleted computed trait {key}");
         }
     }

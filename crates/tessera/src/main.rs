@@ -73,6 +73,14 @@ enum Command {
     Dedupe(dedupe_cli::DedupeArgs),
 }
 
+/// Who runs a CLI command, for the audit log: `cli:<login>`.
+pub(crate) fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Serve(_)));

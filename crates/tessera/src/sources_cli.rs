@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
-use tessera_server::admin::source_json;
+use tessera_server::admin::{record_audit, source_json};
 use tessera_server::sources::{SourceError, create_source, disable_source};
 use tessera_store::Catalog;
 use tessera_store_sqlite::SqliteCatalog;
@@ -53,6 +53,14 @@ pub fn run(data_dir: &Path, command: SourcesCommand) -> anyhow::Result<ExitCode>
     match command {
         SourcesCommand::Create { name, json } => {
             let created = create_source(&catalog, &name).map_err(fail)?;
+            record_audit(
+                &catalog,
+                &crate::cli_actor(),
+                "source.create",
+                &created.source.id,
+                None,
+                Some(&source_json(&created.source)),
+            );
             if json {
                 let mut body = source_json(&created.source);
                 body["writeKey"] = created.write_key.into();
@@ -90,6 +98,14 @@ pub fn run(data_dir: &Path, command: SourcesCommand) -> anyhow::Result<ExitCode>
                 bail!("give the id or name of the source to disable");
             }
             let source = disable_source(&catalog, &id).map_err(fail)?;
+            record_audit(
+                &catalog,
+                &crate::cli_actor(),
+                "source.disable",
+                &source.id,
+                None,
+                Some(&source_json(&source)),
+            );
             println!("Disabled source {} ({})", source.name, source.id);
         }
     }

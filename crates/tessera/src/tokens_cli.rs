@@ -6,7 +6,7 @@ use anyhow::anyhow;
 use clap::Subcommand;
 use std::path::Path;
 use std::process::ExitCode;
-use tessera_server::admin::{create_token, token_json};
+use tessera_server::admin::{create_token, record_audit, token_json};
 use tessera_store::Catalog;
 use tessera_store_sqlite::SqliteCatalog;
 
@@ -38,6 +38,15 @@ pub fn run(data_dir: &Path, command: TokensCommand) -> anyhow::Result<ExitCode> 
         TokensCommand::Create { name, scopes } => {
             let (token, secret) = create_token(&catalog, &name, &scopes)
                 .map_err(|e| anyhow!("[{}] {}", e.code(), e.message()))?;
+            let after = token_json(&token);
+            record_audit(
+                &catalog,
+                &crate::cli_actor(),
+                "token.create",
+                &token.id,
+                None,
+                Some(&after),
+            );
             eprintln!(
                 "created token {} ({}) with scopes [{}]; the secret is shown only now:",
                 token.id,
@@ -55,6 +64,15 @@ pub fn run(data_dir: &Path, command: TokensCommand) -> anyhow::Result<ExitCode> 
             let token = catalog
                 .revoke_token(&id, chrono::Utc::now().timestamp_millis())?
                 .ok_or_else(|| anyhow!("[token_not_found] no API token has the id {id:?}"))?;
+            let after = token_json(&token);
+            record_audit(
+                &catalog,
+                &crate::cli_actor(),
+                "token.revoke",
+                &token.id,
+                None,
+                Some(&after),
+            );
             eprintln!("revoked token {} ({})", token.id, token.name);
         }
     }
