@@ -184,6 +184,19 @@ struct State {
     stale_exits: Vec<(String, ProfileId, &'static str)>,
 }
 
+impl State {
+    /// What conditions are evaluated against, at `now_ms`.
+    fn context(&self, now_ms: i64) -> Context<'_> {
+        Context {
+            index: &self.index,
+            now_ms,
+            computed: &self.computed,
+            rfm: self.rfm.as_ref(),
+            memberships: &self.memberships,
+        }
+    }
+}
+
 /// Settings of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineOptions {
@@ -757,13 +770,7 @@ impl AudienceEngine {
                 continue;
             }
             let verdicts: Vec<(Slot, bool)> = {
-                let context = Context {
-                    index: &state.index,
-                    now_ms: now,
-                    computed: &state.computed,
-                    rfm: state.rfm.as_ref(),
-                    memberships: &state.memberships,
-                };
+                let context = state.context(now);
                 let plan = Plan::compile(&state.audiences[i].definition.condition, &context);
                 slots
                     .iter()
@@ -842,13 +849,7 @@ impl AudienceEngine {
         };
         let now = self.now();
         let members = {
-            let context = Context {
-                index: &state.index,
-                now_ms: now,
-                computed: &state.computed,
-                rfm: state.rfm.as_ref(),
-                memberships: &state.memberships,
-            };
+            let context = state.context(now);
             let plan = Plan::compile(&state.audiences[position].definition.condition, &context);
             evaluate(&plan, &state.index, now, self.options.parallelism)
         };
@@ -1189,13 +1190,7 @@ impl AudienceEngine {
         let state = self.read();
         let now = self.now();
         let members = {
-            let context = Context {
-                index: &state.index,
-                now_ms: now,
-                computed: &state.computed,
-                rfm: state.rfm.as_ref(),
-                memberships: &state.memberships,
-            };
+            let context = state.context(now);
             evaluate(
                 &Plan::compile(condition, &context),
                 &state.index,
@@ -1310,13 +1305,7 @@ impl AudienceEngine {
         let now = self.now();
         let index = &state.index;
         let profiles = {
-            let context = Context {
-                index,
-                now_ms: now,
-                computed: &state.computed,
-                rfm: state.rfm.as_ref(),
-                memberships: &state.memberships,
-            };
+            let context = state.context(now);
             let filter = query.filter.clone().unwrap_or(Condition::And(Vec::new()));
             evaluate(
                 &Plan::compile(&filter, &context),
