@@ -153,3 +153,25 @@ def test_admin_actions_are_in_an_append_only_audit_log(server_factory, data_dir,
         for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"):
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
                 db.execute(statement)
+
+
+def test_per_key_rate_limits_answer_429_with_retry_after(server_factory, tmp_path):
+    config = tmp_path / "tessera.toml"
+    config.write_text("[limits]\nrequests_per_second = 1\nburst = 3\n")
+    server = server_factory(extra_env={"TESSERA_CONFIG": str(config)})
+    source = server.create_source("limited")
+    other = server.create_source("other")
+    answers = [server.post("/v1/track", {"userId": "u", "event": "x"}, write_key=source.write_key)
+               for _ in range(6)]
+    assert [a.status_code for a in answers[:3]] == [200, 200, 200]
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited, [a.status_code for a in answers]
+    assert_error(limited[0], 429, "rate_limited")
+    assert int(limited[0].headers["Retry-After"]) >= 1
+    # Another key has its own budget.
+    assert server.post("/v1/track", {"userId": "u", "event": "x"}, write_key=other.write_key).status_code == 200
+    # API tokens are limited per token too.
+    reader = create_token(server, "r", ["read:profiles"])
+    codes = [call(server, "GET", "/api/v1/profiles?identifier=user_id:u", token=reader["token"]).status_code
+             for _ in range(6)]
+    assert 429 in codes, codes

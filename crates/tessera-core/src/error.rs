@@ -84,6 +84,9 @@ error_codes! {
     /// The token is valid but lacks the scope this endpoint needs (e.g. a
     /// `read:profiles` token on an admin route).
     InsufficientScope => ("insufficient_scope", 403),
+    /// Too many requests for this write key or token; retry after the `Retry-After`
+    /// seconds.
+    RateLimited => ("rate_limited", 429),
     /// No API token has that id.
     TokenNotFound => ("token_not_found", 404),
     /// A request parameter is missing or invalid.

@@ -123,7 +123,11 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, &["admin"]).map(|actor| Admin { actor })
+        let actor = authorize(parts, state, &["admin"])?;
+        if !state.rate_limiter.allow(&actor) {
+            return Err(crate::tracking::rate_limited());
+        }
+        Ok(Admin { actor })
     }
 }
 
@@ -131,7 +135,11 @@ impl FromRequestParts<AppState> for ProfileReader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(parts, state, &["admin", "read:profiles"]).map(|_| ProfileReader)
+        let actor = authorize(parts, state, &["admin", "read:profiles"])?;
+        if !state.rate_limiter.allow(&actor) {
+            return Err(crate::tracking::rate_limited());
+        }
+        Ok(ProfileReader)
     }
 }
 

@@ -90,7 +90,10 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(
             self.code,
-            ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::AudiencesLoading
+            ErrorCode::Overloaded
+                | ErrorCode::ShuttingDown
+                | ErrorCode::AudiencesLoading
+                | ErrorCode::RateLimited
         ) {
             // Segment's SDKs honour Retry-After; the browser library reads x-ratelimit-reset.
             let headers = response.headers_mut();

@@ -11,6 +11,7 @@ pub mod committer;
 pub mod metrics;
 pub mod processing;
 pub mod profiles;
+pub mod rate_limit;
 pub mod sources;
 pub mod tracking;
 
@@ -54,6 +55,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Computed traits, audiences and their memberships.
     pub audiences: Arc<AudienceEngine>,
+    /// Per-key request limits.
+    pub rate_limiter: Arc<rate_limit::RateLimiter>,
 }
 
 /// The whole HTTP application.

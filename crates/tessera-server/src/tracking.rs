@@ -161,6 +161,9 @@ async fn ingest_request(
             resolve(state, &key)?
         }
     };
+    if !state.rate_limiter.allow(&source.id) {
+        return Err((rate_limited(), None));
+    }
     parsed.defaults.client_ip = client_ip;
     let received_at = state.clock.now();
     let validated = parsed.validate(received_at);
@@ -258,6 +261,14 @@ async fn ingest_request(
         body["rejected"] = Value::Array(rejected);
     }
     Ok(axum::Json(body).into_response())
+}
+
+/// The answer over a key's rate limit.
+pub fn rate_limited() -> ApiError {
+    ApiError::new(
+        ErrorCode::RateLimited,
+        "too many requests for this key: retry after the Retry-After seconds (the limit is [limits] in tessera.toml)",
+    )
 }
 
 fn resolve(state: &AppState, key: &str) -> Result<Source, IngestError> {

@@ -82,6 +82,7 @@ impl Harness {
                 Arc::new(SystemClock),
                 tessera_audience::engine::EngineOptions::default(),
             )),
+            rate_limiter: Arc::new(tessera_server::rate_limit::RateLimiter::new(None)),
         };
         Self {
             app: router(state),

@@ -43,6 +43,20 @@ pub struct FileConfig {
     /// Audience engine tuning.
     #[serde(default)]
     pub audiences: AudiencesConfig,
+    /// Per-key request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]` in `tessera.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests per second per write key and per API token, sustained (default 5000;
+    /// 0 turns the limit off).
+    pub requests_per_second: Option<u32>,
+    /// Requests a key may send at once after a quiet period (default twice the rate).
+    pub burst: Option<u32>,
 }
 
 /// `[audiences]` in `tessera.toml`.
@@ -93,6 +107,8 @@ pub struct Settings {
     pub audiences: tessera_audience::engine::EngineOptions,
     /// Computed traits defined in the configuration file.
     pub computed_traits: Vec<tessera_audience::computed::ComputedTrait>,
+    /// The per-key request limit (`None`: none).
+    pub rate_limit: Option<tessera_server::rate_limit::RateLimit>,
 }
 
 impl Settings {
@@ -104,7 +120,18 @@ impl Settings {
                 bail!("configuration file: [[audiences.computed_traits]]: {message}");
             }
         }
+        let per_second = file.limits.requests_per_second.unwrap_or(5_000);
+        let rate_limit = (per_second > 0).then(|| tessera_server::rate_limit::RateLimit {
+            per_second: f64::from(per_second),
+            burst: f64::from(
+                file.limits
+                    .burst
+                    .unwrap_or(per_second.saturating_mul(2))
+                    .max(1),
+            ),
+        });
         Ok(Self {
+            rate_limit,
             computed_traits: file.audiences.computed_traits.clone(),
             data_dir: store
                 .data_dir

@@ -101,6 +101,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         admin_token_hash,
         clock: Arc::new(SystemClock),
         audiences,
+        rate_limiter: Arc::new(tessera_server::rate_limit::RateLimiter::new(
+            settings.rate_limit,
+        )),
     };
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
