@@ -26,6 +26,8 @@ const SATURATED_PERCENT: i64 = 80;
 const SATURATED_INTERVAL: Duration = Duration::from_secs(1);
 /// The audience engine's batch work (definitions changed, schedules) runs this often.
 const TICK_INTERVAL: Duration = Duration::from_millis(200);
+/// The audience index's size gauges are refreshed this often.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The running processor thread.
 pub struct ProcessorThread {
@@ -48,6 +50,7 @@ impl ProcessorThread {
                 load_audiences(&audiences, &metrics, &flag);
                 let mut failures = 0u32;
                 let mut last_tick = std::time::Instant::now() - TICK_INTERVAL;
+                let mut last_gauges = std::time::Instant::now() - GAUGE_INTERVAL;
                 while !flag.load(Ordering::SeqCst) {
                     let started = std::time::Instant::now();
                     match processor.run_chunk_reporting(CHUNK_EVENTS) {
@@ -65,6 +68,10 @@ impl ProcessorThread {
                             if last_tick.elapsed() >= TICK_INTERVAL {
                                 last_tick = std::time::Instant::now();
                                 tick(&audiences, &metrics);
+                            }
+                            if last_gauges.elapsed() >= GAUGE_INTERVAL {
+                                last_gauges = std::time::Instant::now();
+                                index_gauges(&audiences, &metrics);
                             }
                             if report.applied == 0 {
                                 std::thread::sleep(IDLE_WAIT);
@@ -176,19 +183,29 @@ fn realtime(
 
 fn tick(audiences: &AudienceEngine, metrics: &Metrics) {
     match audiences.tick() {
-        Ok(_) => {
-            let memory = audiences.memory();
-            metrics.audience_index_events.set(memory.events as i64);
-            metrics.audience_index_bytes.set(
-                (memory.event_bytes
-                    + memory.property_set_bytes
-                    + memory.symbol_bytes
-                    + memory.profile_bytes) as i64,
-            );
+        Ok(report) => {
+            for (kind, n) in [("entered", report.entered), ("exited", report.exited)] {
+                metrics
+                    .audience_changes
+                    .get_or_create(&KindLabels { kind: kind.into() })
+                    .inc_by(n);
+            }
         }
         Err(error) => {
             metrics.audience_errors.inc();
             tracing::error!(%error, "audience batch work failed; retrying on the next tick");
         }
     }
+}
+
+/// The index's size gauges (walking the index costs milliseconds: not every tick).
+fn index_gauges(audiences: &AudienceEngine, metrics: &Metrics) {
+    let memory = audiences.memory();
+    metrics.audience_index_events.set(memory.events as i64);
+    metrics.audience_index_bytes.set(
+        (memory.event_bytes
+            + memory.property_set_bytes
+            + memory.symbol_bytes
+            + memory.profile_bytes) as i64,
+    );
 }
