@@ -82,6 +82,11 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // The lag as of now, not as of the processor's last chunk: a reader waiting for
+    // "everything acknowledged is applied" must not see a stale 0.
+    if let Ok(lag) = state.processor.lag() {
+        state.metrics.processor_lag.set(lag);
+    }
     (
         [(
             header::CONTENT_TYPE,
