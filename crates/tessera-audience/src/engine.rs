@@ -508,23 +508,7 @@ impl AudienceEngine {
 
     /// Everything the index needs of one profile, from the stores.
     fn profile_input(&self, id: ProfileId) -> Result<ProfileInput, EngineError> {
-        let traits = self
-            .profiles
-            .traits(id)?
-            .into_iter()
-            .filter_map(|t| {
-                serde_json::from_str(&t.value_json)
-                    .ok()
-                    .map(|v| (t.name, v))
-            })
-            .collect();
-        let mut identifier_types: Vec<String> = self
-            .profiles
-            .identities(id)?
-            .into_iter()
-            .map(|l| l.id_type)
-            .collect();
-        identifier_types.dedup();
+        let (traits, identifier_types) = self.traits_and_identifier_types(id)?;
         let seqs = self.profiles.event_seqs(id, None, usize::MAX)?;
         let events = self
             .log
@@ -538,6 +522,31 @@ impl AudienceEngine {
             identifier_types,
             events,
         })
+    }
+
+    /// A profile's traits and the types of its identifiers, from the profile store.
+    fn traits_and_identifier_types(
+        &self,
+        id: ProfileId,
+    ) -> Result<(Map<String, Value>, Vec<String>), EngineError> {
+        let traits = self
+            .profiles
+            .traits(id)?
+            .into_iter()
+            .filter_map(|t| {
+                serde_json::from_str(&t.value_json)
+                    .ok()
+                    .map(|v| (t.name, v))
+            })
+            .collect();
+        let mut types: Vec<String> = self
+            .profiles
+            .identities(id)?
+            .into_iter()
+            .map(|l| l.id_type)
+            .collect();
+        types.dedup();
+        Ok((traits, types))
     }
 
     /// Reads the definitions from the catalog when they changed there.
@@ -677,22 +686,7 @@ impl AudienceEngine {
             .collect();
         let mut fresh = Vec::with_capacity(touched.len());
         for id in &touched {
-            let traits: Map<String, Value> = self
-                .profiles
-                .traits(*id)?
-                .into_iter()
-                .filter_map(|t| {
-                    serde_json::from_str(&t.value_json)
-                        .ok()
-                        .map(|v| (t.name, v))
-                })
-                .collect();
-            let types: Vec<String> = self
-                .profiles
-                .identities(*id)?
-                .into_iter()
-                .map(|l| l.id_type)
-                .collect();
+            let (traits, types) = self.traits_and_identifier_types(*id)?;
             fresh.push((*id, traits, types));
         }
         let inputs: Vec<(ProfileId, Option<EventInput>)> = changes

@@ -3,13 +3,13 @@
 //! Its own file because replay resets `profiles.db` but must keep memberships (a
 //! replay that yields the same members announces nothing).
 
-use crate::{engine, lock, open_connection};
+use crate::{engine, lock, open_writer_and_reader};
 use rusqlite::{Connection, params};
 use std::path::Path;
 use std::sync::Mutex;
+use tessera_store::StoreResult;
 use tessera_store::audiences::{AudienceStore, Membership, MembershipChange, StoredChange};
 use tessera_store::profiles::ProfileId;
-use tessera_store::{StoreError, StoreResult};
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS audience_members (
@@ -39,13 +39,10 @@ pub struct SqliteAudienceStore {
 impl SqliteAudienceStore {
     /// Opens (or creates) the audience store of a data directory.
     pub fn open_in(data_dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Engine(e.to_string()))?;
-        let path = data_dir.join("audiences.db");
-        let writer = open_connection(&path)?;
-        writer.execute_batch(SCHEMA).map_err(engine)?;
+        let (writer, reader) = open_writer_and_reader(data_dir, "audiences.db", SCHEMA)?;
         Ok(Self {
             writer: Mutex::new(writer),
-            reader: Mutex::new(open_connection(&path)?),
+            reader: Mutex::new(reader),
         })
     }
 }

@@ -100,6 +100,20 @@ fn open_events_connection(path: &Path) -> StoreResult<Connection> {
     open_connection(path)
 }
 
+/// A writer and a reader connection to `file` in `data_dir` (created with the
+/// directory when missing); `setup` (schema, pragmas) runs on the writer first.
+pub(crate) fn open_writer_and_reader(
+    data_dir: &Path,
+    file: &str,
+    setup: &str,
+) -> StoreResult<(Connection, Connection)> {
+    std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Engine(e.to_string()))?;
+    let path = data_dir.join(file);
+    let writer = open_connection(&path)?;
+    writer.execute_batch(setup).map_err(engine)?;
+    Ok((writer, open_connection(&path)?))
+}
+
 pub(crate) fn open_connection(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
         path,

@@ -6,7 +6,7 @@
 //! point at the canonical profile (a merge repoints them), so a lookup is one
 //! index probe however many merges a profile went through.
 
-use crate::{engine, lock, open_connection};
+use crate::{engine, lock, open_writer_and_reader};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::Mutex;
@@ -93,15 +93,14 @@ pub struct SqliteProfileStore {
 impl SqliteProfileStore {
     /// Opens (or creates) the profile store of a data directory.
     pub fn open_in(data_dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Engine(e.to_string()))?;
-        let path = data_dir.join("profiles.db");
-        let writer = open_connection(&path)?;
-        writer
-            .execute_batch(&format!("PRAGMA cache_size = -65536;{SCHEMA}"))
-            .map_err(engine)?;
+        let (writer, reader) = open_writer_and_reader(
+            data_dir,
+            "profiles.db",
+            &format!("PRAGMA cache_size = -65536;{SCHEMA}"),
+        )?;
         Ok(Self {
             writer: Mutex::new(writer),
-            reader: Mutex::new(open_connection(&path)?),
+            reader: Mutex::new(reader),
         })
     }
 }
