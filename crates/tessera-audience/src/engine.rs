@@ -970,6 +970,29 @@ impl AudienceEngine {
         Ok(changes.len())
     }
 
+    /// The store of memberships and the change feed.
+    pub fn store(&self) -> &dyn AudienceStore {
+        self.store.as_ref()
+    }
+
+    /// Forgets erased profiles: out of the index and every membership, and their
+    /// memberships and change-feed rows deleted from the store (an erased person
+    /// leaves no trace, so no `Audience Exited` is announced for them either).
+    pub fn erase_profiles(&self, ids: &[ProfileId]) -> Result<(), EngineError> {
+        let mut state = self.write();
+        for id in ids {
+            if let Some(slot) = state.index.slot(*id) {
+                for members in state.memberships.values_mut() {
+                    members.remove(slot);
+                }
+            }
+            state.index.remove(*id);
+        }
+        self.store.erase_profiles(ids)?;
+        self.store.purge_deleted()?;
+        Ok(())
+    }
+
     /// Parses and checks a definition (text or JSON) against the known audiences.
     pub fn check_definition(
         &self,

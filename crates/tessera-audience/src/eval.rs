@@ -115,7 +115,9 @@ impl<'a> Plan<'a> {
             }
             Condition::Event(event) => Plan::Event(EventPlan::compile(event, index, now)),
             Condition::Identifier(id_type) => Plan::Identifier(index.identifier_bit(id_type)),
-            Condition::Consent(purpose) => Plan::Consent(symbols.get(purpose)),
+            Condition::Consent(purpose) => {
+                Plan::Consent(symbols.get(&purpose.trim().to_lowercase()))
+            }
             Condition::Audience(key) => Plan::Audience(context.memberships.get(key)),
         }
     }

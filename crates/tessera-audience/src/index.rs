@@ -45,8 +45,8 @@ pub struct EventInput {
     pub name: String,
     /// The message's `properties` (for `identify`/`group`: empty).
     pub properties: Map<String, Value>,
-    /// Consent preferences the message carried
-    /// (`context.consent.categoryPreferences`), purpose to granted.
+    /// Consent decisions the message carried, purpose (lowercase) to granted: see
+    /// [`tessera_core::consent::decisions`].
     pub consent: Vec<(String, bool)>,
 }
 
@@ -100,18 +100,7 @@ impl EventInput {
                 .unwrap_or_default(),
             _ => Map::new(),
         };
-        let consent = message
-            .get("context")
-            .and_then(|c| c.get("consent"))
-            .and_then(|c| c.get("categoryPreferences"))
-            .and_then(Value::as_object)
-            .map(|prefs| {
-                prefs
-                    .iter()
-                    .filter_map(|(purpose, v)| v.as_bool().map(|b| (purpose.clone(), b)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let consent = tessera_core::consent::decisions(message);
         Some(Self {
             timestamp_ms,
             name,

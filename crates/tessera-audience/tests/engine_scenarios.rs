@@ -453,6 +453,15 @@ impl AudienceStore for Flaky {
     ) -> StoreResult<Vec<StoredChange>> {
         self.inner.changes(after, key, limit)
     }
+    fn profile_changes(&self, profile: ProfileId) -> StoreResult<Vec<StoredChange>> {
+        self.inner.profile_changes(profile)
+    }
+    fn erase_profiles(&self, profiles: &[ProfileId]) -> StoreResult<()> {
+        self.inner.erase_profiles(profiles)
+    }
+    fn purge_deleted(&self) -> StoreResult<()> {
+        self.inner.purge_deleted()
+    }
 }
 
 /// A second engine over the world's stores whose audience store can fail.

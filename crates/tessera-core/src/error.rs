@@ -97,6 +97,12 @@ error_codes! {
     ProfileNotFound => ("profile_not_found", 404),
     /// The identity rules refuse this merge (e.g. both profiles have a user id).
     MergeConflict => ("merge_conflict", 409),
+    /// The identifier is not `type:value` with a known identifier type.
+    InvalidIdentifier => ("invalid_identifier", 400),
+    /// The consent request names a purpose that is not configured.
+    UnknownPurpose => ("unknown_purpose", 400),
+    /// No privacy request has that id.
+    PrivacyRequestNotFound => ("privacy_request_not_found", 404),
     /// No audience has that key.
     AudienceNotFound => ("audience_not_found", 404),
     /// An audience with that key exists already.

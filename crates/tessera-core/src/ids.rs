@@ -38,6 +38,23 @@ pub fn new_api_token() -> String {
     format!("tsk_{}", random_base62(40))
 }
 
+/// A new privacy request id, e.g. `prq_4f9XkQ2m7Rb1LcZt`.
+pub fn new_privacy_request_id() -> String {
+    format!("prq_{}", random_base62(16))
+}
+
+/// A new random salt (for suppression hashes): 32 base62 characters.
+pub fn new_salt() -> String {
+    random_base62(32)
+}
+
+/// Salted SHA-256 of a value (lowercase hex): how erased identifiers are kept
+/// for suppression, so the stored hash cannot be checked against a list of
+/// known emails without the installation's salt.
+pub fn salted_hash(salt: &str, value: &str) -> String {
+    hash_secret(&format!("{salt}\u{0}{value}"))
+}
+
 /// The at-rest form of a secret: lowercase hex SHA-256.
 pub fn hash_secret(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());

@@ -2,6 +2,7 @@
 //! normalization, request-body parsing with Segment's limits, the error-code table, the
 //! clock, and the identifier/secret generator.
 
+pub mod consent;
 pub mod error;
 pub mod ids;
 pub mod message;

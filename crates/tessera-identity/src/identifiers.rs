@@ -134,6 +134,47 @@ pub fn extract(rules: &CompiledRules, message: &Map<String, Value>) -> Vec<Ident
     found
 }
 
+/// The raw texts in a message (as sent, before normalization) of identifiers that
+/// normalize to one of `wanted`: where an erased person's identifiers appear in
+/// messages in another spelling (`+1 (555) 010-0000` for `+15550100000`).
+pub fn raw_texts_of(
+    rules: &CompiledRules,
+    message: &Map<String, Value>,
+    wanted: &[Identifier],
+) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut check = |id_type: &IdentifierType, raw: &Value| {
+        if let Some(raw) = scalar_text(raw)
+            && let Some(value) = normalize_value(rules, id_type, &raw)
+            && wanted
+                .iter()
+                .any(|w| w.id_type == id_type.name && w.value == value)
+            && !found.contains(&raw)
+        {
+            found.push(raw);
+        }
+    };
+    let external_ids = path_value(message, "context.externalIds").and_then(Value::as_array);
+    for id_type in &rules.types {
+        for field in id_type
+            .fields
+            .iter()
+            .map(String::as_str)
+            .chain(["previousId"])
+        {
+            if let Some(value) = path_value(message, field) {
+                check(id_type, value);
+            }
+        }
+        for entry in external_ids.into_iter().flatten() {
+            if let Some(id) = entry.get("id") {
+                check(id_type, id);
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! - [`suggestions`]: that matcher over stored profiles; applying a merge.
 
 pub mod dedupe;
+pub mod erasure;
 pub mod identifiers;
 pub mod processor;
 pub mod resolution;

@@ -9,7 +9,7 @@
 //!   the wall clock — so `replay` (reset, then process the whole log) rebuilds the
 //!   same profiles, ids included (a profile's id is the `seq` of its first event).
 
-use crate::identifiers::{Identifier, extract, scalar_text};
+use crate::identifiers::{Identifier, extract, raw_texts_of, scalar_text};
 use crate::resolution::{Target, resolve};
 use crate::rules::{CompiledRules, IdentityRules};
 use serde_json::{Map, Value};
@@ -18,10 +18,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use tessera_core::time::parse_timestamp;
 use tessera_core::{ErrorCode, UserError};
 use tessera_store::profiles::{
-    ConflictRecord, GroupMembership, IdentityLink, MergeRecord, ProfileId, ProfileStore,
-    ProfileTxn, StoredTrait,
+    ConflictRecord, ConsentRecord, GroupMembership, IdentityLink, MergeRecord, ProfileId,
+    ProfileStore, ProfileTxn, StoredTrait,
 };
-use tessera_store::{Catalog, EventFilter, EventLog, StoreError, StoreResult, StoredEvent};
+use tessera_store::{
+    Catalog, EventFilter, EventLog, RewrittenEvent, StoreError, StoreResult, StoredEvent,
+};
 
 /// Catalog setting holding the identity rules as JSON.
 pub const RULES_SETTING: &str = "identity_rules";
@@ -152,6 +154,19 @@ pub fn apply_event(
         for (name, value) in traits {
             set_trait_if_wins(rules, txn, profile, provenance(name, value))?;
         }
+    }
+    for (purpose, granted) in tessera_core::consent::decisions(&message) {
+        txn.record_consent(
+            profile,
+            &ConsentRecord {
+                purpose,
+                granted,
+                source_key: event.source_key,
+                message_id: message_id.clone(),
+                timestamp_ms,
+                seq: event.seq,
+            },
+        )?;
     }
     if message_type == "group"
         && let Some(group_id) = message.get("groupId").and_then(scalar_text)
@@ -285,6 +300,9 @@ impl ProfileTxn for RecordingTxn<'_, '_> {
     }
     fn record_conflict(&mut self, conflict: &ConflictRecord) -> StoreResult<()> {
         self.inner.record_conflict(conflict)
+    }
+    fn record_consent(&mut self, profile: ProfileId, record: &ConsentRecord) -> StoreResult<()> {
+        self.inner.record_consent(profile, record)
     }
 }
 
@@ -450,6 +468,11 @@ impl Processor {
         self.catch_up(progress)
     }
 
+    /// The profile store it writes.
+    pub fn profiles(&self) -> &dyn ProfileStore {
+        self.profiles.as_ref()
+    }
+
     /// Events in the log not yet applied.
     pub fn lag(&self) -> Result<i64, ProcessorError> {
         Ok((self.log.last_seq()? - self.profiles.checkpoint()?).max(0))
@@ -523,6 +546,148 @@ impl Processor {
         })?;
         owners.sort_unstable();
         Ok(owners)
+    }
+}
+
+/// What [`Processor::erase`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErasureOutcome {
+    /// The profiles removed (the canonical one and those merged into it).
+    pub profiles: Vec<ProfileId>,
+    /// The person's identifiers (for suppression); the one asked for included.
+    pub identifiers: Vec<Identifier>,
+    /// Events deleted from the log.
+    pub events_deleted: u64,
+    /// Other people's events from which the person's identifiers were removed.
+    pub events_redacted: u64,
+    /// Other profiles rebuilt because such an event of theirs changed.
+    pub rebuilt: Vec<ProfileId>,
+}
+
+impl Processor {
+    /// Erases the person holding `identifier`: deletes their events from the log,
+    /// removes their identifiers from other people's events (and rebuilds those
+    /// profiles), deletes their whole merged profile from the profile store, drops
+    /// them from the unlinked identifiers, and truncates the write-ahead files so
+    /// no file keeps the bytes.
+    ///
+    /// Call it when the processor has applied the whole log (events not yet applied
+    /// are not attributed to anyone). Safe to repeat after a crash: each step
+    /// finds what is left.
+    pub fn erase(&self, identifier: &Identifier) -> Result<ErasureOutcome, ProcessorError> {
+        let _guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_rules()?;
+        let rules = self.current_rules();
+        let profile = self.profiles.find(&identifier.id_type, &identifier.value)?;
+        let mut identifiers = vec![identifier.clone()];
+        let mut seqs = Vec::new();
+        if let Some(profile) = profile {
+            for link in self.profiles.identities(profile)? {
+                let linked = Identifier::new(link.id_type, link.value);
+                if !identifiers.contains(&linked) {
+                    identifiers.push(linked);
+                }
+            }
+            seqs = self.profiles.event_seqs(profile, None, usize::MAX)?;
+            seqs.sort_unstable();
+        }
+        // Every spelling of the identifiers: normalized, and as sent in their events.
+        let mut needles: Vec<String> = identifiers
+            .iter()
+            .map(|i| i.value.to_ascii_lowercase())
+            .collect();
+        for chunk in seqs.chunks(CHUNK_EVENTS) {
+            for event in self.log.get(chunk)? {
+                if let Ok(Value::Object(message)) = serde_json::from_str::<Value>(&event.payload) {
+                    for raw in raw_texts_of(&rules.rules, &message, &identifiers) {
+                        let raw = raw.trim().to_ascii_lowercase();
+                        if !needles.contains(&raw) {
+                            needles.push(raw);
+                        }
+                    }
+                }
+            }
+        }
+        needles.retain(|n| !n.is_empty());
+
+        // Other people's events that carry them: redact, then rebuild their owners.
+        let own: HashSet<i64> = seqs.iter().copied().collect();
+        let others: Vec<i64> = self
+            .log
+            .find_containing(&needles)?
+            .into_iter()
+            .filter(|seq| !own.contains(seq))
+            .collect();
+        let mut rewritten = Vec::new();
+        for chunk in others.chunks(CHUNK_EVENTS) {
+            for event in self.log.get(chunk)? {
+                let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(&event.payload)
+                else {
+                    continue;
+                };
+                if crate::erasure::redact(&mut message, &needles) {
+                    let text = |key: &str| message.get(key).and_then(scalar_text);
+                    rewritten.push(RewrittenEvent {
+                        seq: event.seq,
+                        user_id: text("userId"),
+                        anonymous_id: text("anonymousId"),
+                        payload: Value::Object(message.clone()).to_string(),
+                    });
+                }
+            }
+        }
+        let rewritten_seqs: Vec<i64> = rewritten.iter().map(|e| e.seq).collect();
+        let events_redacted = self.log.rewrite_events(&rewritten)?;
+        let events_deleted = self.log.delete_events(&seqs)?;
+
+        let removed = match profile {
+            Some(profile) => self.profiles.erase(&[profile])?,
+            None => Vec::new(),
+        };
+        let mut owners = self.profiles.owners_of_events(&rewritten_seqs)?;
+        owners.retain(|owner| !removed.contains(owner));
+        let mut rebuilt = Vec::new();
+        if !owners.is_empty() {
+            let log = Arc::clone(&self.log);
+            self.profiles.rebuild(&owners, &mut |txn, seqs| {
+                for chunk in seqs.chunks(CHUNK_EVENTS) {
+                    for event in log.get(chunk)? {
+                        if let Some(owner) = apply_event(&rules, txn, &event)?
+                            && !rebuilt.contains(&owner)
+                        {
+                            rebuilt.push(owner);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            rebuilt.extend(owners);
+            rebuilt.sort_unstable();
+            rebuilt.dedup();
+        }
+
+        if identifiers.iter().any(|i| rules.unlinked.contains(i)) {
+            let mut next = (*rules).clone();
+            next.unlinked.retain(|i| !identifiers.contains(i));
+            let mut list: Vec<String> = next.unlinked.iter().map(ToString::to_string).collect();
+            list.sort();
+            let text =
+                serde_json::to_string(&list).map_err(|e| StoreError::Engine(e.to_string()))?;
+            self.catalog.set_setting(UNLINKED_SETTING, &text)?;
+            next.stored_text.1 = Some(text);
+            if let Ok(mut slot) = self.rules.write() {
+                *slot = Arc::new(next);
+            }
+            self.catalog.purge_deleted()?;
+        }
+        self.profiles.purge_deleted()?;
+        Ok(ErasureOutcome {
+            profiles: removed,
+            identifiers,
+            events_deleted,
+            events_redacted,
+            rebuilt,
+        })
     }
 }
 

@@ -9,6 +9,8 @@ pub mod api_error;
 pub mod audiences;
 pub mod committer;
 pub mod metrics;
+pub mod privacy;
+pub mod privacy_api;
 pub mod processing;
 pub mod profiles;
 pub mod rate_limit;
@@ -57,6 +59,8 @@ pub struct AppState {
     pub audiences: Arc<AudienceEngine>,
     /// Per-key request limits.
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    /// Suppression of erased identifiers, privacy configuration.
+    pub privacy: Arc<privacy::Privacy>,
 }
 
 /// The whole HTTP application.
@@ -66,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(profiles::router())
         .merge(audiences::router())
+        .merge(privacy_api::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -74,12 +74,15 @@ pub struct Metrics {
     pub audience_index_bytes: Gauge,
     /// Failures of the audience engine (realtime or batch), each logged.
     pub audience_errors: Counter,
+    /// New messages carrying an erased identifier, by what happened (`dropped`,
+    /// `anonymized`).
+    pub events_suppressed: Family<KindLabels, Counter>,
 }
 
 /// Labels naming a kind of change.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
-    /// `entered` or `exited`.
+    /// `entered` or `exited`; `dropped` or `anonymized`.
     pub kind: String,
 }
 
@@ -201,8 +204,15 @@ impl Metrics {
             "Failures of the audience engine (each is logged)",
             audience_errors.clone(),
         );
+        let events_suppressed = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "events_suppressed",
+            "New messages carrying an erased identifier, dropped or stored anonymized",
+            events_suppressed.clone(),
+        );
         Self {
             registry,
+            events_suppressed,
             processor_lag,
             processor_events,
             audience_changes,
@@ -223,6 +233,13 @@ impl Metrics {
             last_commit_unix_ms: std::sync::atomic::AtomicI64::new(0),
             event_log_bytes,
         }
+    }
+
+    /// Counts a new message carrying an erased identifier (`dropped`, `anonymized`).
+    pub fn suppressed(&self, kind: &str) {
+        self.events_suppressed
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
     }
 
     /// Whether ingestion is saturated: the writer was busy at least `percent` % of the

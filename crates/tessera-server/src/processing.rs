@@ -11,6 +11,7 @@
 //! The lag is visible as `tessera_processor_lag_events`.
 
 use crate::metrics::{KindLabels, Metrics};
+use crate::privacy::{AudienceSide, ErasureError, Privacy, run_open_erasures};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -26,6 +27,8 @@ const SATURATED_PERCENT: i64 = 80;
 const SATURATED_INTERVAL: Duration = Duration::from_secs(1);
 /// The audience engine's batch work (definitions changed, schedules) runs this often.
 const TICK_INTERVAL: Duration = Duration::from_millis(200);
+/// Queued privacy requests (from the CLI) are looked for this often.
+const PRIVACY_INTERVAL: Duration = Duration::from_secs(1);
 /// The audience index's size gauges are refreshed this often.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -41,6 +44,7 @@ impl ProcessorThread {
         processor: Arc<Processor>,
         audiences: Arc<AudienceEngine>,
         metrics: Arc<Metrics>,
+        privacy: Arc<Privacy>,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -51,6 +55,7 @@ impl ProcessorThread {
                 let mut failures = 0u32;
                 let mut last_tick = std::time::Instant::now() - TICK_INTERVAL;
                 let mut last_gauges = std::time::Instant::now() - GAUGE_INTERVAL;
+                let mut last_privacy = std::time::Instant::now();
                 while !flag.load(Ordering::SeqCst) {
                     let started = std::time::Instant::now();
                     match processor.run_chunk_reporting(CHUNK_EVENTS) {
@@ -72,6 +77,10 @@ impl ProcessorThread {
                             if last_gauges.elapsed() >= GAUGE_INTERVAL {
                                 last_gauges = std::time::Instant::now();
                                 index_gauges(&audiences, &metrics);
+                            }
+                            if privacy.take_wake() || last_privacy.elapsed() >= PRIVACY_INTERVAL {
+                                last_privacy = std::time::Instant::now();
+                                erasures(&processor, &audiences, &metrics, &privacy, &flag);
                             }
                             if report.applied == 0 {
                                 std::thread::sleep(IDLE_WAIT);
@@ -109,6 +118,38 @@ impl ProcessorThread {
         {
             tracing::error!("processor thread panicked");
         }
+    }
+}
+
+/// Carries out queued erasures; a failed one stays open and is retried.
+fn erasures(
+    processor: &Processor,
+    audiences: &AudienceEngine,
+    metrics: &Metrics,
+    privacy: &Privacy,
+    stop: &AtomicBool,
+) {
+    // Everything stored before the erasure is attributed first, with the audience
+    // index following as usual.
+    let mut catch_up = || loop {
+        let report = processor
+            .run_chunk_reporting(CHUNK_EVENTS)
+            .map_err(ErasureError::from)?;
+        if report.applied == 0 {
+            return Ok(());
+        }
+        metrics.processor_events.inc_by(report.applied as u64);
+        if !realtime(audiences, metrics, report.events, report.merges) {
+            load_audiences(audiences, metrics, stop);
+        }
+    };
+    if let Err(error) = run_open_erasures(
+        processor,
+        privacy,
+        &AudienceSide::Engine(audiences),
+        &mut catch_up,
+    ) {
+        tracing::error!(%error, "erasure failed; it stays open and is retried");
     }
 }
 

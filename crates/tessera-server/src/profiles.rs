@@ -468,6 +468,10 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
         .into_iter()
         .map(|m| json!({"key": m.audience, "since": format_millis(m.since_ms)}))
         .collect();
+    let consent = crate::privacy::consent_json(state.profiles.as_ref(), summary.id, &|key| {
+        json!(source(key))
+    })
+    .map_err(ApiError::internal)?;
     Ok(json!({
         "id": summary.id,
         "requestedId": (id != summary.id).then_some(id),
@@ -477,6 +481,7 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
             .is_ready()
             .then(|| state.audiences.computed_values(summary.id)),
         "audiences": audiences,
+        "consent": consent,
         "firstSeen": format_millis(summary.first_seen_ms),
         "lastSeen": format_millis(summary.last_seen_ms),
         "eventCount": summary.event_count,
@@ -555,9 +560,9 @@ async fn unlink(
     let identifier = parse_identifier(&state, &format!("{}:{}", request.r#type, request.value))?;
     // The audit log names the identifier by type and a hash: it holds no PII.
     let audit_target = format!(
-        "{}:sha256:{}",
+        "{}:salted-sha256:{}",
         identifier.id_type,
-        &tessera_core::ids::hash_secret(&identifier.value)[..16]
+        state.privacy.hash(&identifier)
     );
     let processor = std::sync::Arc::clone(&state.processor);
     let engine = std::sync::Arc::clone(&state.audiences);

@@ -14,6 +14,7 @@
 //! message of a batch is valid is the answer 400 `all_messages_rejected`.
 
 use crate::api_error::ApiError;
+use crate::privacy::Screened;
 use crate::sources::SourceLookupError;
 use crate::{AppState, metrics::RequestLabels};
 use axum::Router;
@@ -174,7 +175,32 @@ async fn ingest_request(
         rejections: Vec::with_capacity(validated.rejected.len()),
     };
     let mut per_type = [0u64; MessageType::ALL.len()];
-    for message in validated.accepted {
+    // Held until the append returned: an erasure waits for it before it counts on
+    // its suppression being in force (see `Privacy::gate`).
+    let _screened = state.privacy.gate.read().await;
+    let rules = state
+        .privacy
+        .is_suppressing()
+        .then(|| state.processor.compiled_rules());
+    for mut message in validated.accepted {
+        if let Some(rules) = &rules {
+            match state.privacy.screen(rules, &message.body) {
+                Screened::Keep => {}
+                Screened::Drop => {
+                    state.metrics.suppressed("dropped");
+                    continue;
+                }
+                Screened::Anonymized(body) => {
+                    state.metrics.suppressed("anonymized");
+                    message.user_id = None;
+                    message.anonymous_id = body
+                        .get("anonymousId")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                    message.body = body;
+                }
+            }
+        }
         let payload = serde_json::to_string(&message.body)
             .map_err(|e| (ApiError::internal(e), Some(source.key)))?;
         per_type[MessageType::ALL

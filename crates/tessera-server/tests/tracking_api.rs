@@ -83,6 +83,13 @@ impl Harness {
                 tessera_audience::engine::EngineOptions::default(),
             )),
             rate_limiter: Arc::new(tessera_server::rate_limit::RateLimiter::new(None)),
+            privacy: Arc::new(
+                tessera_server::privacy::Privacy::open(
+                    Arc::clone(&catalog),
+                    tessera_server::privacy::PrivacyConfig::default(),
+                )
+                .expect("privacy"),
+            ),
         };
         Self {
             app: router(state),
@@ -491,6 +498,12 @@ impl EventLog for GatedLog {
     }
     fn delete_events(&self, seqs: &[i64]) -> StoreResult<u64> {
         self.inner.delete_events(seqs)
+    }
+    fn rewrite_events(&self, events: &[tessera_store::RewrittenEvent]) -> StoreResult<u64> {
+        self.inner.rewrite_events(events)
+    }
+    fn find_containing(&self, needles: &[String]) -> StoreResult<Vec<i64>> {
+        self.inner.find_containing(needles)
     }
     fn recent_rejections(&self, limit: usize) -> StoreResult<Vec<StoredRejection>> {
         self.inner.recent_rejections(limit)

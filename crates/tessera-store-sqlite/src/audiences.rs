@@ -28,6 +28,7 @@ const SCHEMA: &str = "
         reason     TEXT    NOT NULL
     );
     CREATE INDEX IF NOT EXISTS audience_changes_by_audience ON audience_changes (audience, seq);
+    CREATE INDEX IF NOT EXISTS audience_changes_by_profile ON audience_changes (profile_id);
 ";
 
 /// Memberships and the change feed in `audiences.db`.
@@ -73,6 +74,36 @@ fn change_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredChange> {
 }
 
 impl AudienceStore for SqliteAudienceStore {
+    fn erase_profiles(&self, profiles: &[ProfileId]) -> StoreResult<()> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(engine)?;
+        for profile in profiles {
+            for sql in [
+                "DELETE FROM audience_members WHERE profile_id = ?1",
+                "DELETE FROM audience_changes WHERE profile_id = ?1",
+            ] {
+                tx.execute(sql, [profile]).map_err(engine)?;
+            }
+        }
+        tx.commit().map_err(engine)
+    }
+
+    fn profile_changes(&self, profile: ProfileId) -> StoreResult<Vec<StoredChange>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT seq, audience, profile_id, entered, at_ms, reason FROM audience_changes
+                 WHERE profile_id = ?1 ORDER BY seq",
+            )
+            .map_err(engine)?;
+        let rows = statement.query_map([profile], change_row).map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn purge_deleted(&self) -> StoreResult<()> {
+        crate::truncate_wal(&lock(&self.writer))
+    }
+
     fn apply_changes(&self, changes: &[MembershipChange]) -> StoreResult<()> {
         if changes.is_empty() {
             return Ok(());

@@ -32,7 +32,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tessera_store::{
     ApiToken, AppendBatch, AppendOutcome, AuditEntry, Catalog, EventFilter, EventLog, NewApiToken,
-    NewSource, RejectionRecord, Source, StoreError, StoreResult, StoredEvent, StoredRejection,
+    NewSource, PrivacyRequest, PrivacyRequestKind, RejectionRecord, RewrittenEvent, Source,
+    StoreError, StoreResult, StoredEvent, StoredRejection,
 };
 
 /// Page size of `events.db` (set when the file is created).
@@ -57,6 +58,28 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Attempts at a full WAL truncation before giving up (each waits for readers).
+const TRUNCATE_ATTEMPTS: u32 = 50;
+
+/// Checkpoints the whole WAL into the main file and truncates it to zero bytes, so
+/// the old page images it held (deleted rows included) are gone from every file.
+/// SQLite reports a checkpoint that readers kept from finishing as `busy` rather
+/// than failing; this retries until it completed.
+pub(crate) fn truncate_wal(conn: &Connection) -> StoreResult<()> {
+    for attempt in 0..TRUNCATE_ATTEMPTS {
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(engine)?;
+        if busy == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20 * u64::from(attempt + 1)));
+    }
+    Err(StoreError::Engine(
+        "the write-ahead log could not be truncated: readers kept it busy".into(),
+    ))
 }
 
 /// Opens both stores of a data directory with the default dedup window, creating
@@ -110,6 +133,10 @@ pub(crate) fn open_writer_and_reader(
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Engine(e.to_string()))?;
     let path = data_dir.join(file);
     let writer = open_connection(&path)?;
+    // Erasure must leave no trace in the file: deleted content is overwritten.
+    writer
+        .execute_batch("PRAGMA secure_delete = ON;")
+        .map_err(engine)?;
     writer.execute_batch(setup).map_err(engine)?;
     Ok((writer, open_connection(&path)?))
 }
@@ -394,6 +421,57 @@ impl EventLog for SqliteEventLog {
         Ok(deleted)
     }
 
+    fn rewrite_events(&self, events: &[RewrittenEvent]) -> StoreResult<u64> {
+        let mut rewritten = 0u64;
+        {
+            let mut conn = lock(&self.writer);
+            let tx = conn.transaction().map_err(engine)?;
+            {
+                let mut update = tx
+                    .prepare_cached(
+                        "UPDATE events SET payload = ?2, user_id = ?3, anonymous_id = ?4
+                         WHERE seq = ?1",
+                    )
+                    .map_err(engine)?;
+                for event in events {
+                    rewritten += update
+                        .execute(params![
+                            event.seq,
+                            event.payload,
+                            event.user_id,
+                            event.anonymous_id
+                        ])
+                        .map_err(engine)? as u64;
+                }
+            }
+            tx.commit().map_err(engine)?;
+        }
+        self.checkpoint_truncate()?;
+        Ok(rewritten)
+    }
+
+    fn find_containing(&self, needles: &[String]) -> StoreResult<Vec<i64>> {
+        let needles: Vec<String> = needles
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        if needles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let condition = vec!["instr(lower(payload), ?) > 0"; needles.len()].join(" OR ");
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare(&format!(
+                "SELECT seq FROM events WHERE {condition} ORDER BY seq"
+            ))
+            .map_err(engine)?;
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(needles.iter()), |r| r.get(0))
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
     fn recent_rejections(&self, limit: usize) -> StoreResult<Vec<StoredRejection>> {
         let conn = lock(&self.reader);
         let mut statement = conn
@@ -468,9 +546,7 @@ impl SqliteEventLog {
     /// Copies the whole WAL into the main file and truncates the WAL to zero bytes,
     /// waiting for the writer if needed: afterwards deleted rows survive in no file.
     fn checkpoint_truncate(&self) -> StoreResult<()> {
-        let conn = lock(&self.checkpointer);
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(engine)
+        truncate_wal(&lock(&self.checkpointer))
     }
 }
 
@@ -564,7 +640,8 @@ impl SqliteCatalog {
     pub fn open(path: &Path) -> StoreResult<Self> {
         let conn = open_connection(path)?;
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS sources (
+            "PRAGMA secure_delete = ON;
+             CREATE TABLE IF NOT EXISTS sources (
                  key              INTEGER PRIMARY KEY AUTOINCREMENT,
                  id               TEXT    NOT NULL UNIQUE,
                  name             TEXT    NOT NULL,
@@ -595,6 +672,22 @@ impl SqliteCatalog {
                  before_json TEXT,
                  after_json  TEXT
              );
+             CREATE TABLE IF NOT EXISTS privacy_requests (
+                 id              TEXT PRIMARY KEY,
+                 kind            TEXT    NOT NULL,
+                 identifier      TEXT,
+                 identifier_hash TEXT    NOT NULL,
+                 status          TEXT    NOT NULL,
+                 actor           TEXT    NOT NULL,
+                 requested_at_ms INTEGER NOT NULL,
+                 completed_at_ms INTEGER,
+                 result_json     TEXT
+             );
+             CREATE TABLE IF NOT EXISTS suppressions (
+                 hash          TEXT PRIMARY KEY,
+                 request_id    TEXT    NOT NULL,
+                 created_at_ms INTEGER NOT NULL
+             ) WITHOUT ROWID;
              CREATE TRIGGER IF NOT EXISTS audit_log_append_only_update
                  BEFORE UPDATE ON audit_log
                  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
@@ -620,6 +713,24 @@ impl SqliteCatalog {
         .optional()
         .map_err(engine)
     }
+}
+
+const PRIVACY_COLUMNS: &str = "id, kind, identifier, identifier_hash, status, actor, \
+     requested_at_ms, completed_at_ms, result_json";
+
+fn privacy_request_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PrivacyRequest> {
+    let kind: String = row.get(1)?;
+    Ok(PrivacyRequest {
+        id: row.get(0)?,
+        kind: PrivacyRequestKind::parse(&kind).unwrap_or(PrivacyRequestKind::Erasure),
+        identifier: row.get(2)?,
+        identifier_hash: row.get(3)?,
+        status: row.get(4)?,
+        actor: row.get(5)?,
+        requested_at_ms: row.get(6)?,
+        completed_at_ms: row.get(7)?,
+        result_json: row.get(8)?,
+    })
 }
 
 impl Catalog for SqliteCatalog {
@@ -824,6 +935,104 @@ impl Catalog for SqliteCatalog {
             )
             .map_err(engine)?;
         rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn create_privacy_request(&self, request: &PrivacyRequest) -> StoreResult<()> {
+        let conn = lock(&self.conn);
+        conn.execute(
+            "INSERT INTO privacy_requests (id, kind, identifier, identifier_hash, status, actor,
+                 requested_at_ms, completed_at_ms, result_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                request.id,
+                request.kind.as_str(),
+                request.identifier,
+                request.identifier_hash,
+                request.status,
+                request.actor,
+                request.requested_at_ms,
+                request.completed_at_ms,
+                request.result_json
+            ],
+        )
+        .map_err(engine)?;
+        Ok(())
+    }
+
+    fn privacy_request(&self, id: &str) -> StoreResult<Option<PrivacyRequest>> {
+        let conn = lock(&self.conn);
+        conn.query_row(
+            &format!("SELECT {PRIVACY_COLUMNS} FROM privacy_requests WHERE id = ?1"),
+            [id],
+            privacy_request_from_row,
+        )
+        .optional()
+        .map_err(engine)
+    }
+
+    fn open_privacy_requests(&self) -> StoreResult<Vec<PrivacyRequest>> {
+        let conn = lock(&self.conn);
+        let mut statement = conn
+            .prepare_cached(&format!(
+                "SELECT {PRIVACY_COLUMNS} FROM privacy_requests
+                 WHERE status IN ('pending', 'running') ORDER BY requested_at_ms, id"
+            ))
+            .map_err(engine)?;
+        let rows = statement
+            .query_map([], privacy_request_from_row)
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn update_privacy_request(
+        &self,
+        id: &str,
+        status: &str,
+        result_json: Option<&str>,
+        completed_at_ms: Option<i64>,
+    ) -> StoreResult<()> {
+        let conn = lock(&self.conn);
+        conn.execute(
+            "UPDATE privacy_requests SET status = ?2, result_json = coalesce(?3, result_json),
+                 completed_at_ms = ?4,
+                 identifier = CASE WHEN ?4 IS NULL THEN identifier ELSE NULL END
+             WHERE id = ?1",
+            params![id, status, result_json, completed_at_ms],
+        )
+        .map_err(engine)?;
+        Ok(())
+    }
+
+    fn add_suppressions(&self, hashes: &[String], request_id: &str, at_ms: i64) -> StoreResult<()> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction().map_err(engine)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO suppressions (hash, request_id, created_at_ms)
+                     VALUES (?1, ?2, ?3)",
+                )
+                .map_err(engine)?;
+            for hash in hashes {
+                insert
+                    .execute(params![hash, request_id, at_ms])
+                    .map_err(engine)?;
+            }
+        }
+        tx.commit().map_err(engine)
+    }
+
+    fn suppressions(&self) -> StoreResult<Vec<String>> {
+        let conn = lock(&self.conn);
+        let mut statement = conn
+            .prepare_cached("SELECT hash FROM suppressions ORDER BY hash")
+            .map_err(engine)?;
+        let rows = statement.query_map([], |r| r.get(0)).map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn purge_deleted(&self) -> StoreResult<()> {
+        truncate_wal(&lock(&self.conn))
     }
 
     fn delete_setting(&self, name: &str) -> StoreResult<bool> {

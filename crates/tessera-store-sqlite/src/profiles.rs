@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use std::path::Path;
 use std::sync::Mutex;
 use tessera_store::profiles::{
-    ConflictRecord, GroupMembership, IdentityLink, MergeRecord, ProfileId, ProfileStore,
-    ProfileSummary, ProfileTxn, RebuildWork, StoredTrait,
+    ConflictRecord, ConsentRecord, GroupMembership, IdentityLink, MergeRecord, ProfileId,
+    ProfileStore, ProfileSummary, ProfileTxn, RebuildWork, StoredTrait,
 };
 use tessera_store::{StoreError, StoreResult};
 
@@ -72,6 +72,16 @@ const SCHEMA: &str = "
         timestamp_ms INTEGER NOT NULL
     );
     CREATE INDEX IF NOT EXISTS merges_by_winner ON merges (winner);
+    CREATE TABLE IF NOT EXISTS consent (
+        profile_id   INTEGER NOT NULL,
+        seq          INTEGER NOT NULL,
+        purpose      TEXT    NOT NULL,
+        granted      INTEGER NOT NULL,
+        source_key   INTEGER NOT NULL,
+        message_id   TEXT    NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        PRIMARY KEY (profile_id, seq, purpose)
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS conflicts (
         id           INTEGER PRIMARY KEY,
         seq          INTEGER NOT NULL,
@@ -226,7 +236,8 @@ impl ProfileTxn for SqliteTxn<'_> {
 
     fn merge(&mut self, record: &MergeRecord) -> StoreResult<()> {
         let (winner, loser) = (record.winner, record.loser);
-        let statements: [(&str, &[&dyn rusqlite::ToSql]); 7] = [
+        let statements: [(&str, &[&dyn rusqlite::ToSql]); 8] = [
+            ("UPDATE OR IGNORE consent SET profile_id = ?1 WHERE profile_id = ?2", &[&winner, &loser]),
             ("UPDATE identities SET profile_id = ?1 WHERE profile_id = ?2", &[&winner, &loser]),
             (
                 "INSERT OR IGNORE INTO profile_events (profile_id, seq)
@@ -364,6 +375,28 @@ impl ProfileTxn for SqliteTxn<'_> {
         Ok(())
     }
 
+    fn record_consent(&mut self, profile: ProfileId, record: &ConsentRecord) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO consent
+                     (profile_id, seq, purpose, granted, source_key, message_id, timestamp_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    profile,
+                    record.seq,
+                    record.purpose,
+                    record.granted,
+                    record.source_key,
+                    record.message_id,
+                    record.timestamp_ms
+                ])
+            })
+            .map_err(engine)?;
+        Ok(())
+    }
+
     fn record_conflict(&mut self, conflict: &ConflictRecord) -> StoreResult<()> {
         self.tx
             .prepare_cached(
@@ -471,6 +504,7 @@ impl ProfileStore for SqliteProfileStore {
                     "DELETE FROM traits WHERE profile_id = ?1",
                     "DELETE FROM profile_events WHERE profile_id = ?1",
                     "DELETE FROM profile_groups WHERE profile_id = ?1",
+                    "DELETE FROM consent WHERE profile_id = ?1",
                     "DELETE FROM merges WHERE winner = ?1",
                     "DELETE FROM profiles WHERE id = ?1",
                 ] {
@@ -490,6 +524,7 @@ impl ProfileStore for SqliteProfileStore {
             "BEGIN;
              DELETE FROM identities; DELETE FROM traits; DELETE FROM profile_events;
              DELETE FROM profile_groups; DELETE FROM merges; DELETE FROM conflicts;
+             DELETE FROM consent;
              DELETE FROM profiles; DELETE FROM processor_state;
              COMMIT;",
         )
@@ -598,6 +633,103 @@ impl ProfileStore for SqliteProfileStore {
             })
             .map_err(engine)?;
         rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn consent(&self, id: ProfileId) -> StoreResult<Vec<ConsentRecord>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT purpose, granted, source_key, message_id, timestamp_ms, seq FROM consent
+                 WHERE profile_id = ?1 ORDER BY timestamp_ms, seq, purpose",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map([id], |r| {
+                Ok(ConsentRecord {
+                    purpose: r.get(0)?,
+                    granted: r.get(1)?,
+                    source_key: r.get(2)?,
+                    message_id: r.get(3)?,
+                    timestamp_ms: r.get(4)?,
+                    seq: r.get(5)?,
+                })
+            })
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn merged_members(&self, id: ProfileId) -> StoreResult<Vec<ProfileId>> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached("SELECT id FROM profiles WHERE merged_into = ?1 ORDER BY id")
+            .map_err(engine)?;
+        let rows = statement.query_map([id], |r| r.get(0)).map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
+    fn erase(&self, profiles: &[ProfileId]) -> StoreResult<Vec<ProfileId>> {
+        let mut conn = lock(&self.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(engine)?;
+        let mut removed = Vec::new();
+        for profile in profiles {
+            let mut members: Vec<ProfileId> = {
+                let mut statement = tx
+                    .prepare_cached("SELECT id FROM profiles WHERE merged_into = ?1")
+                    .map_err(engine)?;
+                let rows = statement
+                    .query_map([profile], |r| r.get(0))
+                    .map_err(engine)?;
+                rows.collect::<Result<_, _>>().map_err(engine)?
+            };
+            members.push(*profile);
+            for member in &members {
+                for sql in [
+                    "DELETE FROM identities WHERE profile_id = ?1",
+                    "DELETE FROM traits WHERE profile_id = ?1",
+                    "DELETE FROM profile_events WHERE profile_id = ?1",
+                    "DELETE FROM profile_groups WHERE profile_id = ?1",
+                    "DELETE FROM consent WHERE profile_id = ?1",
+                    "DELETE FROM merges WHERE winner = ?1 OR loser = ?1",
+                    "DELETE FROM conflicts WHERE profile_id = ?1",
+                    "DELETE FROM profiles WHERE id = ?1",
+                ] {
+                    tx.execute(sql, [member]).map_err(engine)?;
+                }
+            }
+            removed.extend(members);
+        }
+        tx.commit().map_err(engine)?;
+        removed.sort_unstable();
+        removed.dedup();
+        Ok(removed)
+    }
+
+    fn owners_of_events(&self, seqs: &[i64]) -> StoreResult<Vec<ProfileId>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: std::collections::HashSet<i64> = seqs.iter().copied().collect();
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached("SELECT profile_id, seq FROM profile_events")
+            .map_err(engine)?;
+        let mut rows = statement.query([]).map_err(engine)?;
+        let mut owners = Vec::new();
+        while let Some(row) = rows.next().map_err(engine)? {
+            let seq: i64 = row.get(1).map_err(engine)?;
+            if wanted.contains(&seq) {
+                owners.push(row.get(0).map_err(engine)?);
+            }
+        }
+        owners.sort_unstable();
+        owners.dedup();
+        Ok(owners)
+    }
+
+    fn purge_deleted(&self) -> StoreResult<()> {
+        crate::truncate_wal(&lock(&self.writer))
     }
 
     fn conflicts(&self, limit: usize) -> StoreResult<Vec<ConflictRecord>> {

@@ -65,6 +65,12 @@ pub trait AudienceStore: Send + Sync {
     fn member_count(&self, audience: &str) -> StoreResult<i64>;
     /// The audiences a profile is in.
     fn memberships(&self, profile: ProfileId) -> StoreResult<Vec<Membership>>;
+    /// A profile's change-feed rows, oldest first.
+    fn profile_changes(&self, profile: ProfileId) -> StoreResult<Vec<StoredChange>>;
+    /// Deletes every membership and change-feed row of these profiles (erasure).
+    fn erase_profiles(&self, profiles: &[ProfileId]) -> StoreResult<()>;
+    /// Makes deleted rows unrecoverable from the files.
+    fn purge_deleted(&self) -> StoreResult<()>;
     /// Changes after `after_seq`, oldest first; with `audience`, only its own.
     fn changes(
         &self,

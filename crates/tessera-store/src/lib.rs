@@ -101,6 +101,19 @@ pub struct StoredEvent {
     pub payload: String,
 }
 
+/// A stored event's new message (see [`EventLog::rewrite_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrittenEvent {
+    /// The event's position in the log.
+    pub seq: i64,
+    /// Its new `userId`.
+    pub user_id: Option<String>,
+    /// Its new `anonymousId`.
+    pub anonymous_id: Option<String>,
+    /// Its new message as JSON text.
+    pub payload: String,
+}
+
 /// Which events a scan returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
@@ -144,6 +157,14 @@ pub trait EventLog: Send + Sync {
 
     /// Physically deletes the events with these `seq`s; returns how many were deleted.
     fn delete_events(&self, seqs: &[i64]) -> StoreResult<u64>;
+
+    /// Replaces stored events' messages (erasure of another person's identifiers
+    /// they carry); the events keep their `seq`. Returns how many were rewritten.
+    fn rewrite_events(&self, events: &[RewrittenEvent]) -> StoreResult<u64>;
+
+    /// `seq`s of events whose stored message contains any of `needles`
+    /// (ASCII case-insensitive), ascending; reads the whole log.
+    fn find_containing(&self, needles: &[String]) -> StoreResult<Vec<i64>>;
 
     /// The newest rejections, newest first.
     fn recent_rejections(&self, limit: usize) -> StoreResult<Vec<StoredRejection>>;
@@ -264,6 +285,27 @@ pub trait Catalog: Send + Sync {
     fn revoke_token(&self, id: &str, at_ms: i64) -> StoreResult<Option<ApiToken>>;
     /// Appends to the audit log (its `id` is assigned; the log is append-only).
     fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Stores a new privacy request.
+    fn create_privacy_request(&self, request: &PrivacyRequest) -> StoreResult<()>;
+    /// A privacy request by id.
+    fn privacy_request(&self, id: &str) -> StoreResult<Option<PrivacyRequest>>;
+    /// Requests not yet completed or failed, oldest first.
+    fn open_privacy_requests(&self) -> StoreResult<Vec<PrivacyRequest>>;
+    /// Updates a request's status and result; `completed_at_ms` set ends it and
+    /// clears its identifier.
+    fn update_privacy_request(
+        &self,
+        id: &str,
+        status: &str,
+        result_json: Option<&str>,
+        completed_at_ms: Option<i64>,
+    ) -> StoreResult<()>;
+    /// Adds suppression hashes (new events carrying them are suppressed).
+    fn add_suppressions(&self, hashes: &[String], request_id: &str, at_ms: i64) -> StoreResult<()>;
+    /// Every suppression hash.
+    fn suppressions(&self) -> StoreResult<Vec<String>>;
+    /// Makes deleted rows unrecoverable from the files.
+    fn purge_deleted(&self) -> StoreResult<()>;
     /// Audit entries with an id above `after_id`, oldest first; with `action_prefix`,
     /// only actions starting with it.
     fn audit_entries(
@@ -272,6 +314,58 @@ pub trait Catalog: Send + Sync {
         action_prefix: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// Kind of a privacy request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivacyRequestKind {
+    /// Access request (GDPR art. 15): a copy of the person's data.
+    Export,
+    /// Erasure (GDPR art. 17): the person's data deleted.
+    Erasure,
+}
+
+impl PrivacyRequestKind {
+    /// Its stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Export => "export",
+            Self::Erasure => "erasure",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "export" => Some(Self::Export),
+            "erasure" => Some(Self::Erasure),
+            _ => None,
+        }
+    }
+}
+
+/// A privacy request (access or erasure) and its progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivacyRequest {
+    /// Its id (`prq_…`).
+    pub id: String,
+    /// What was asked.
+    pub kind: PrivacyRequestKind,
+    /// The identifier (`type:value`) while the request is pending; `None` once it
+    /// completed (an erasure must not keep what it erased).
+    pub identifier: Option<String>,
+    /// Salted hash of the identifier, kept to match later questions about it.
+    pub identifier_hash: String,
+    /// `pending`, `running`, `completed` or `failed`.
+    pub status: String,
+    /// Who asked (`admin-token`, `token:tok_…`, `cli:<user>`).
+    pub actor: String,
+    /// When it was asked (Unix ms).
+    pub requested_at_ms: i64,
+    /// When it completed (Unix ms).
+    pub completed_at_ms: Option<i64>,
+    /// What was done, as JSON (counts, never values).
+    pub result_json: Option<String>,
 }
 
 impl fmt::Display for Source {

@@ -78,6 +78,23 @@ pub struct ConflictRecord {
     pub detail: String,
 }
 
+/// One consent decision of a person for a purpose, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRecord {
+    /// The purpose (lowercase), e.g. `marketing`.
+    pub purpose: String,
+    /// Whether consent was granted (`false`: refused or withdrawn).
+    pub granted: bool,
+    /// Source that sent it.
+    pub source_key: i64,
+    /// Message that carried it.
+    pub message_id: String,
+    /// Event time of that message (Unix ms).
+    pub timestamp_ms: i64,
+    /// Log position of that message (breaks ties between equal times).
+    pub seq: i64,
+}
+
 /// A group (account) membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMembership {
@@ -133,6 +150,8 @@ pub trait ProfileTxn {
     fn set_group(&mut self, profile: ProfileId, group: &GroupMembership) -> StoreResult<()>;
     /// Records a refused link.
     fn record_conflict(&mut self, conflict: &ConflictRecord) -> StoreResult<()>;
+    /// Appends a consent decision to the profile's consent history.
+    fn record_consent(&mut self, profile: ProfileId, record: &ConsentRecord) -> StoreResult<()>;
 }
 
 /// Work run inside [`ProfileStore::rebuild`]: re-applies the given event `seq`s.
@@ -177,6 +196,20 @@ pub trait ProfileStore: Send + Sync {
     fn merges(&self, id: ProfileId) -> StoreResult<Vec<MergeRecord>>;
     /// A profile's group memberships.
     fn groups(&self, id: ProfileId) -> StoreResult<Vec<GroupMembership>>;
+    /// A profile's consent history, oldest first (by event time, then log position).
+    fn consent(&self, id: ProfileId) -> StoreResult<Vec<ConsentRecord>>;
+    /// Profiles merged into a canonical profile.
+    fn merged_members(&self, id: ProfileId) -> StoreResult<Vec<ProfileId>>;
+    /// Erases canonical profiles and every profile merged into them, with all that
+    /// is attached (identities, traits, events, groups, consent, merges, conflicts),
+    /// in one transaction. Returns the ids removed.
+    fn erase(&self, profiles: &[ProfileId]) -> StoreResult<Vec<ProfileId>>;
+    /// The profiles the events with these `seq`s are attributed to (reads every
+    /// profile's timeline: meant for rare work such as erasure).
+    fn owners_of_events(&self, seqs: &[i64]) -> StoreResult<Vec<ProfileId>>;
+    /// Makes deleted rows unrecoverable from the files (checkpoints and truncates
+    /// any write-ahead file; deleted content is overwritten by the engine).
+    fn purge_deleted(&self) -> StoreResult<()>;
     /// The newest conflicts.
     fn conflicts(&self, limit: usize) -> StoreResult<Vec<ConflictRecord>>;
     /// Ids of canonical profiles greater than `after`, ascending, at most `limit`.

@@ -7,6 +7,7 @@ mod export;
 mod identity_cli;
 mod import;
 mod options;
+mod privacy_cli;
 mod serve;
 mod sources_cli;
 mod tokens_cli;
@@ -71,6 +72,11 @@ enum Command {
     },
     /// Find duplicate people in a CSV by probabilistic matching; writes record_id,cluster_id
     Dedupe(dedupe_cli::DedupeArgs),
+    /// Privacy requests: access export, erasure, erasure status
+    Privacy {
+        #[command(subcommand)]
+        command: privacy_cli::PrivacyCommand,
+    },
 }
 
 /// Who runs a CLI command, for the audit log: `cli:<login>`.
@@ -109,6 +115,9 @@ fn main() -> ExitCode {
             settings(&cli.store).and_then(|s| audiences_cli::run_computed(&s.data_dir, command))
         }
         Command::Dedupe(args) => dedupe_cli::run(&args),
+        Command::Privacy { command } => {
+            settings(&cli.store).and_then(|s| privacy_cli::run(&s, command))
+        }
     };
     match result {
         Ok(code) => code,

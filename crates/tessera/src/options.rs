@@ -46,6 +46,21 @@ pub struct FileConfig {
     /// Per-key request limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Consent purposes and erasure behaviour.
+    #[serde(default)]
+    pub privacy: PrivacyFileConfig,
+}
+
+/// `[privacy]` in `tessera.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyFileConfig {
+    /// Consent purposes the consent API accepts (default: marketing, analytics,
+    /// personalization, sale). Names are compared in lowercase.
+    pub purposes: Option<Vec<String>>,
+    /// What happens to a new message that carries an erased identifier: `drop`
+    /// (default) or `anonymize` (track/page/screen kept without identity).
+    pub suppressed_events: Option<tessera_server::privacy::SuppressionMode>,
 }
 
 /// `[limits]` in `tessera.toml`.
@@ -109,6 +124,8 @@ pub struct Settings {
     pub computed_traits: Vec<tessera_audience::computed::ComputedTrait>,
     /// The per-key request limit (`None`: none).
     pub rate_limit: Option<tessera_server::rate_limit::RateLimit>,
+    /// Consent purposes and erasure behaviour.
+    pub privacy: tessera_server::privacy::PrivacyConfig,
 }
 
 impl Settings {
@@ -130,7 +147,25 @@ impl Settings {
                     .max(1),
             ),
         });
+        let mut privacy = tessera_server::privacy::PrivacyConfig::default();
+        if let Some(purposes) = &file.privacy.purposes {
+            privacy.purposes = purposes.iter().map(|p| p.trim().to_lowercase()).collect();
+            if let Some(bad) = privacy
+                .purposes
+                .iter()
+                .find(|p| p.is_empty() || p.len() > tessera_core::consent::MAX_PURPOSE_LEN)
+            {
+                bail!(
+                    "configuration file: [privacy] purposes: {bad:?} is not a purpose name (1 to {} characters)",
+                    tessera_core::consent::MAX_PURPOSE_LEN
+                );
+            }
+        }
+        if let Some(mode) = file.privacy.suppressed_events {
+            privacy.suppressed_events = mode;
+        }
         Ok(Self {
+            privacy,
             rate_limit,
             computed_traits: file.audiences.computed_traits.clone(),
             data_dir: store

@@ -11,6 +11,7 @@ use tessera_identity::processor::Processor;
 use tessera_server::AppState;
 use tessera_server::committer::{Committer, CommitterConfig};
 use tessera_server::metrics::Metrics;
+use tessera_server::privacy::Privacy;
 use tessera_server::processing::ProcessorThread;
 use tessera_server::sources::{AdminToken, SourceResolver, establish_admin_token};
 use tessera_store::profiles::ProfileStore;
@@ -25,6 +26,8 @@ const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Runs the server until a shutdown signal.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // While it runs, the CLI hands privacy requests to it instead of doing them itself.
+    let _serving = crate::privacy_cli::ServeLock::hold(&settings.data_dir)?;
     let (events, catalog) =
         tessera_store_sqlite::open_data_dir_with(&settings.data_dir, settings.dedup).with_context(
             || {
@@ -85,10 +88,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 .try_for_each(|definition| audiences.save_computed(definition))
         })
         .map_err(|e| anyhow::anyhow!("computed traits of the configuration file: {e}"))?;
+    let privacy = Arc::new(Privacy::open(
+        Arc::clone(&catalog),
+        settings.privacy.clone(),
+    )?);
     let processor_thread = ProcessorThread::start(
         Arc::clone(&processor),
         Arc::clone(&audiences),
         Arc::clone(&metrics),
+        Arc::clone(&privacy),
     )?;
     let state = AppState {
         events,
@@ -104,6 +112,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         rate_limiter: Arc::new(tessera_server::rate_limit::RateLimiter::new(
             settings.rate_limit,
         )),
+        privacy,
     };
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
