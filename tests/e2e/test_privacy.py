@@ -307,6 +307,15 @@ def test_cli_export_and_erase_without_and_with_a_running_server(server_factory, 
     assert json.loads(cp.stdout)["status"] == "completed"
     missing = run_cli("privacy", "export", "--identifier", f"user_id:{ada.user_id}", data_dir=server.data_dir)
     assert missing.returncode != 0 and "profile_not_found" in missing.stderr
+    # An import of old data does not bring the person back either.
+    jsonl = tmp_path / "crm.jsonl"
+    jsonl.write_text("\n".join(json.dumps(m) for m in [
+        msg("track", userId=ada.user_id, event="Imported Back"),
+        msg("track", userId=f"zed-{tag()}", event="Imported New")]) + "\n")
+    cp = run_cli("import", str(jsonl), "--source", "crm", data_dir=server.data_dir, check=True)
+    assert "1 rows carried an erased person's identifier" in cp.stderr, cp.stderr
+    names = [e.get("event") for e in export_events(server.data_dir)]
+    assert "Imported New" in names and "Imported Back" not in names
     bad = run_cli("privacy", "erase", "--identifier", "email", data_dir=server.data_dir)
     assert bad.returncode != 0 and "invalid_identifier" in bad.stderr
 

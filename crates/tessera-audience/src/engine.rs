@@ -1228,6 +1228,19 @@ impl AudienceEngine {
         }
     }
 
+    /// Whether a condition holds for one profile now (journey branches); `None`
+    /// until the index is built or when the profile is not in it.
+    pub fn holds_for(&self, condition: &Condition, id: ProfileId) -> Option<bool> {
+        if !self.is_ready() {
+            return None;
+        }
+        let state = self.read();
+        let slot = state.index.slot(id)?;
+        let now = self.now();
+        let context = state.context(now);
+        Some(Plan::compile(condition, &context).holds(&state.index, slot, now))
+    }
+
     /// Computed traits (presets included) by key.
     pub fn computed_traits(&self) -> Vec<ComputedTrait> {
         let state = self.read();

@@ -103,6 +103,16 @@ error_codes! {
     UnknownPurpose => ("unknown_purpose", 400),
     /// No privacy request has that id.
     PrivacyRequestNotFound => ("privacy_request_not_found", 404),
+    /// A destination or journey definition is invalid (the message says where).
+    InvalidActivation => ("invalid_activation", 400),
+    /// No destination has that id.
+    DestinationNotFound => ("destination_not_found", 404),
+    /// A destination with that id exists (or journeys still use it).
+    DestinationConflict => ("destination_conflict", 409),
+    /// No journey has that key.
+    JourneyNotFound => ("journey_not_found", 404),
+    /// A journey with that key exists.
+    JourneyExists => ("journey_exists", 409),
     /// No audience has that key.
     AudienceNotFound => ("audience_not_found", 404),
     /// An audience with that key exists already.

@@ -468,6 +468,26 @@ impl Processor {
         self.catch_up(progress)
     }
 
+    /// The canonical profile a message belongs to (its strongest identifier that
+    /// resolves), as far as the processor has applied the log.
+    pub fn resolve_owner(&self, message: &Map<String, Value>) -> Option<ProfileId> {
+        let rules = self.current_rules();
+        let mut identifiers = extract(&rules.rules, message);
+        identifiers.retain(|identifier| !rules.unlinked.contains(identifier));
+        identifiers.sort_by_key(|identifier| {
+            rules
+                .rules
+                .identifier_type(&identifier.id_type)
+                .map_or(u32::MAX, |t| t.priority)
+        });
+        identifiers.iter().find_map(|identifier| {
+            self.profiles
+                .find(&identifier.id_type, &identifier.value)
+                .ok()
+                .flatten()
+        })
+    }
+
     /// The profile store it writes.
     pub fn profiles(&self) -> &dyn ProfileStore {
         self.profiles.as_ref()
@@ -689,6 +709,12 @@ impl Processor {
             rebuilt,
         })
     }
+}
+
+/// The identity rules stored in the catalog (or the defaults), compiled — for tools
+/// that normalize identifiers without running a processor (import).
+pub fn stored_rules(catalog: &dyn Catalog) -> Result<CompiledRules, ProcessorError> {
+    Ok(load_rules(catalog)?.rules)
 }
 
 fn load_rules(catalog: &dyn Catalog) -> Result<ProcessingRules, ProcessorError> {

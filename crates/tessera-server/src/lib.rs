@@ -4,6 +4,7 @@
 //! [`router`] builds the whole application from an [`AppState`] without a socket, so
 //! tests drive it with `tower::ServiceExt::oneshot`; the binary binds it and serves.
 
+pub mod activation_api;
 pub mod admin;
 pub mod api_error;
 pub mod audiences;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
     /// Suppression of erased identifiers, privacy configuration.
     pub privacy: Arc<privacy::Privacy>,
+    /// Destinations, the outbox, journeys.
+    pub activation: Arc<tessera_activation::Activation>,
 }
 
 /// The whole HTTP application.
@@ -71,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(profiles::router())
         .merge(audiences::router())
         .merge(privacy_api::router())
+        .merge(activation_api::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

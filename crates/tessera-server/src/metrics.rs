@@ -77,6 +77,62 @@ pub struct Metrics {
     /// New messages carrying an erased identifier, by what happened (`dropped`,
     /// `anonymized`).
     pub events_suppressed: Family<KindLabels, Counter>,
+    /// Delivery outcomes by destination and kind (`delivered`, `retrying`, `dead`,
+    /// `blocked`).
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    /// Seconds from an event's acknowledgement to its delivery, by destination.
+    pub delivery_latency: Family<DestinationLabels, Histogram, fn() -> Histogram>,
+    /// 1 while a destination's circuit breaker is open.
+    pub destination_breaker_open: Family<DestinationLabels, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0,
+    ])
+}
+
+/// Labels of a delivery outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// The destination id.
+    pub destination: String,
+    /// `delivered`, `retrying`, `dead` or `blocked`.
+    pub outcome: String,
+}
+
+/// Labels naming a destination.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    /// The destination id.
+    pub destination: String,
+}
+
+impl tessera_activation::delivery::Observer for Metrics {
+    fn delivered(&self, destination: &str, latency_seconds: f64) {
+        self.delivery_outcome(destination, "delivered");
+        self.delivery_latency
+            .get_or_create(&DestinationLabels {
+                destination: destination.into(),
+            })
+            .observe(latency_seconds);
+    }
+    fn retrying(&self, destination: &str) {
+        self.delivery_outcome(destination, "retrying");
+    }
+    fn dead(&self, destination: &str) {
+        self.delivery_outcome(destination, "dead");
+    }
+    fn blocked(&self, destination: &str, _reason: &str) {
+        self.delivery_outcome(destination, "blocked");
+    }
+    fn breaker(&self, destination: &str, open: bool) {
+        self.destination_breaker_open
+            .get_or_create(&DestinationLabels {
+                destination: destination.into(),
+            })
+            .set(i64::from(open));
+    }
 }
 
 /// Labels naming a kind of change.
@@ -204,6 +260,25 @@ impl Metrics {
             "Failures of the audience engine (each is logged)",
             audience_errors.clone(),
         );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery outcomes by destination: delivered, retrying (an attempt failed), dead, blocked (no consent, frequency cap)",
+            deliveries.clone(),
+        );
+        let delivery_latency: Family<DestinationLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "delivery_latency_seconds",
+            "Seconds from the event's acknowledgement to its delivery",
+            delivery_latency.clone(),
+        );
+        let destination_breaker_open = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "destination_breaker_open",
+            "1 while a destination's circuit breaker is open",
+            destination_breaker_open.clone(),
+        );
         let events_suppressed = Family::<KindLabels, Counter>::default();
         registry.register(
             "events_suppressed",
@@ -212,6 +287,9 @@ impl Metrics {
         );
         Self {
             registry,
+            deliveries,
+            delivery_latency,
+            destination_breaker_open,
             events_suppressed,
             processor_lag,
             processor_events,
@@ -233,6 +311,15 @@ impl Metrics {
             last_commit_unix_ms: std::sync::atomic::AtomicI64::new(0),
             event_log_bytes,
         }
+    }
+
+    fn delivery_outcome(&self, destination: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                destination: destination.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// Counts a new message carrying an erased identifier (`dropped`, `anonymized`).

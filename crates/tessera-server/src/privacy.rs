@@ -26,6 +26,7 @@ use tessera_core::{ErrorCode, UserError, ids};
 use tessera_identity::identifiers::{Identifier, extract, normalize_value, raw_texts_of};
 use tessera_identity::processor::{ErasureOutcome, Processor, ProcessorError};
 use tessera_identity::rules::CompiledRules;
+use tessera_store::activation::{ActivationStore, DeliveryFilter};
 use tessera_store::audiences::AudienceStore;
 use tessera_store::profiles::{ProfileId, ProfileStore};
 use tessera_store::{
@@ -295,6 +296,8 @@ pub struct PrivacyStores<'a> {
     pub audiences: &'a dyn AudienceStore,
     /// Sources, settings, requests, audit.
     pub catalog: &'a dyn Catalog,
+    /// The outbox and journey runs.
+    pub activation: &'a dyn ActivationStore,
 }
 
 fn format_millis(ms: i64) -> Value {
@@ -399,6 +402,40 @@ pub fn export_document(
                 "timestamp": format_millis(m.timestamp_ms)})
         })
         .collect();
+    let mut members = vec![profile];
+    members.extend(stores.profiles.merged_members(profile)?);
+    let mut journeys = Vec::new();
+    let mut deliveries = Vec::new();
+    for member in &members {
+        journeys.extend(
+            stores
+                .activation
+                .profile_runs(*member)?
+                .iter()
+                .map(tessera_activation::run_json),
+        );
+        let mut after = 0;
+        loop {
+            let page = stores.activation.deliveries(&DeliveryFilter {
+                profile_id: Some(*member),
+                after_id: after,
+                limit: EXPORT_PAGE,
+                ..DeliveryFilter::default()
+            })?;
+            let Some(last) = page.last().map(|d| d.id) else {
+                break;
+            };
+            deliveries.extend(page.iter().map(|d| {
+                json!({"destination": d.new.destination, "channel": d.new.channel,
+                    "status": d.new.status.as_str(), "reason": d.new.reason,
+                    "journey": d.new.journey, "attempts": d.attempts,
+                    "createdAt": format_millis(d.created_ms),
+                    "deliveredAt": d.delivered_ms.map(format_millis),
+                    "payload": serde_json::from_str::<Value>(&d.new.payload).unwrap_or(Value::Null)})
+            }));
+            after = last;
+        }
+    }
     Ok(Some(json!({
         "requestId": request_id,
         "generatedAt": format_millis(chrono::Utc::now().timestamp_millis()),
@@ -418,10 +455,8 @@ pub fn export_document(
         "groups": groups,
         "merges": merges,
         "events": events,
-        // Tessera keeps no journey state or delivery outbox yet (activation is not
-        // part of this version); the keys are here so the document's shape is stable.
-        "journeys": [],
-        "deliveries": [],
+        "journeys": journeys,
+        "deliveries": deliveries,
     })))
 }
 
@@ -559,6 +594,7 @@ pub fn run_open_erasures(
     processor: &Processor,
     privacy: &Privacy,
     audiences: &AudienceSide<'_>,
+    activation: Option<&dyn ActivationStore>,
     catch_up: &mut dyn FnMut() -> Result<(), ErasureError>,
 ) -> Result<usize, ErasureError> {
     let mut completed = 0;
@@ -608,6 +644,11 @@ pub fn run_open_erasures(
                 store.erase_profiles(&outcome.profiles)?;
                 store.purge_deleted()?;
             }
+        }
+        // Their deliveries (outbox, dead letters) and journey runs go too.
+        if let Some(store) = activation {
+            store.erase_profiles(&outcome.profiles)?;
+            store.purge_deleted()?;
         }
         let result = outcome_json(&outcome);
         let now = chrono::Utc::now().timestamp_millis();

@@ -80,6 +80,7 @@ async fn export(
             profiles: worker.profiles.as_ref(),
             audiences: worker.audiences.store(),
             catalog: worker.catalog.as_ref(),
+            activation: worker.activation.store(),
         };
         let engine = &worker.audiences;
         let computed = |profile| engine.computed_values(profile);

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tessera_activation::Activation;
 use tessera_audience::engine::{AudienceEngine, ProfileChanges};
 use tessera_identity::processor::{CHUNK_EVENTS, Processor};
 
@@ -45,6 +46,7 @@ impl ProcessorThread {
         audiences: Arc<AudienceEngine>,
         metrics: Arc<Metrics>,
         privacy: Arc<Privacy>,
+        activation: Arc<Activation>,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -62,6 +64,9 @@ impl ProcessorThread {
                         Ok(report) => {
                             failures = 0;
                             metrics.processor_events.inc_by(report.applied as u64);
+                            if report.applied > 0 {
+                                activation.wake_fanout();
+                            }
                             if !realtime(&audiences, &metrics, report.events, report.merges) {
                                 // The index may have missed the chunk: rebuild it from
                                 // the store (which has it) and reconcile on the next tick.
@@ -80,7 +85,14 @@ impl ProcessorThread {
                             }
                             if privacy.take_wake() || last_privacy.elapsed() >= PRIVACY_INTERVAL {
                                 last_privacy = std::time::Instant::now();
-                                erasures(&processor, &audiences, &metrics, &privacy, &flag);
+                                erasures(
+                                    &processor,
+                                    &audiences,
+                                    &metrics,
+                                    &privacy,
+                                    &activation,
+                                    &flag,
+                                );
                             }
                             if report.applied == 0 {
                                 std::thread::sleep(IDLE_WAIT);
@@ -127,6 +139,7 @@ fn erasures(
     audiences: &AudienceEngine,
     metrics: &Metrics,
     privacy: &Privacy,
+    activation: &Activation,
     stop: &AtomicBool,
 ) {
     // Everything stored before the erasure is attributed first, with the audience
@@ -147,6 +160,7 @@ fn erasures(
         processor,
         privacy,
         &AudienceSide::Engine(audiences),
+        Some(activation.store()),
         &mut catch_up,
     ) {
         tracing::error!(%error, "erasure failed; it stays open and is retried");

@@ -61,6 +61,32 @@ impl Harness {
         );
         let (committer, threads) =
             Committer::start(Arc::clone(&events), Arc::clone(&metrics), config).expect("start");
+        let audiences = Arc::new(tessera_audience::engine::AudienceEngine::new(
+            Arc::clone(&catalog),
+            Arc::new(
+                tessera_store_sqlite::SqliteAudienceStore::open_in(dir.path()).expect("audiences"),
+            ),
+            Arc::clone(&profiles),
+            Arc::clone(&events),
+            Arc::new(SystemClock),
+            tessera_audience::engine::EngineOptions::default(),
+        ));
+        let activation = tessera_activation::Activation::new(
+            tessera_activation::Stores {
+                log: Arc::clone(&events),
+                profiles: Arc::clone(&profiles),
+                catalog: Arc::clone(&catalog),
+                store: Arc::new(
+                    tessera_store_sqlite::SqliteActivationStore::open_in(dir.path())
+                        .expect("activation"),
+                ),
+                audiences: Arc::clone(&audiences),
+            },
+            vec!["marketing".into()],
+            Arc::new(tessera_activation::delivery::NoObserver),
+            None,
+        )
+        .expect("activation");
         let state = AppState {
             events: Arc::clone(&events),
             profiles: Arc::clone(&profiles),
@@ -71,17 +97,7 @@ impl Harness {
             sources: Arc::new(SourceResolver::new(Arc::clone(&catalog))),
             admin_token_hash: tessera_core::ids::hash_secret(ADMIN),
             clock: Arc::new(SystemClock),
-            audiences: Arc::new(tessera_audience::engine::AudienceEngine::new(
-                Arc::clone(&catalog),
-                Arc::new(
-                    tessera_store_sqlite::SqliteAudienceStore::open_in(dir.path())
-                        .expect("audiences"),
-                ),
-                Arc::clone(&profiles),
-                Arc::clone(&events),
-                Arc::new(SystemClock),
-                tessera_audience::engine::EngineOptions::default(),
-            )),
+            audiences,
             rate_limiter: Arc::new(tessera_server::rate_limit::RateLimiter::new(None)),
             privacy: Arc::new(
                 tessera_server::privacy::Privacy::open(
@@ -90,6 +106,7 @@ impl Harness {
                 )
                 .expect("privacy"),
             ),
+            activation,
         };
         Self {
             app: router(state),

@@ -16,10 +16,12 @@
 //! newest events are deleted, so consumers' checkpoints stay valid. See
 //! `docs/decisions/0001-embedded-store.md` for why SQLite, with the measurements.
 
+mod activation;
 mod audiences;
 mod dedup;
 mod profiles;
 
+pub use activation::SqliteActivationStore;
 pub use audiences::SqliteAudienceStore;
 pub use dedup::DedupConfig;
 pub use profiles::SqliteProfileStore;
@@ -451,15 +453,22 @@ impl EventLog for SqliteEventLog {
     }
 
     fn find_containing(&self, needles: &[String]) -> StoreResult<Vec<i64>> {
+        // LIKE is ASCII case-insensitive and, unlike lower(), copies nothing per row.
         let needles: Vec<String> = needles
             .iter()
             .filter(|n| !n.is_empty())
-            .map(|n| n.to_ascii_lowercase())
+            .map(|n| {
+                let escaped = n
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                format!("%{escaped}%")
+            })
             .collect();
         if needles.is_empty() {
             return Ok(Vec::new());
         }
-        let condition = vec!["instr(lower(payload), ?) > 0"; needles.len()].join(" OR ");
+        let condition = vec!["payload LIKE ? ESCAPE '\\'"; needles.len()].join(" OR ");
         let conn = lock(&self.reader);
         let mut statement = conn
             .prepare(&format!(

@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+pub mod activation;
 pub mod audiences;
 pub mod profiles;
 

@@ -14,10 +14,14 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use tessera_core::message::{MessageType, RequestDefaults, normalize};
 use tessera_core::request::MAX_MESSAGE_BYTES;
 use tessera_core::time::{Clock, SystemClock};
 use tessera_core::{ErrorCode, Rejection};
+use tessera_identity::processor::stored_rules;
+use tessera_identity::rules::CompiledRules;
+use tessera_server::privacy::{Privacy, PrivacyConfig, Screened};
 use tessera_store::{AppendBatch, Catalog, EventLog, EventRecord};
 
 /// Messages appended per durable commit.
@@ -62,12 +66,14 @@ struct Summary {
     stored: u64,
     duplicates: u64,
     rejected: u64,
+    suppressed: u64,
 }
 
 /// Runs an import.
 pub fn run(
     data_dir: &Path,
     dedup: tessera_store_sqlite::DedupConfig,
+    privacy: &PrivacyConfig,
     args: &ImportArgs,
 ) -> anyhow::Result<ExitCode> {
     let file =
@@ -84,6 +90,14 @@ pub fn run(
         Format::Jsonl => None,
     };
     let (log, catalog) = tessera_store_sqlite::open_data_dir_with(data_dir, dedup)?;
+    let catalog: Arc<dyn Catalog> = Arc::new(catalog);
+    // Erased people stay erased: their identifiers are suppressed here as at the API.
+    let privacy = Privacy::open(Arc::clone(&catalog), privacy.clone())?;
+    let screen = privacy
+        .is_suppressing()
+        .then(|| stored_rules(catalog.as_ref()))
+        .transpose()?
+        .map(|rules| (&privacy, rules));
     let source = catalog.find_source(&args.source)?.with_context(|| {
         format!(
             "no source has the id or name {:?}: create one with `tessera sources create NAME`",
@@ -111,6 +125,7 @@ pub fn run(
         clock: &SystemClock,
         pending: Vec::with_capacity(IMPORT_BATCH),
         summary: Summary::default(),
+        screen,
     };
     let mut reject =
         |line: u64, rejection: &Rejection, summary: &mut Summary| -> anyhow::Result<()> {
@@ -177,6 +192,12 @@ pub fn run(
         summary.duplicates,
         summary.rejected
     );
+    if summary.suppressed > 0 {
+        eprintln!(
+            "{} rows carried an erased person's identifier and were suppressed ([privacy] suppressed_events)",
+            summary.suppressed
+        );
+    }
     if summary.rejected > 0 {
         eprintln!(
             "Rejected rows and their reasons: {}",
@@ -216,6 +237,8 @@ struct Importer<'a> {
     clock: &'a dyn Clock,
     pending: Vec<EventRecord>,
     summary: Summary,
+    /// Suppression of erased identifiers, when any are.
+    screen: Option<(&'a Privacy, CompiledRules)>,
 }
 
 impl Importer<'_> {
@@ -234,7 +257,25 @@ impl Importer<'_> {
         let normalized = message.and_then(|m| normalize(m, None, &defaults, self.clock.now()));
         match normalized {
             Err(rejection) => reject(line, &rejection, &mut self.summary)?,
-            Ok(message) => {
+            Ok(mut message) => {
+                if let Some((privacy, rules)) = &self.screen {
+                    match privacy.screen(rules, &message.body) {
+                        Screened::Keep => {}
+                        Screened::Drop => {
+                            self.summary.suppressed += 1;
+                            return Ok(());
+                        }
+                        Screened::Anonymized(body) => {
+                            self.summary.suppressed += 1;
+                            message.user_id = None;
+                            message.anonymous_id = body
+                                .get("anonymousId")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned);
+                            message.body = body;
+                        }
+                    }
+                }
                 self.pending.push(EventRecord {
                     source_key: self.source_key,
                     payload: serde_json::to_string(&message.body)?,

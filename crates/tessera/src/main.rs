@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             settings(&cli.store).and_then(|s| export::run(&s.data_dir, what))
         }
         Command::Import(args) => {
-            settings(&cli.store).and_then(|s| import::run(&s.data_dir, s.dedup, &args))
+            settings(&cli.store).and_then(|s| import::run(&s.data_dir, s.dedup, &s.privacy, &args))
         }
         Command::Replay => settings(&cli.store).and_then(|s| identity_cli::replay(&s.data_dir)),
         Command::Identity { command } => {

@@ -49,6 +49,20 @@ pub struct FileConfig {
     /// Consent purposes and erasure behaviour.
     #[serde(default)]
     pub privacy: PrivacyFileConfig,
+    /// Destinations defined at start.
+    #[serde(default)]
+    pub activation: ActivationFileConfig,
+}
+
+/// `[activation]` in `tessera.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationFileConfig {
+    /// Destinations to define (or replace) at start, e.g.
+    /// `[[activation.destinations]] id = "crm-hook", type = "webhook",
+    /// settings = { url = "https://…" }` — the fields of `POST /api/v1/destinations`.
+    #[serde(default)]
+    pub destinations: Vec<tessera_activation::config::Destination>,
 }
 
 /// `[privacy]` in `tessera.toml`.
@@ -126,6 +140,8 @@ pub struct Settings {
     pub rate_limit: Option<tessera_server::rate_limit::RateLimit>,
     /// Consent purposes and erasure behaviour.
     pub privacy: tessera_server::privacy::PrivacyConfig,
+    /// Destinations defined in the configuration file.
+    pub destinations: Vec<tessera_activation::config::Destination>,
 }
 
 impl Settings {
@@ -164,7 +180,16 @@ impl Settings {
         if let Some(mode) = file.privacy.suppressed_events {
             privacy.suppressed_events = mode;
         }
+        for destination in &file.activation.destinations {
+            if let Err(error) = destination.validate(&privacy.purposes) {
+                bail!(
+                    "configuration file: [[activation.destinations]] {:?}: {error}",
+                    destination.id
+                );
+            }
+        }
         Ok(Self {
+            destinations: file.activation.destinations.clone(),
             privacy,
             rate_limit,
             computed_traits: file.audiences.computed_traits.clone(),

@@ -20,10 +20,11 @@ use tessera_server::privacy::{
     AudienceSide, ErasureError, Privacy, PrivacyStores, export_document, parse_identifier,
     record_export, request_erasure, request_json, run_open_erasures,
 };
+use tessera_store::activation::ActivationStore;
 use tessera_store::audiences::AudienceStore;
 use tessera_store::profiles::ProfileStore;
 use tessera_store::{Catalog, EventLog, PrivacyRequestKind};
-use tessera_store_sqlite::{SqliteAudienceStore, SqliteProfileStore};
+use tessera_store_sqlite::{SqliteActivationStore, SqliteAudienceStore, SqliteProfileStore};
 
 /// The lock file a running server holds in its data directory.
 const SERVE_LOCK: &str = "serve.lock";
@@ -102,6 +103,7 @@ struct Stores {
     catalog: Arc<dyn Catalog>,
     profiles: Arc<dyn ProfileStore>,
     audiences: SqliteAudienceStore,
+    activation: SqliteActivationStore,
     processor: Processor,
     privacy: Privacy,
 }
@@ -124,6 +126,7 @@ fn open(settings: &Settings) -> anyhow::Result<Stores> {
         catalog,
         profiles,
         audiences: SqliteAudienceStore::open_in(dir)?,
+        activation: SqliteActivationStore::open_in(dir)?,
         processor,
         privacy,
     })
@@ -144,6 +147,7 @@ pub fn run(settings: &Settings, command: PrivacyCommand) -> anyhow::Result<ExitC
                     profiles: stores.profiles.as_ref(),
                     audiences: &stores.audiences,
                     catalog: stores.catalog.as_ref(),
+                    activation: &stores.activation,
                 },
                 &identifier,
                 &request_id,
@@ -195,6 +199,7 @@ pub fn run(settings: &Settings, command: PrivacyCommand) -> anyhow::Result<ExitC
                         processor,
                         &stores.privacy,
                         &AudienceSide::Store(&stores.audiences as &dyn AudienceStore),
+                        Some(&stores.activation as &dyn ActivationStore),
                         &mut catch_up,
                     )?;
                 }

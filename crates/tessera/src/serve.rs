@@ -5,6 +5,8 @@
 use crate::options::Settings;
 use anyhow::Context;
 use std::sync::Arc;
+use tessera_activation::fanout::FanoutThread;
+use tessera_activation::{Activation, Stores as ActivationStores};
 use tessera_audience::engine::AudienceEngine;
 use tessera_core::time::SystemClock;
 use tessera_identity::processor::Processor;
@@ -14,9 +16,10 @@ use tessera_server::metrics::Metrics;
 use tessera_server::privacy::Privacy;
 use tessera_server::processing::ProcessorThread;
 use tessera_server::sources::{AdminToken, SourceResolver, establish_admin_token};
+use tessera_store::activation::ActivationStore;
 use tessera_store::profiles::ProfileStore;
 use tessera_store::{Catalog, EventLog};
-use tessera_store_sqlite::{SqliteAudienceStore, SqliteProfileStore};
+use tessera_store_sqlite::{SqliteActivationStore, SqliteAudienceStore, SqliteProfileStore};
 
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -92,11 +95,45 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&catalog),
         settings.privacy.clone(),
     )?);
+    let activation_store: Arc<dyn ActivationStore> =
+        Arc::new(SqliteActivationStore::open_in(&settings.data_dir)?);
+    let activation = Activation::new(
+        ActivationStores {
+            log: Arc::clone(&events),
+            profiles: Arc::clone(&profiles),
+            catalog: Arc::clone(&catalog),
+            store: activation_store,
+            audiences: Arc::clone(&audiences),
+        },
+        settings.privacy.purposes.clone(),
+        Arc::clone(&metrics) as Arc<dyn tessera_activation::delivery::Observer>,
+        Some(tokio::runtime::Handle::current()),
+    )
+    .map_err(|e| anyhow::anyhow!("activation: {e}"))?;
+    // Destinations of the configuration file are stored like those of the API.
+    for destination in &settings.destinations {
+        let exists = activation.destination(&destination.id).is_some();
+        activation
+            .save_destination(destination.clone(), !exists)
+            .map_err(|e| {
+                anyhow::anyhow!("[[activation.destinations]] {:?}: {e}", destination.id)
+            })?;
+    }
+    let resolver = Arc::clone(&processor);
+    let fanout = FanoutThread::start(
+        Arc::clone(&activation),
+        Arc::new(
+            move |message: &serde_json::Map<String, serde_json::Value>| {
+                resolver.resolve_owner(message)
+            },
+        ),
+    )?;
     let processor_thread = ProcessorThread::start(
         Arc::clone(&processor),
         Arc::clone(&audiences),
         Arc::clone(&metrics),
         Arc::clone(&privacy),
+        Arc::clone(&activation),
     )?;
     let state = AppState {
         events,
@@ -113,6 +150,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             settings.rate_limit,
         )),
         privacy,
+        activation,
     };
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -149,6 +187,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || {
         committer_threads.shutdown();
         processor_thread.shutdown();
+        fanout.shutdown();
     })
     .await
     .context("the ingest pipeline did not shut down cleanly")?;

@@ -1,0 +1,699 @@
+//! Fan-out: events and audience changes become deliveries and journey steps.
+//!
+//! A thread follows two cursors kept in the activation store: the event log (only as
+//! far as the processor has applied it, so each event's profile is known) and the
+//! audience change feed. Each round it
+//! 1. starts journeys the round's events and changes trigger, and advances runs
+//!    waiting for one of those events (a run is keyed by its trigger, so a round
+//!    repeated after a crash starts nothing twice);
+//! 2. writes one delivery per matching destination — idempotency key
+//!    `e<seq>:<destination>` or `c<seq>:<destination>` — together with the new
+//!    cursors, in one transaction;
+//! 3. advances runs whose wait is over.
+
+use crate::Activation;
+use crate::config::{CompiledJourney, Destination, Instruction, Reentry, parse_duration_ms};
+use crate::senders::render_payload;
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_core::time::parse_timestamp;
+use tessera_store::activation::{DeliveryStatus, JourneyRun, NewDelivery};
+use tessera_store::audiences::StoredChange;
+use tessera_store::profiles::ProfileId;
+use tessera_store::{EventFilter, StoreError, StoredEvent};
+
+/// Events and changes read per round.
+const ROUND: usize = 500;
+/// Longest pause between rounds when nothing is new.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// Most instructions one run executes at once (guards against loops).
+const MAX_STEPS: usize = 1_000;
+
+/// Finds the profile a message belongs to (the processor's identity resolution).
+pub type Resolver = dyn Fn(&Map<String, Value>) -> Option<ProfileId> + Send + Sync;
+
+/// The running fan-out thread.
+pub struct FanoutThread {
+    handle: Option<std::thread::JoinHandle<()>>,
+    activation: Arc<Activation>,
+}
+
+impl FanoutThread {
+    /// Starts following the log and the change feed.
+    pub fn start(activation: Arc<Activation>, resolve: Arc<Resolver>) -> std::io::Result<Self> {
+        let worker = Arc::clone(&activation);
+        let handle = std::thread::Builder::new()
+            .name("activation".into())
+            .spawn(move || {
+                let mut failures = 0u32;
+                while !worker.is_stopping() {
+                    match worker.round(resolve.as_ref()) {
+                        Ok(0) => {
+                            failures = 0;
+                            worker.wait_for_work(IDLE_WAIT);
+                        }
+                        Ok(_) => failures = 0,
+                        Err(error) => {
+                            failures += 1;
+                            tracing::error!(%error, failures, "activation fan-out failed; retrying");
+                            std::thread::sleep(IDLE_WAIT * failures.min(40));
+                        }
+                    }
+                }
+            })?;
+        Ok(Self {
+            handle: Some(handle),
+            activation,
+        })
+    }
+
+    /// Stops the thread (and the delivery workers) and joins it.
+    pub fn shutdown(mut self) {
+        self.activation.stop();
+        if let Some(handle) = self.handle.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("activation thread panicked");
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The name journeys and filters match: track `event`, page/screen `name`.
+fn event_name(message: &Map<String, Value>) -> Option<&str> {
+    match message.get("type").and_then(Value::as_str) {
+        Some("track") => message.get("event").and_then(Value::as_str),
+        Some("page" | "screen") => message.get("name").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// Deliveries being built in one round, with per-round frequency-cap counts.
+struct Batch {
+    deliveries: Vec<NewDelivery>,
+    touched: HashSet<String>,
+    sent: HashMap<(ProfileId, String), i64>,
+}
+
+impl Activation {
+    fn wait_for_work(&self, timeout: Duration) {
+        let (flag, signal) = &self.fanout_wake;
+        let mut woken = flag.lock().unwrap_or_else(|p| p.into_inner());
+        if !*woken {
+            woken = signal
+                .wait_timeout(woken, timeout)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        *woken = false;
+    }
+
+    /// One fan-out round; returns how many events, changes and runs it handled.
+    pub fn round(&self, resolve: &Resolver) -> Result<usize, StoreError> {
+        let applied = self.stores.profiles.checkpoint()?;
+        let mut events: Vec<StoredEvent> = Vec::new();
+        self.stores.log.scan(
+            &EventFilter {
+                after_seq: Some(self.store.cursor("events")?),
+                limit: Some(ROUND),
+                ..EventFilter::default()
+            },
+            &mut |event| {
+                if event.seq <= applied {
+                    events.push(event);
+                }
+                Ok(())
+            },
+        )?;
+        let changes =
+            self.stores
+                .audiences
+                .store()
+                .changes(self.store.cursor("changes")?, None, ROUND)?;
+        let sources: HashMap<i64, String> = self
+            .stores
+            .catalog
+            .list_sources()?
+            .into_iter()
+            .map(|s| (s.key, s.id))
+            .collect();
+        let destinations = self.destinations();
+        let journeys = self.journeys();
+        let now = now_ms();
+        let mut batch = Batch {
+            deliveries: Vec::new(),
+            touched: HashSet::new(),
+            sent: HashMap::new(),
+        };
+        let mut contexts: HashMap<ProfileId, Value> = HashMap::new();
+
+        for event in &events {
+            let Ok(Value::Object(message)) = serde_json::from_str::<Value>(&event.payload) else {
+                continue;
+            };
+            let owner = resolve(&message);
+            let name = event_name(&message).map(str::to_owned);
+            let message = Value::Object(message);
+            if let (Some(owner), Some(name)) = (owner, &name) {
+                for journey in journeys.iter().filter(|j| {
+                    j.journey.enabled && j.journey.trigger.event.as_deref() == Some(name)
+                }) {
+                    self.trigger(
+                        journey,
+                        owner,
+                        &format!("event:{}", event.seq),
+                        &message,
+                        now,
+                        &mut batch,
+                    )?;
+                }
+                for mut run in self.store.active_runs(owner)? {
+                    if run.waiting_event.as_deref() == Some(name.as_str()) {
+                        let Some(journey) = self.journey(&run.journey) else {
+                            continue;
+                        };
+                        run.waiting_event = None;
+                        run.wake_at_ms = None;
+                        run.step += 1;
+                        push_history(
+                            &mut run,
+                            json!({"action": "event", "event": name, "at": now}),
+                        );
+                        self.execute(&journey, &mut run, now, &mut batch)?;
+                    }
+                }
+            }
+            for destination in destinations
+                .iter()
+                .filter(|d| d.enabled && d.takes_events())
+            {
+                if !self.matches(destination, &message, event.source_key, &sources, owner)? {
+                    continue;
+                }
+                let context = self.context_of(owner, &mut contexts)?;
+                let key = format!("e{}:{}", event.seq, destination.id);
+                self.add_delivery(
+                    destination,
+                    owner,
+                    &context,
+                    &message,
+                    &Map::new(),
+                    key,
+                    event.received_at_ms,
+                    None,
+                    &mut batch,
+                )?;
+            }
+        }
+
+        for change in &changes {
+            let owner = change.change.profile_id;
+            let message = self.change_message(change)?;
+            if change.change.entered {
+                for journey in journeys.iter().filter(|j| {
+                    j.journey.enabled
+                        && j.journey.trigger.audience_entered.as_deref()
+                            == Some(change.change.audience.as_str())
+                }) {
+                    self.trigger(
+                        journey,
+                        owner,
+                        &format!("change:{}", change.seq),
+                        &message,
+                        now,
+                        &mut batch,
+                    )?;
+                }
+            }
+            for destination in destinations
+                .iter()
+                .filter(|d| d.enabled && d.filter.audiences.contains(&change.change.audience))
+            {
+                let context = self.context_of(Some(owner), &mut contexts)?;
+                let key = format!("c{}:{}", change.seq, destination.id);
+                self.add_delivery(
+                    destination,
+                    Some(owner),
+                    &context,
+                    &message,
+                    &Map::new(),
+                    key,
+                    change.change.at_ms,
+                    None,
+                    &mut batch,
+                )?;
+            }
+        }
+
+        let mut cursors: Vec<(&str, i64)> = Vec::new();
+        if let Some(last) = events.last() {
+            cursors.push(("events", last.seq));
+        }
+        if let Some(last) = changes.last() {
+            cursors.push(("changes", last.seq));
+        }
+        // Rows of events the processor had not applied yet are read again next round.
+        let handled = events.len() + changes.len();
+        if !batch.deliveries.is_empty() || !cursors.is_empty() {
+            self.store.enqueue(&batch.deliveries, &cursors)?;
+        }
+
+        let mut woken = 0;
+        for mut run in self.store.due_runs(now_ms(), ROUND)? {
+            let Some(journey) = self.journey(&run.journey) else {
+                continue;
+            };
+            run.wake_at_ms = None;
+            let mut own = Batch {
+                deliveries: Vec::new(),
+                touched: HashSet::new(),
+                sent: HashMap::new(),
+            };
+            self.execute(&journey, &mut run, now_ms(), &mut own)?;
+            batch.touched.extend(own.touched);
+            woken += 1;
+        }
+        for id in &batch.touched {
+            self.notify(id);
+        }
+        Ok(handled + woken)
+    }
+
+    fn matches(
+        &self,
+        destination: &Destination,
+        message: &Value,
+        source_key: i64,
+        sources: &HashMap<i64, String>,
+        owner: Option<ProfileId>,
+    ) -> Result<bool, StoreError> {
+        let filter = &destination.filter;
+        let Some(map) = message.as_object() else {
+            return Ok(false);
+        };
+        let kind = map.get("type").and_then(Value::as_str).unwrap_or("");
+        if !filter.types.is_empty() && !filter.types.iter().any(|t| t == kind) {
+            return Ok(false);
+        }
+        if !filter.events.is_empty() {
+            let name = event_name(map).unwrap_or("");
+            if !filter.events.iter().any(|e| e == name) {
+                return Ok(false);
+            }
+        }
+        if !filter.sources.is_empty() {
+            let id = sources.get(&source_key).map(String::as_str).unwrap_or("");
+            if !filter.sources.iter().any(|s| s == id) {
+                return Ok(false);
+            }
+        }
+        if let Some(audience) = &filter.member_of {
+            let Some(owner) = owner else {
+                return Ok(false);
+            };
+            let member = self
+                .stores
+                .audiences
+                .store()
+                .memberships(owner)?
+                .iter()
+                .any(|m| m.audience == *audience);
+            if !member {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The template context of a profile: id, traits, where each trait came from,
+    /// computed traits.
+    fn context_of(
+        &self,
+        owner: Option<ProfileId>,
+        cache: &mut HashMap<ProfileId, Value>,
+    ) -> Result<Value, StoreError> {
+        let Some(owner) = owner else {
+            return Ok(json!({"profile": null, "traits": {}, "traitSources": {}, "computed": {}}));
+        };
+        if let Some(context) = cache.get(&owner) {
+            return Ok(context.clone());
+        }
+        let sources: HashMap<i64, String> = self
+            .stores
+            .catalog
+            .list_sources()?
+            .into_iter()
+            .map(|s| (s.key, s.id))
+            .collect();
+        let mut traits = Map::new();
+        let mut trait_sources = Map::new();
+        for t in self.stores.profiles.traits(owner)? {
+            let value = serde_json::from_str(&t.value_json).unwrap_or(Value::Null);
+            trait_sources.insert(
+                t.name.clone(),
+                json!([sources.get(&t.source_key).cloned().unwrap_or_default()]),
+            );
+            traits.insert(t.name, value);
+        }
+        let computed = if self.stores.audiences.is_ready() {
+            Value::Object(self.stores.audiences.computed_values(owner))
+        } else {
+            json!({})
+        };
+        let context = json!({
+            "profile": {"id": owner},
+            "traits": traits,
+            "traitSources": trait_sources,
+            "computed": computed,
+        });
+        cache.insert(owner, context.clone());
+        Ok(context)
+    }
+
+    /// `Audience Entered` / `Audience Exited` as a Segment track message.
+    fn change_message(&self, change: &StoredChange) -> Result<Value, StoreError> {
+        let c = &change.change;
+        let user_id = self
+            .stores
+            .profiles
+            .identities(c.profile_id)?
+            .into_iter()
+            .find(|l| l.id_type == "user_id")
+            .map(|l| l.value);
+        let timestamp = chrono::DateTime::from_timestamp_millis(c.at_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let mut message = json!({
+            "type": "track",
+            "event": if c.entered { "Audience Entered" } else { "Audience Exited" },
+            "messageId": format!("audience-change-{}", change.seq),
+            "timestamp": timestamp,
+            "properties": {"audience_key": c.audience, "profile_id": c.profile_id, "reason": c.reason},
+            "context": {"library": {"name": "tessera-audiences"}},
+        });
+        match user_id {
+            Some(user_id) => message["userId"] = json!(user_id),
+            None => message["anonymousId"] = json!(format!("profile-{}", c.profile_id)),
+        }
+        Ok(message)
+    }
+
+    /// Adds a delivery to the round: pending, or blocked (consent, frequency cap,
+    /// nothing to send) — blocked ones are stored too, so they are counted and visible.
+    #[allow(clippy::too_many_arguments)]
+    fn add_delivery(
+        &self,
+        destination: &Destination,
+        owner: Option<ProfileId>,
+        context: &Value,
+        message: &Value,
+        overrides: &Map<String, Value>,
+        idempotency_key: String,
+        origin_ms: i64,
+        journey: Option<&str>,
+        batch: &mut Batch,
+    ) -> Result<(), StoreError> {
+        let channel = destination.kind.channel().to_string();
+        let mut full = context.clone();
+        full["event"] = message.clone();
+        if let Some(journey) = journey {
+            full["journey"] = json!({"key": journey});
+        }
+        let mut status = DeliveryStatus::Pending;
+        let mut reason = None;
+        let mut payload = String::from("null");
+        if !self.consent_allows(owner, destination.purpose.as_deref())? {
+            status = DeliveryStatus::Blocked;
+            reason = Some(format!(
+                "no consent for {}",
+                destination.purpose.as_deref().unwrap_or("its purpose")
+            ));
+        } else if let (Some(cap), Some(profile)) = (&destination.delivery.frequency_cap, owner) {
+            let window = parse_duration_ms(&cap.window).unwrap_or(0);
+            let key = (profile, channel.clone());
+            let earlier = match batch.sent.get(&key) {
+                Some(n) => *n,
+                None => self
+                    .store
+                    .recent_sends(profile, &channel, now_ms() - window)?,
+            };
+            if earlier >= i64::from(cap.max) {
+                status = DeliveryStatus::Blocked;
+                reason = Some(format!(
+                    "frequency cap: {} {channel} per {}",
+                    cap.max, cap.window
+                ));
+            } else {
+                batch.sent.insert(key, earlier + 1);
+            }
+        }
+        if status == DeliveryStatus::Pending {
+            match render_payload(destination, &full, message, overrides) {
+                Ok(rendered) => payload = rendered.to_string(),
+                Err(error) => {
+                    status = DeliveryStatus::Blocked;
+                    reason = Some(format!("nothing to send: {error}"));
+                }
+            }
+        }
+        if let Some(reason) = &reason {
+            self.observer.blocked(&destination.id, reason);
+        }
+        batch.touched.insert(destination.id.clone());
+        batch.deliveries.push(NewDelivery {
+            destination: destination.id.clone(),
+            profile_id: owner,
+            idempotency_key,
+            channel,
+            purpose: destination.purpose.clone(),
+            payload,
+            origin_ms,
+            status,
+            reason,
+            journey: journey.map(str::to_owned),
+        });
+        Ok(())
+    }
+
+    /// Starts a journey for a person, if its re-entry rule lets them in.
+    fn trigger(
+        &self,
+        journey: &CompiledJourney,
+        owner: ProfileId,
+        trigger_key: &str,
+        message: &Value,
+        now: i64,
+        batch: &mut Batch,
+    ) -> Result<(), StoreError> {
+        let key = &journey.journey.key;
+        if let Some(last) = self.store.last_run(key, owner)? {
+            if last.state == "active" {
+                return Ok(());
+            }
+            match journey.reentry {
+                Reentry::Never => return Ok(()),
+                Reentry::Always => {}
+                Reentry::After(ms) if now - last.entered_ms < ms => return Ok(()),
+                Reentry::After(_) => {}
+            }
+        }
+        let mut run = JourneyRun {
+            id: 0,
+            journey: key.clone(),
+            profile_id: owner,
+            state: "active".into(),
+            step: 0,
+            wake_at_ms: None,
+            waiting_event: None,
+            entered_ms: now,
+            updated_ms: now,
+            trigger_key: trigger_key.to_string(),
+            trigger_json: message.to_string(),
+            history_json: json!([{"action": "entered", "trigger": trigger_key, "at": now}])
+                .to_string(),
+        };
+        let mut own = Batch {
+            deliveries: Vec::new(),
+            touched: HashSet::new(),
+            sent: HashMap::new(),
+        };
+        self.run_program(journey, &mut run, now, &mut own)?;
+        if self.store.start_run(&run, &own.deliveries)?.is_some() {
+            batch.touched.extend(own.touched);
+        }
+        Ok(())
+    }
+
+    /// Continues a run and saves it with what it sent.
+    fn execute(
+        &self,
+        journey: &CompiledJourney,
+        run: &mut JourneyRun,
+        now: i64,
+        batch: &mut Batch,
+    ) -> Result<(), StoreError> {
+        let mut own = Batch {
+            deliveries: Vec::new(),
+            touched: HashSet::new(),
+            sent: HashMap::new(),
+        };
+        self.run_program(journey, run, now, &mut own)?;
+        run.updated_ms = now;
+        self.store.update_run(run, &own.deliveries)?;
+        batch.touched.extend(own.touched);
+        Ok(())
+    }
+
+    /// Executes instructions from the run's position until it waits or ends.
+    fn run_program(
+        &self,
+        journey: &CompiledJourney,
+        run: &mut JourneyRun,
+        now: i64,
+        batch: &mut Batch,
+    ) -> Result<(), StoreError> {
+        // The person may have been merged into another profile since they entered.
+        let profile = match self.stores.profiles.profile(run.profile_id)? {
+            Some(summary) => summary.merged_into.unwrap_or(run.profile_id),
+            None => {
+                run.state = "exited".into();
+                push_history(
+                    run,
+                    json!({"action": "exit", "reason": "profile gone", "at": now}),
+                );
+                return Ok(());
+            }
+        };
+        let trigger: Value = serde_json::from_str(&run.trigger_json).unwrap_or(Value::Null);
+        for _ in 0..MAX_STEPS {
+            let step = run.step as usize;
+            let Some(instruction) = journey.program.get(step) else {
+                run.state = "completed".into();
+                push_history(run, json!({"action": "completed", "at": now}));
+                return Ok(());
+            };
+            match instruction {
+                Instruction::Wait(ms) => {
+                    run.wake_at_ms = Some(now + ms);
+                    run.step += 1;
+                    push_history(
+                        run,
+                        json!({"step": step, "action": "wait", "until": now + ms, "at": now}),
+                    );
+                    return Ok(());
+                }
+                Instruction::WaitFor {
+                    event,
+                    timeout_ms,
+                    on_timeout,
+                } => {
+                    if run.waiting_event.take().is_some() {
+                        // Woken by the clock: the event did not come in time.
+                        run.step = u32::try_from(*on_timeout).unwrap_or(u32::MAX);
+                        push_history(
+                            run,
+                            json!({"step": step, "action": "timeout", "event": event, "at": now}),
+                        );
+                        continue;
+                    }
+                    run.waiting_event = Some(event.clone());
+                    run.wake_at_ms = Some(now + timeout_ms);
+                    push_history(
+                        run,
+                        json!({"step": step, "action": "waiting", "event": event, "until": now + timeout_ms, "at": now}),
+                    );
+                    return Ok(());
+                }
+                Instruction::Branch {
+                    condition,
+                    otherwise,
+                } => match self.stores.audiences.holds_for(condition, profile) {
+                    Some(holds) => {
+                        run.step = if holds {
+                            run.step + 1
+                        } else {
+                            u32::try_from(*otherwise).unwrap_or(u32::MAX)
+                        };
+                        push_history(
+                            run,
+                            json!({"step": step, "action": "branch", "holds": holds, "at": now}),
+                        );
+                    }
+                    None => {
+                        // The audience index is being built: look again shortly.
+                        run.wake_at_ms = Some(now + 1_000);
+                        return Ok(());
+                    }
+                },
+                Instruction::Send(send) => {
+                    let Some(destination) = self.destination(&send.destination) else {
+                        push_history(
+                            run,
+                            json!({"step": step, "action": "send", "destination": send.destination, "error": "destination deleted", "at": now}),
+                        );
+                        run.step += 1;
+                        continue;
+                    };
+                    let mut cache = HashMap::new();
+                    let context = self.context_of(Some(profile), &mut cache)?;
+                    let key = format!(
+                        "j:{}:{}:{}:{step}",
+                        journey.journey.key, run.profile_id, run.trigger_key
+                    );
+                    self.add_delivery(
+                        &destination,
+                        Some(profile),
+                        &context,
+                        &trigger,
+                        &send.overrides,
+                        key,
+                        now,
+                        Some(&journey.journey.key),
+                        batch,
+                    )?;
+                    let status = batch
+                        .deliveries
+                        .last()
+                        .map(|d| d.status.as_str())
+                        .unwrap_or("pending");
+                    push_history(
+                        run,
+                        json!({"step": step, "action": "send", "destination": send.destination, "status": status, "at": now}),
+                    );
+                    run.step += 1;
+                }
+                Instruction::Jump(to) => run.step = u32::try_from(*to).unwrap_or(u32::MAX),
+                Instruction::Exit => {
+                    run.state = "exited".into();
+                    push_history(run, json!({"step": step, "action": "exit", "at": now}));
+                    return Ok(());
+                }
+            }
+        }
+        run.state = "exited".into();
+        push_history(
+            run,
+            json!({"action": "exit", "reason": "too many steps at once", "at": now}),
+        );
+        Ok(())
+    }
+}
+
+fn push_history(run: &mut JourneyRun, entry: Value) {
+    let mut history: Vec<Value> = serde_json::from_str(&run.history_json).unwrap_or_default();
+    history.push(entry);
+    run.history_json = Value::Array(history).to_string();
+}
+
+/// The event time of a message (Unix ms), for callers that need it.
+pub fn message_time_ms(message: &Map<String, Value>) -> Option<i64> {
+    message
+        .get("timestamp")
+        .and_then(Value::as_str)
+        .and_then(parse_timestamp)
+        .map(|t| t.timestamp_millis())
+}

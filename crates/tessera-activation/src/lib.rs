@@ -1,0 +1,441 @@
+//! Activation: Tessera's events, traits and audience changes sent out — reliably, in
+//! order, only with consent — and journeys.
+//!
+//! - [`config`]: destinations (webhook, email, SMS, CRM, file) and journeys as JSON.
+//! - [`fanout`]: a thread reads the event log (behind the processor, so each event's
+//!   profile is known) and the audience change feed, and writes deliveries to the
+//!   durable outbox ([`tessera_store::activation`]) — each with an idempotency key, so
+//!   repeating fan-out after a crash sends nothing twice — and starts and advances
+//!   journeys.
+//! - [`delivery`]: one worker per destination sends from the outbox with retries,
+//!   backoff, `Retry-After`, rate limit, concurrency, batching, per-profile order, a
+//!   circuit breaker and a dead-letter state.
+//! - The consent gate: every delivery declares a purpose (from its destination); a
+//!   person without a granted decision for it gets a `blocked` delivery — counted and
+//!   listed, never sent — checked when queued and again before each attempt.
+
+pub mod config;
+pub mod delivery;
+pub mod fanout;
+pub mod render;
+pub mod senders;
+
+use crate::config::{CompiledJourney, ConfigError, Destination, Journey};
+use crate::delivery::Observer;
+use crate::senders::Clients;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use tessera_audience::engine::AudienceEngine;
+use tessera_store::activation::ActivationStore;
+use tessera_store::profiles::{ProfileId, ProfileStore};
+use tessera_store::{Catalog, EventLog, StoreError};
+
+/// Catalog settings prefix of destination definitions.
+pub const DESTINATION_PREFIX: &str = "destination:";
+/// Catalog settings prefix of journey definitions.
+pub const JOURNEY_PREFIX: &str = "journey:";
+
+/// An activation error.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    /// A definition is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No destination or journey has that key.
+    #[error("{0}")]
+    NotFound(String),
+    /// It exists already.
+    #[error("{0}")]
+    Exists(String),
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Everything activation reads and writes.
+pub struct Stores {
+    /// The event log.
+    pub log: Arc<dyn EventLog>,
+    /// Profiles (owners, traits, consent).
+    pub profiles: Arc<dyn ProfileStore>,
+    /// Sources and definitions.
+    pub catalog: Arc<dyn Catalog>,
+    /// The outbox and journey runs.
+    pub store: Arc<dyn ActivationStore>,
+    /// The audience engine (change feed, branch conditions, computed traits).
+    pub audiences: Arc<AudienceEngine>,
+}
+
+/// The running activation: definitions, workers, fan-out.
+pub struct Activation {
+    pub(crate) stores: Stores,
+    pub(crate) store: Arc<dyn ActivationStore>,
+    pub(crate) clients: Arc<Clients>,
+    pub(crate) observer: Arc<dyn Observer>,
+    destinations: RwLock<HashMap<String, Arc<Destination>>>,
+    journeys: RwLock<HashMap<String, Arc<CompiledJourney>>>,
+    notifiers: RwLock<HashMap<String, Arc<tokio::sync::Notify>>>,
+    purposes: Vec<String>,
+    runtime: Option<tokio::runtime::Handle>,
+    stopping: AtomicBool,
+    /// Wakes the fan-out thread (the processor applied something).
+    pub(crate) fanout_wake: (std::sync::Mutex<bool>, std::sync::Condvar),
+}
+
+impl Activation {
+    /// Loads the definitions. With a runtime, a delivery worker per destination runs
+    /// on it (the CLI passes none: it only reads and edits).
+    pub fn new(
+        stores: Stores,
+        purposes: Vec<String>,
+        observer: Arc<dyn Observer>,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Result<Arc<Self>, ActivationError> {
+        let store = Arc::clone(&stores.store);
+        let activation = Arc::new(Self {
+            stores,
+            store,
+            clients: Arc::new(Clients::new()),
+            observer,
+            destinations: RwLock::new(HashMap::new()),
+            journeys: RwLock::new(HashMap::new()),
+            notifiers: RwLock::new(HashMap::new()),
+            purposes,
+            runtime,
+            stopping: AtomicBool::new(false),
+            fanout_wake: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
+        });
+        activation.reload()?;
+        Ok(activation)
+    }
+
+    /// Re-reads the definitions from the catalog (another process may have changed
+    /// them) and starts workers for new destinations.
+    pub fn reload(self: &Arc<Self>) -> Result<(), ActivationError> {
+        let mut destinations = HashMap::new();
+        for (_, text) in self
+            .stores
+            .catalog
+            .settings_with_prefix(DESTINATION_PREFIX)?
+        {
+            match serde_json::from_str::<Destination>(&text) {
+                Ok(d) => {
+                    destinations.insert(d.id.clone(), Arc::new(d));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "a stored destination does not parse; skipped")
+                }
+            }
+        }
+        let ids: Vec<String> = destinations.keys().cloned().collect();
+        let mut journeys = HashMap::new();
+        for (_, text) in self.stores.catalog.settings_with_prefix(JOURNEY_PREFIX)? {
+            match serde_json::from_str::<Journey>(&text).map(|j| j.compile(&ids)) {
+                Ok(Ok(j)) => {
+                    journeys.insert(j.journey.key.clone(), Arc::new(j));
+                }
+                _ => tracing::error!("a stored journey does not compile; skipped"),
+            }
+        }
+        let started: Vec<String> = {
+            let mut slot = self.destinations.write().unwrap_or_else(|p| p.into_inner());
+            let new: Vec<String> = ids
+                .iter()
+                .filter(|id| !slot.contains_key(*id))
+                .cloned()
+                .collect();
+            *slot = destinations;
+            new
+        };
+        *self.journeys.write().unwrap_or_else(|p| p.into_inner()) = journeys;
+        for id in started {
+            self.start_worker(&id);
+        }
+        Ok(())
+    }
+
+    fn start_worker(self: &Arc<Self>, id: &str) {
+        if let Some(runtime) = &self.runtime {
+            runtime.spawn(delivery::run_worker(Arc::clone(self), id.to_string()));
+        }
+    }
+
+    /// Asks workers and the fan-out thread to stop.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for notify in self
+            .notifiers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            notify.notify_one();
+        }
+        self.wake_fanout();
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Tells the fan-out thread new events were applied.
+    pub fn wake_fanout(&self) {
+        let (flag, signal) = &self.fanout_wake;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        signal.notify_one();
+    }
+
+    pub(crate) fn notifier(&self, id: &str) -> Arc<tokio::sync::Notify> {
+        if let Some(n) = self
+            .notifiers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Arc::clone(n);
+        }
+        let mut slot = self.notifiers.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(slot.entry(id.to_string()).or_default())
+    }
+
+    pub(crate) fn notify(&self, id: &str) {
+        self.notifier(id).notify_one();
+    }
+
+    /// Wakes a destination's worker (deliveries were retried by hand).
+    pub fn wake_destination(&self, id: &str) {
+        self.notify(id);
+    }
+
+    /// A destination by id.
+    pub fn destination(&self, id: &str) -> Option<Arc<Destination>> {
+        self.destinations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every destination, by id.
+    pub fn destinations(&self) -> Vec<Arc<Destination>> {
+        let mut all: Vec<_> = self
+            .destinations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Creates or replaces a destination; returns the previous definition.
+    pub fn save_destination(
+        self: &Arc<Self>,
+        destination: Destination,
+        create: bool,
+    ) -> Result<Option<Arc<Destination>>, ActivationError> {
+        destination.validate(&self.purposes)?;
+        let previous = self.destination(&destination.id);
+        match (&previous, create) {
+            (Some(_), true) => {
+                return Err(ActivationError::Exists(format!(
+                    "a destination with the id {:?} exists; PUT /api/v1/destinations/{0} replaces it",
+                    destination.id
+                )));
+            }
+            (None, false) => {
+                return Err(ActivationError::NotFound(format!(
+                    "no destination has the id {:?}",
+                    destination.id
+                )));
+            }
+            _ => {}
+        }
+        let text =
+            serde_json::to_string(&destination).map_err(|e| StoreError::Engine(e.to_string()))?;
+        self.stores
+            .catalog
+            .set_setting(&format!("{DESTINATION_PREFIX}{}", destination.id), &text)?;
+        self.reload()?;
+        self.notify(&destination.id);
+        Ok(previous)
+    }
+
+    /// Deletes a destination (its outbox rows stay, for the record); journeys that
+    /// send through it must be changed first.
+    pub fn delete_destination(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> Result<Arc<Destination>, ActivationError> {
+        let previous = self.destination(id).ok_or_else(|| {
+            ActivationError::NotFound(format!("no destination has the id {id:?}"))
+        })?;
+        let users: Vec<String> = self
+            .journeys()
+            .iter()
+            .filter(|j| {
+                j.program
+                    .iter()
+                    .any(|i| matches!(i, config::Instruction::Send(s) if s.destination == id))
+            })
+            .map(|j| j.journey.key.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(ActivationError::Exists(format!(
+                "journeys send through {id:?}: {}; change or delete them first",
+                users.join(", ")
+            )));
+        }
+        self.stores
+            .catalog
+            .delete_setting(&format!("{DESTINATION_PREFIX}{id}"))?;
+        self.reload()?;
+        self.notify(id);
+        Ok(previous)
+    }
+
+    /// Every journey, by key.
+    pub fn journeys(&self) -> Vec<Arc<CompiledJourney>> {
+        let mut all: Vec<_> = self
+            .journeys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.journey.key.cmp(&b.journey.key));
+        all
+    }
+
+    /// A journey by key.
+    pub fn journey(&self, key: &str) -> Option<Arc<CompiledJourney>> {
+        self.journeys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Creates or replaces a journey. Replacing one ends its active runs (their
+    /// position would mean something else in the new steps).
+    pub fn save_journey(
+        self: &Arc<Self>,
+        journey: Journey,
+        create: bool,
+    ) -> Result<Option<Arc<CompiledJourney>>, ActivationError> {
+        let ids: Vec<String> = self.destinations().iter().map(|d| d.id.clone()).collect();
+        let compiled = journey.compile(&ids)?;
+        let previous = self.journey(&journey.key);
+        match (&previous, create) {
+            (Some(_), true) => {
+                return Err(ActivationError::Exists(format!(
+                    "a journey with the key {:?} exists; PUT /api/v1/journeys/{0} replaces it",
+                    journey.key
+                )));
+            }
+            (None, false) => {
+                return Err(ActivationError::NotFound(format!(
+                    "no journey has the key {:?}",
+                    journey.key
+                )));
+            }
+            _ => {}
+        }
+        let text = serde_json::to_string(&compiled.journey)
+            .map_err(|e| StoreError::Engine(e.to_string()))?;
+        if previous.is_some() {
+            self.store.exit_runs(
+                &journey.key,
+                chrono::Utc::now().timestamp_millis(),
+                "journey changed",
+            )?;
+        }
+        self.stores
+            .catalog
+            .set_setting(&format!("{JOURNEY_PREFIX}{}", journey.key), &text)?;
+        self.reload()?;
+        Ok(previous)
+    }
+
+    /// Deletes a journey; its active runs end.
+    pub fn delete_journey(
+        self: &Arc<Self>,
+        key: &str,
+    ) -> Result<Arc<CompiledJourney>, ActivationError> {
+        let previous = self
+            .journey(key)
+            .ok_or_else(|| ActivationError::NotFound(format!("no journey has the key {key:?}")))?;
+        self.store.exit_runs(
+            key,
+            chrono::Utc::now().timestamp_millis(),
+            "journey deleted",
+        )?;
+        self.stores
+            .catalog
+            .delete_setting(&format!("{JOURNEY_PREFIX}{key}"))?;
+        self.reload()?;
+        Ok(previous)
+    }
+
+    /// Whether a person's consent allows a purpose: no purpose needs nothing; a
+    /// purpose needs their latest decision for it to be a grant.
+    pub fn consent_allows(
+        &self,
+        profile: Option<ProfileId>,
+        purpose: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let Some(purpose) = purpose else {
+            return Ok(true);
+        };
+        let Some(profile) = profile else {
+            return Ok(false);
+        };
+        // A merge may have moved the profile: follow it to the canonical one.
+        let canonical = match self.stores.profiles.profile(profile)? {
+            Some(summary) => summary.merged_into.unwrap_or(profile),
+            None => return Ok(false),
+        };
+        Ok(self
+            .stores
+            .profiles
+            .consent(canonical)?
+            .into_iter()
+            .rev()
+            .find(|r| r.purpose == purpose)
+            .is_some_and(|r| r.granted))
+    }
+
+    /// Erased people: their deliveries and journey runs are deleted.
+    pub fn erase_profiles(&self, profiles: &[ProfileId]) -> Result<(), StoreError> {
+        self.store.erase_profiles(profiles)?;
+        self.store.purge_deleted()
+    }
+
+    /// The outbox and runs store.
+    pub fn store(&self) -> &dyn ActivationStore {
+        self.store.as_ref()
+    }
+}
+
+/// A run as the API shows it.
+pub fn run_json(run: &tessera_store::activation::JourneyRun) -> Value {
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    serde_json::json!({
+        "id": run.id,
+        "journey": run.journey,
+        "profileId": run.profile_id,
+        "state": run.state,
+        "step": run.step,
+        "waitingFor": run.waiting_event,
+        "wakeAt": run.wake_at_ms.and_then(at),
+        "enteredAt": at(run.entered_ms),
+        "updatedAt": at(run.updated_ms),
+        "history": serde_json::from_str::<Value>(&run.history_json).unwrap_or(Value::Null),
+    })
+}
