@@ -28,6 +28,8 @@ use tessera_store::{EventFilter, StoreError, StoredEvent};
 const ROUND: usize = 500;
 /// Longest pause between rounds when nothing is new.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// How often definitions are re-read from the catalog.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Most instructions one run executes at once (guards against loops).
 const MAX_STEPS: usize = 1_000;
 
@@ -48,7 +50,15 @@ impl FanoutThread {
             .name("activation".into())
             .spawn(move || {
                 let mut failures = 0u32;
+                let mut last_reload = std::time::Instant::now();
                 while !worker.is_stopping() {
+                    // Definitions changed by the CLI (another process) are picked up.
+                    if last_reload.elapsed() >= RELOAD_INTERVAL {
+                        last_reload = std::time::Instant::now();
+                        if let Err(error) = worker.reload() {
+                            tracing::error!(%error, "reloading destinations and journeys failed");
+                        }
+                    }
                     match worker.round(resolve.as_ref()) {
                         Ok(0) => {
                             failures = 0;

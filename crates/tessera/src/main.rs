@@ -1,6 +1,7 @@
 //! `tessera`: the customer data platform in one binary — the server and the operator CLI.
 #![allow(clippy::print_stdout)]
 
+mod activation_cli;
 mod audiences_cli;
 mod dedupe_cli;
 mod export;
@@ -72,6 +73,21 @@ enum Command {
     },
     /// Find duplicate people in a CSV by probabilistic matching; writes record_id,cluster_id
     Dedupe(dedupe_cli::DedupeArgs),
+    /// Destinations (webhook, email, SMS, CRM, file): list, create, delete
+    Destinations {
+        #[command(subcommand)]
+        command: activation_cli::DestinationsCommand,
+    },
+    /// The delivery outbox: list, retry dead deliveries
+    Deliveries {
+        #[command(subcommand)]
+        command: activation_cli::DeliveriesCommand,
+    },
+    /// Journeys: list, create, delete, a profile's runs
+    Journeys {
+        #[command(subcommand)]
+        command: activation_cli::JourneysCommand,
+    },
     /// Privacy requests: access export, erasure, erasure status
     Privacy {
         #[command(subcommand)]
@@ -115,6 +131,15 @@ fn main() -> ExitCode {
             settings(&cli.store).and_then(|s| audiences_cli::run_computed(&s.data_dir, command))
         }
         Command::Dedupe(args) => dedupe_cli::run(&args),
+        Command::Destinations { command } => settings(&cli.store).and_then(|s| {
+            activation_cli::destinations(&s.data_dir, s.privacy.purposes.clone(), command)
+        }),
+        Command::Deliveries { command } => {
+            settings(&cli.store).and_then(|s| activation_cli::deliveries(&s.data_dir, command))
+        }
+        Command::Journeys { command } => settings(&cli.store).and_then(|s| {
+            activation_cli::journeys(&s.data_dir, s.privacy.purposes.clone(), command)
+        }),
         Command::Privacy { command } => {
             settings(&cli.store).and_then(|s| privacy_cli::run(&s, command))
         }
