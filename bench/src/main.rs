@@ -7,6 +7,7 @@
 //! * `compare`: ratio of a `load` report to a `raw` report, against the targets.
 //! * `processor`: identity-resolution throughput of the processor on a generated mix.
 //! * `profile-api`: Profile API latency at a fixed request rate.
+//! * `deliveries`: webhook deliveries through Tessera to a local failing receiver.
 //! * `setup`, `get`, `free-port`: small helpers used by `bench/run.sh`.
 //!
 //! Human summaries go to stderr; with `--json` a single JSON line goes to stdout.
@@ -14,6 +15,7 @@
 mod audience_bench;
 mod audience_data;
 mod audience_realtime;
+mod deliveries;
 mod http;
 mod load;
 mod messages;
@@ -74,6 +76,8 @@ enum Cmd {
     Audiences(audience_bench::AudienceBenchArgs),
     /// Event acknowledged → audience membership change latency at a steady rate.
     AudienceRealtime(audience_realtime::RealtimeArgs),
+    /// Webhook deliveries through Tessera to a local failing receiver: latency, loss, rate.
+    Deliveries(deliveries::DeliveriesArgs),
 }
 
 /// Options shared by `load` and `raw` (they must match for the ratio to mean something).
@@ -294,6 +298,10 @@ fn main() -> Result<()> {
         Cmd::Audiences(a) => emit_json(&audience_bench::run(&a)?)?,
         Cmd::AudienceRealtime(a) => {
             let report = runtime(2)?.block_on(audience_realtime::run(&a))?;
+            emit_json(&report)?;
+        }
+        Cmd::Deliveries(a) => {
+            let report = runtime(2)?.block_on(deliveries::run(&a))?;
             emit_json(&report)?;
         }
         Cmd::FreePort => {

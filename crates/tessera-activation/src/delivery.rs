@@ -17,6 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_store::activation::{Delivery, DeliveryOutcome, DeliveryStatus};
 
+/// A round holds up to this many times `concurrency × batch` deliveries.
+const ROUND_FACTOR: usize = 16;
+/// Most deliveries in one round.
+const MAX_ROUND: usize = 1_000;
 /// Longest a worker sleeps before looking at the outbox again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -101,10 +105,13 @@ pub async fn run_worker(activation: Arc<Activation>, id: String) {
             Kind::Webhook(_) | Kind::File(_) => config.batch_size.max(1) as usize,
             _ => 1,
         };
+        // A round takes many deliveries (each of a different person) so one outbox
+        // read and one durable write serve them all; `concurrency` bounds what is in
+        // flight within the round.
         let limit = if half_open {
             1
         } else {
-            (config.concurrency.max(1) as usize) * batch
+            ((config.concurrency.max(1) as usize) * batch * ROUND_FACTOR).min(MAX_ROUND)
         };
         let store = Arc::clone(&activation.store);
         let key = id.clone();
@@ -137,16 +144,26 @@ pub async fn run_worker(activation: Arc<Activation>, id: String) {
         // Consent may have been withdrawn since the delivery was queued.
         let mut outcomes = Vec::new();
         let mut sendable = Vec::new();
-        for delivery in due {
-            let allowed = {
-                let activation = Arc::clone(&activation);
-                let (profile, purpose) = (delivery.new.profile_id, delivery.new.purpose.clone());
-                tokio::task::spawn_blocking(move || {
-                    activation.consent_allows(profile, purpose.as_deref())
-                })
-                .await
-                .unwrap_or(Ok(false))
-            };
+        let checks: Vec<(Option<i64>, Option<String>)> = due
+            .iter()
+            .map(|d| (d.new.profile_id, d.new.purpose.clone()))
+            .collect();
+        let verdicts = if checks.iter().all(|(_, purpose)| purpose.is_none()) {
+            checks.iter().map(|_| Ok(true)).collect()
+        } else {
+            let activation = Arc::clone(&activation);
+            tokio::task::spawn_blocking(move || {
+                checks
+                    .iter()
+                    .map(|(profile, purpose)| {
+                        activation.consent_allows(*profile, purpose.as_deref())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default()
+        };
+        for (delivery, allowed) in due.into_iter().zip(verdicts) {
             match allowed {
                 Ok(true) => sendable.push(delivery),
                 Ok(false) => {
@@ -170,7 +187,14 @@ pub async fn run_worker(activation: Arc<Activation>, id: String) {
         }
 
         let mut tasks = tokio::task::JoinSet::new();
+        let mut finished = Vec::new();
+        let in_flight = config.concurrency.max(1) as usize;
         for group in sendable.chunks(batch) {
+            while tasks.len() >= in_flight {
+                if let Some(Ok(done)) = tasks.join_next().await {
+                    finished.push(done);
+                }
+            }
             if config.rate_per_second > 0 {
                 let rate = f64::from(config.rate_per_second);
                 loop {
@@ -195,9 +219,11 @@ pub async fn run_worker(activation: Arc<Activation>, id: String) {
         let mut any_delivered = false;
         let mut any_failed = false;
         while let Some(joined) = tasks.join_next().await {
-            let Ok((group, attempts)) = joined else {
-                continue;
-            };
+            if let Ok(done) = joined {
+                finished.push(done);
+            }
+        }
+        for (group, attempts) in finished {
             let at = now_ms();
             for (delivery, attempt) in group.iter().zip(attempts) {
                 let made = delivery.attempts + 1;

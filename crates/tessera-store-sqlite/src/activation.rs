@@ -34,7 +34,13 @@ const SCHEMA: &str = "
         created_ms      INTEGER NOT NULL,
         delivered_ms    INTEGER
     );
-    CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, status, next_attempt_ms);
+    -- Due deliveries are read in id order per destination; the pending ones of one
+    -- person are probed for per-profile order. Both indexes hold only pending rows,
+    -- so they stay small however long the history grows.
+    CREATE INDEX IF NOT EXISTS deliveries_pending
+        ON deliveries (destination, id) WHERE status = 'pending';
+    CREATE INDEX IF NOT EXISTS deliveries_pending_by_profile
+        ON deliveries (destination, profile_id, id) WHERE status = 'pending';
     CREATE INDEX IF NOT EXISTS deliveries_by_profile ON deliveries (profile_id, channel, created_ms);
     CREATE TABLE IF NOT EXISTS cursors (
         name  TEXT PRIMARY KEY,

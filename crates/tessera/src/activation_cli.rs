@@ -122,8 +122,8 @@ fn open(data_dir: &Path, purposes: Vec<String>) -> anyhow::Result<Arc<Activation
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(file: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     serde_json::from_str(&text).map_err(|e| anyhow!("[invalid_activation] {}: {e}", file.display()))
 }
 
@@ -167,7 +167,11 @@ pub fn destinations(
             record_audit(
                 catalog,
                 &crate::cli_actor(),
-                if replace { "destination.update" } else { "destination.create" },
+                if replace {
+                    "destination.update"
+                } else {
+                    "destination.create"
+                },
                 &destination.id,
                 previous.as_deref().map(redacted).as_ref(),
                 Some(&redacted(&destination)),
@@ -209,7 +213,9 @@ pub fn deliveries(data_dir: &Path, command: DeliveriesCommand) -> anyhow::Result
             let status = status
                 .map(|s| {
                     DeliveryStatus::parse(&s).ok_or_else(|| {
-                        anyhow!("[invalid_request] --status is one of pending, delivered, dead, blocked")
+                        anyhow!(
+                            "[invalid_request] --status is one of pending, delivered, dead, blocked"
+                        )
                     })
                 })
                 .transpose()?;
@@ -270,7 +276,11 @@ pub fn journeys(
             record_audit(
                 &activation_catalog(data_dir)?,
                 &crate::cli_actor(),
-                if replace { "journey.update" } else { "journey.create" },
+                if replace {
+                    "journey.update"
+                } else {
+                    "journey.create"
+                },
                 &journey.key,
                 previous
                     .map(|p| serde_json::to_value(&p.journey).unwrap_or_default())
