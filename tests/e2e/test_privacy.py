@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from tessera_e2e import ADMIN_TOKEN, HTTP_TIMEOUT, assert_error, export_events, run_cli, wait_until
+from tessera_e2e import ADMIN_TOKEN, HTTP_TIMEOUT, assert_error, export_events, free_port, run_cli, wait_until
 
 WAIT = 20.0
 PROFILES = "/api/v1/profiles"
@@ -132,8 +132,16 @@ def test_erasure_leaves_no_trace_in_any_file_and_suppresses_new_events(server_fa
         msg("track", userId=bob_id, event="Shared Cart",
             context={"traits": {"email": ada.email_sent}}, properties={"items": 2}),
     ]
+    # A destination that keeps every event queued (nobody listens): the outbox holds
+    # copies of Ada's messages, and of Bob's that names her.
+    r = server.admin("POST", "/api/v1/destinations", json={
+        "id": "nowhere", "type": "webhook", "settings": {"url": f"http://127.0.0.1:{free_port()}/x"},
+        "delivery": {"initialBackoffMs": 60000}})
+    assert r.status_code == 201, r.text
     send_batch(server, source, ada.messages() + bob_messages)
     caught_up(server)
+    wait_until(lambda: len(server.admin("GET", "/api/v1/deliveries").json()["deliveries"]) == 8,
+               timeout=WAIT, what="every event queued for the destination")
 
     r = server.admin("POST", "/api/v1/audiences",
                      json={"key": "buyers", "definition": 'event "Order Completed"'})
@@ -154,7 +162,8 @@ def test_erasure_leaves_no_trace_in_any_file_and_suppresses_new_events(server_fa
     assert doc["consent"]["current"]["marketing"]["granted"] is True
     assert [m["audience"] for m in doc["audiences"]["current"]] == ["buyers"]
     assert doc["audiences"]["history"][0]["event"] == "Audience Entered"
-    assert doc["journeys"] == [] and doc["deliveries"] == []
+    assert doc["journeys"] == [] and len(doc["deliveries"]) == 5
+    assert {d["destination"] for d in doc["deliveries"]} == {"nowhere"}
     bob_before = profile(server, f"user_id:{bob_id}").json()
     # The check below can fail: before erasure every needle is found in some file.
     before = files_containing(server.data_dir, ada.needles())
@@ -174,6 +183,9 @@ def test_erasure_leaves_no_trace_in_any_file_and_suppresses_new_events(server_fa
     assert_error(r, 404, "profile_not_found")
     assert buyers(server) == [bob_before["id"]]
 
+    # Her deliveries are gone; Bob's are kept, without her email.
+    queued = server.admin("GET", "/api/v1/deliveries").json()["deliveries"]
+    assert len(queued) == 3 and {d["profileId"] for d in queued} == {bob_before["id"]}
     # No file of the data directory holds any of Ada's identifiers or traits.
     assert files_containing(server.data_dir, ada.needles()) == []
 

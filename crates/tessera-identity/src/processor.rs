@@ -582,6 +582,9 @@ pub struct ErasureOutcome {
     pub events_redacted: u64,
     /// Other profiles rebuilt because such an event of theirs changed.
     pub rebuilt: Vec<ProfileId>,
+    /// Every spelling of the identifiers (lowercase), to remove them from copies
+    /// kept elsewhere (the delivery outbox). Held in memory only.
+    pub needles: Vec<String>,
 }
 
 impl Processor {
@@ -707,6 +710,7 @@ impl Processor {
             events_deleted,
             events_redacted,
             rebuilt,
+            needles,
         })
     }
 }

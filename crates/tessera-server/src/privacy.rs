@@ -648,6 +648,12 @@ pub fn run_open_erasures(
         // Their deliveries (outbox, dead letters) and journey runs go too.
         if let Some(store) = activation {
             store.erase_profiles(&outcome.profiles)?;
+            // Other people's queued deliveries that copied one of the identifiers.
+            store.rewrite_payloads(&outcome.needles, &mut |payload| {
+                let mut value: Value = serde_json::from_str(payload).ok()?;
+                let map = value.as_object_mut()?;
+                tessera_identity::erasure::redact(map, &outcome.needles).then(|| value.to_string())
+            })?;
             store.purge_deleted()?;
         }
         let result = outcome_json(&outcome);

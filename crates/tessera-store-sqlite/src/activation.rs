@@ -463,6 +463,56 @@ impl ActivationStore for SqliteActivationStore {
         )
     }
 
+    fn rewrite_payloads(
+        &self,
+        needles: &[String],
+        rewrite: &mut dyn FnMut(&str) -> Option<String>,
+    ) -> StoreResult<u64> {
+        let patterns: Vec<String> = needles
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                let escaped = n
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                format!("%{escaped}%")
+            })
+            .collect();
+        if patterns.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(engine)?;
+        let condition = vec!["payload LIKE ? ESCAPE '\\'"; patterns.len()].join(" OR ");
+        let rows: Vec<(i64, String)> = {
+            let mut statement = tx
+                .prepare(&format!(
+                    "SELECT id, payload FROM deliveries WHERE {condition}"
+                ))
+                .map_err(engine)?;
+            let rows = statement
+                .query_map(rusqlite::params_from_iter(patterns.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(engine)?;
+            rows.collect::<Result<_, _>>().map_err(engine)?
+        };
+        let mut changed = 0;
+        for (id, payload) in rows {
+            if let Some(next) = rewrite(&payload) {
+                changed += tx
+                    .execute(
+                        "UPDATE deliveries SET payload = ?2 WHERE id = ?1",
+                        params![id, next],
+                    )
+                    .map_err(engine)? as u64;
+            }
+        }
+        tx.commit().map_err(engine)?;
+        Ok(changed)
+    }
+
     fn erase_profiles(&self, profiles: &[ProfileId]) -> StoreResult<()> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(engine)?;

@@ -173,6 +173,14 @@ pub trait ActivationStore: Send + Sync {
     fn exit_runs(&self, journey: &str, now_ms: i64, reason: &str) -> StoreResult<usize>;
     /// Count per state of a journey's runs.
     fn run_counts(&self, journey: &str) -> StoreResult<Vec<(String, i64)>>;
+    /// Rewrites the payloads of deliveries that contain any of `needles` (ASCII
+    /// case-insensitive): `rewrite` returns the new payload, or `None` to keep it.
+    /// Returns how many changed (erasure of another person's identifiers).
+    fn rewrite_payloads(
+        &self,
+        needles: &[String],
+        rewrite: &mut dyn FnMut(&str) -> Option<String>,
+    ) -> StoreResult<u64>;
     /// Deletes every delivery and run of these profiles (erasure).
     fn erase_profiles(&self, profiles: &[ProfileId]) -> StoreResult<()>;
     /// Makes deleted rows unrecoverable from the files.
