@@ -499,3 +499,57 @@ def test_destination_and_journey_api_validation(server_factory):
     for method, path in [("GET", "/api/v1/destinations"), ("POST", "/api/v1/journeys"),
                          ("GET", "/api/v1/deliveries"), ("POST", "/api/v1/deliveries/retry")]:
         assert_error(server.admin(method, path, token=None, json={}), 401, "invalid_admin_token", path)
+
+
+def test_event_journey_wait_until_frequency_cap_config_destination_and_replay(server_factory, receivers, tmp_path):
+    rx = receivers().start()
+    config = tmp_path / "tessera.toml"
+    config.write_text(f'''
+[[activation.destinations]]
+id = "hooks"
+type = "webhook"
+filter = {{ includeEvents = false }}
+settings = {{ url = "{rx.url}/journeys" }}
+delivery = {{ frequencyCap = {{ max = 1, window = "1h" }} }}
+''')
+    server = server_factory(extra_env={"TESSERA_CONFIG": str(config)})
+    source = server.create_source("app")
+    listed = server.admin("GET", "/api/v1/destinations").json()["destinations"]
+    assert [d["id"] for d in listed] == ["hooks"], "the configuration file's destination exists"
+    create(server, "/api/v1/journeys", {
+        "key": "onboarding", "trigger": {"event": "Signed Up"}, "reentry": True,
+        "steps": [{"waitUntil": {"event": "Profile Completed", "timeout": "2s"},
+                   "then": [{"send": {"destination": "hooks",
+                                      "overrides": {"template": '{"kind": "welcome", "user": "{{ event.userId }}"}'}}}],
+                   "else": [{"send": {"destination": "hooks",
+                                      "overrides": {"template": '{"kind": "nudge", "user": "{{ event.userId }}"}'}}}]}],
+    })
+    t = uuid.uuid4().hex[:6]
+    quick, slow = f"quick-{t}", f"slow-{t}"
+    send_batch(server, source, [msg("track", userId=quick, event="Signed Up"),
+                                msg("track", userId=slow, event="Signed Up")])
+    time.sleep(0.5)
+    send_batch(server, source, [msg("track", userId=quick, event="Profile Completed")])
+    wait_until(lambda: len(rx.accepted()) == 2, timeout=WAIT, what="welcome and nudge")
+    bodies = sorted((json.loads(r["body"])["kind"], json.loads(r["body"])["user"]) for r in rx.accepted())
+    assert bodies == [("nudge", slow), ("welcome", quick)]
+
+    # Re-entry is allowed, but the channel's frequency cap (1 per hour) blocks the send.
+    send_batch(server, source, [msg("track", userId=quick, event="Signed Up"),
+                                msg("track", userId=quick, event="Profile Completed")])
+    quick_id = profile_id(server, f"user_id:{quick}")
+    wait_until(lambda: len(server.admin("GET", f"/api/v1/profiles/{quick_id}/journeys").json()["runs"]) == 2
+               and all(r["state"] == "completed" for r in
+                       server.admin("GET", f"/api/v1/profiles/{quick_id}/journeys").json()["runs"]),
+               timeout=WAIT, what="the second run finished")
+    capped = deliveries(server, destination="hooks", status="blocked")
+    assert len(capped) == 1 and capped[0]["reason"].startswith("frequency cap"), capped
+
+    # Restart with a replay of the whole log: nothing is triggered or sent again.
+    server.terminate()
+    run_cli("replay", data_dir=server.data_dir, check=True)
+    server.start()
+    send_batch(server, source, [msg("track", userId=f"late-{t}", event="Ping")])
+    time.sleep(3.0)
+    assert len(rx.accepted()) == 2
+    assert len(server.admin("GET", f"/api/v1/profiles/{quick_id}/journeys").json()["runs"]) == 2
