@@ -18,7 +18,6 @@ use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_core::time::parse_timestamp;
 use tessera_store::activation::{DeliveryStatus, JourneyRun, NewDelivery};
 use tessera_store::audiences::StoredChange;
 use tessera_store::profiles::ProfileId;
@@ -103,6 +102,12 @@ fn event_name(message: &Map<String, Value>) -> Option<&str> {
     }
 }
 
+/// Template contexts built in one round (a profile's traits are read once).
+struct Contexts {
+    sources: HashMap<i64, String>,
+    cache: HashMap<ProfileId, Value>,
+}
+
 /// Deliveries being built in one round, with per-round frequency-cap counts.
 struct Batch {
     deliveries: Vec<NewDelivery>,
@@ -145,13 +150,7 @@ impl Activation {
                 .audiences
                 .store()
                 .changes(self.store.cursor("changes")?, None, ROUND)?;
-        let sources: HashMap<i64, String> = self
-            .stores
-            .catalog
-            .list_sources()?
-            .into_iter()
-            .map(|s| (s.key, s.id))
-            .collect();
+        let sources = self.source_ids()?;
         let destinations = self.destinations();
         let journeys = self.journeys();
         let now = now_ms();
@@ -160,7 +159,10 @@ impl Activation {
             touched: HashSet::new(),
             sent: HashMap::new(),
         };
-        let mut contexts: HashMap<ProfileId, Value> = HashMap::new();
+        let mut contexts = Contexts {
+            sources: sources.clone(),
+            cache: HashMap::new(),
+        };
 
         for event in &events {
             let Ok(Value::Object(message)) = serde_json::from_str::<Value>(&event.payload) else {
@@ -340,26 +342,30 @@ impl Activation {
         Ok(true)
     }
 
-    /// The template context of a profile: id, traits, where each trait came from,
-    /// computed traits.
-    fn context_of(
-        &self,
-        owner: Option<ProfileId>,
-        cache: &mut HashMap<ProfileId, Value>,
-    ) -> Result<Value, StoreError> {
-        let Some(owner) = owner else {
-            return Ok(json!({"profile": null, "traits": {}, "traitSources": {}, "computed": {}}));
-        };
-        if let Some(context) = cache.get(&owner) {
-            return Ok(context.clone());
-        }
-        let sources: HashMap<i64, String> = self
+    fn source_ids(&self) -> Result<HashMap<i64, String>, StoreError> {
+        Ok(self
             .stores
             .catalog
             .list_sources()?
             .into_iter()
             .map(|s| (s.key, s.id))
-            .collect();
+            .collect())
+    }
+
+    /// The template context of a profile: id, traits, where each trait came from,
+    /// computed traits.
+    fn context_of(
+        &self,
+        owner: Option<ProfileId>,
+        contexts: &mut Contexts,
+    ) -> Result<Value, StoreError> {
+        let Some(owner) = owner else {
+            return Ok(json!({"profile": null, "traits": {}, "traitSources": {}, "computed": {}}));
+        };
+        if let Some(context) = contexts.cache.get(&owner) {
+            return Ok(context.clone());
+        }
+        let sources = &contexts.sources;
         let mut traits = Map::new();
         let mut trait_sources = Map::new();
         for t in self.stores.profiles.traits(owner)? {
@@ -381,7 +387,7 @@ impl Activation {
             "traitSources": trait_sources,
             "computed": computed,
         });
-        cache.insert(owner, context.clone());
+        contexts.cache.insert(owner, context.clone());
         Ok(context)
     }
 
@@ -648,8 +654,11 @@ impl Activation {
                         run.step += 1;
                         continue;
                     };
-                    let mut cache = HashMap::new();
-                    let context = self.context_of(Some(profile), &mut cache)?;
+                    let mut contexts = Contexts {
+                        sources: self.source_ids()?,
+                        cache: HashMap::new(),
+                    };
+                    let context = self.context_of(Some(profile), &mut contexts)?;
                     let key = format!(
                         "j:{}:{}:{}:{step}",
                         journey.journey.key, run.profile_id, run.trigger_key
@@ -697,13 +706,4 @@ fn push_history(run: &mut JourneyRun, entry: Value) {
     let mut history: Vec<Value> = serde_json::from_str(&run.history_json).unwrap_or_default();
     history.push(entry);
     run.history_json = Value::Array(history).to_string();
-}
-
-/// The event time of a message (Unix ms), for callers that need it.
-pub fn message_time_ms(message: &Map<String, Value>) -> Option<i64> {
-    message
-        .get("timestamp")
-        .and_then(Value::as_str)
-        .and_then(parse_timestamp)
-        .map(|t| t.timestamp_millis())
 }
