@@ -24,6 +24,13 @@ ADMIN_ROUTES = [
     ("GET", "/api/v1/computed-traits"), ("GET", "/api/v1/computed-traits/x"), ("PUT", "/api/v1/computed-traits/x"),
     ("DELETE", "/api/v1/computed-traits/x"), ("GET", "/api/v1/rfm"), ("PUT", "/api/v1/rfm"),
     ("GET", "/api/v1/insights/top?event=x&property=y"),
+    ("POST", "/api/v1/privacy/exports"), ("POST", "/api/v1/privacy/erasures"),
+    ("GET", "/api/v1/privacy/erasures/prq_x"), ("POST", "/api/v1/privacy/consent"),
+    ("GET", "/api/v1/destinations"), ("POST", "/api/v1/destinations"), ("GET", "/api/v1/destinations/x"),
+    ("PUT", "/api/v1/destinations/x"), ("DELETE", "/api/v1/destinations/x"),
+    ("GET", "/api/v1/deliveries"), ("POST", "/api/v1/deliveries/retry"),
+    ("GET", "/api/v1/journeys"), ("POST", "/api/v1/journeys"), ("GET", "/api/v1/journeys/x"),
+    ("PUT", "/api/v1/journeys/x"), ("DELETE", "/api/v1/journeys/x"),
 ]
 PROFILE_ROUTES = [
     ("GET", "/v1/spaces/default/collections/users/profiles/user_id:tok-user/traits"),
@@ -32,6 +39,7 @@ PROFILE_ROUTES = [
     ("GET", "/api/v1/profiles?identifier=user_id:tok-user"),
     ("GET", "/api/v1/profiles/1"),
     ("GET", "/api/v1/profiles/1/timeline"),
+    ("GET", "/api/v1/profiles/1/journeys"),
 ]
 
 
