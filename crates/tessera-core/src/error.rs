@@ -49,6 +49,8 @@ error_codes! {
     MessageTooLarge => ("message_too_large", 413),
     /// The request body is larger than 500 KB (after decompression).
     BatchTooLarge => ("batch_too_large", 413),
+    /// An admin or query API request body is over its limit (2 MB).
+    BodyTooLarge => ("body_too_large", 413),
     /// A batch holds more than 2,500 messages.
     TooManyMessages => ("too_many_messages", 413),
     /// No write key: send it as the HTTP Basic user or as `writeKey` in the body.

@@ -54,6 +54,40 @@ impl ApiError {
     }
 }
 
+/// Rewrites the plain-text rejections of axum's extractors (a path segment that is not
+/// UTF-8 once percent-decoded, a body over the 2 MB limit, a malformed query) into the
+/// `{"code", "message"}` shape of every other error.
+pub async fn json_rejections(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() || is_json {
+        return response;
+    }
+    let (_, body) = response.into_parts();
+    let detail = axum::body::to_bytes(body, 4_096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ErrorCode::BodyTooLarge,
+            "the request body is over 2 MB, the limit of the admin and query API",
+        )
+    } else {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{detail}: path segments must be percent-encoded UTF-8 and the query well formed"
+            ),
+        )
+    };
+    error.into_response()
+}
+
 impl From<SubmitError> for ApiError {
     /// Overload and shutdown are the client's to retry (503 with `Retry-After`);
     /// a store failure is internal.

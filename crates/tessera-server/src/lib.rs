@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(api_error::json_rejections))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             tracking::count_requests,

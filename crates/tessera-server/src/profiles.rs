@@ -647,6 +647,12 @@ async fn suggestions(
             "\"limit\" must be from 1 to 1000",
         ));
     }
+    if query.threshold.is_some_and(|t| !t.is_finite()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "\"threshold\" must be a finite number (a match weight, e.g. 12.5)",
+        ));
+    }
     let profiles = std::sync::Arc::clone(&state.profiles);
     let found = tokio::task::spawn_blocking(move || {
         suggest_merges(profiles.as_ref(), query.threshold, limit)
