@@ -158,6 +158,7 @@ def test_webhook_delivers_everything_through_a_failing_slow_receiver(server_fact
                      "breakerFailures": 1000},
     })
     assert created["settings"]["secret"] == "***" and created["deliveries"]["pending"] == 0
+    assert created["settings"]["headers"] == {"X-Env": "***"}, "header values (credentials) are hidden"
 
     sent: set[str] = set()
     for start in range(0, 300, 50):

@@ -213,6 +213,11 @@ def test_erasure_leaves_no_trace_in_any_file_and_suppresses_new_events(server_fa
     assert 'tessera_events_suppressed_total{kind="dropped"} 3' in text, [
         line for line in text.splitlines() if "suppressed" in line]
 
+    # Nothing Tessera writes itself brings her back either.
+    r = server.admin("POST", "/api/v1/privacy/consent",
+                     json={"identifier": f"email:{ada.email}", "purposes": {"marketing": True}})
+    assert_error(r, 409, "identifier_erased")
+
     # The audit log has the request and its completion, with no identifier in clear.
     audit = server.admin("GET", "/api/v1/audit", params={"action": "privacy."}).json()["entries"]
     actions = [e["action"] for e in audit]

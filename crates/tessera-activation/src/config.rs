@@ -15,6 +15,9 @@ fn err<T>(message: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(message.into()))
 }
 
+/// The longest duration a definition may name (ten years), so sums never overflow.
+pub const MAX_DURATION_MS: i64 = 3_650 * 86_400_000;
+
 /// Parses `30s`, `15m`, `2h`, `7d` (or plain milliseconds as a number) into ms.
 pub fn parse_duration_ms(text: &str) -> Result<i64, ConfigError> {
     let text = text.trim();
@@ -40,7 +43,8 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, ConfigError> {
         }
     };
     n.checked_mul(factor)
-        .ok_or_else(|| ConfigError(format!("{text:?} is too long")))
+        .filter(|ms| *ms <= MAX_DURATION_MS)
+        .ok_or_else(|| ConfigError(format!("{text:?} is too long (at most 3650d)")))
 }
 
 /// A key: lowercase letters, digits, `-` and `_`, 1 to 64 characters.
@@ -400,8 +404,20 @@ impl Destination {
                 "delivery.maxAttempts and delivery.concurrency must be at least 1, delivery.batchSize 1 to 1000",
             );
         }
-        if d.initial_backoff_ms < 0 || d.max_backoff_ms < d.initial_backoff_ms {
-            return err("delivery.initialBackoffMs must be >= 0 and <= delivery.maxBackoffMs");
+        if d.initial_backoff_ms < 0
+            || d.max_backoff_ms < d.initial_backoff_ms
+            || d.max_backoff_ms > 86_400_000
+        {
+            return err(
+                "delivery.initialBackoffMs must be >= 0 and <= delivery.maxBackoffMs, which is at most 86400000 (a day)",
+            );
+        }
+        if !(0..=86_400_000).contains(&d.breaker_cooldown_ms)
+            || !(1..=600_000).contains(&d.timeout_ms)
+        {
+            return err(
+                "delivery.breakerCooldownMs must be 0 to 86400000 and delivery.timeoutMs 1 to 600000",
+            );
         }
         if let Some(cap) = &d.frequency_cap {
             parse_duration_ms(&cap.window)?;
@@ -673,6 +689,8 @@ mod tests {
         assert!(parse_duration_ms("soon").is_err());
         assert!(parse_duration_ms("5w").is_err());
         assert!(parse_duration_ms("99999999999999999d").is_err());
+        assert!(parse_duration_ms("3651d").is_err());
+        assert_eq!(parse_duration_ms("3650d"), Ok(MAX_DURATION_MS));
     }
 
     #[test]

@@ -72,7 +72,7 @@ struct Breaker {
 }
 
 /// Runs one destination's deliveries until it is deleted or Tessera stops.
-pub async fn run_worker(activation: Arc<Activation>, id: String) {
+pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64) {
     let notify = activation.notifier(&id);
     let mut breaker = Breaker {
         failures: 0,
@@ -81,7 +81,7 @@ pub async fn run_worker(activation: Arc<Activation>, id: String) {
     let mut tokens = 0.0f64;
     let mut last_refill = std::time::Instant::now();
     loop {
-        if activation.is_stopping() {
+        if activation.is_stopping() || !activation.is_current_worker(&id, generation) {
             return;
         }
         let Some(destination) = activation.destination(&id) else {
@@ -148,16 +148,12 @@ pub async fn run_worker(activation: Arc<Activation>, id: String) {
             .iter()
             .map(|d| (d.new.profile_id, d.new.purpose.clone()))
             .collect();
-        let verdicts = if checks.iter().all(|(_, purpose)| purpose.is_none()) {
-            checks.iter().map(|_| Ok(true)).collect()
-        } else {
+        let verdicts = {
             let activation = Arc::clone(&activation);
             tokio::task::spawn_blocking(move || {
                 checks
                     .iter()
-                    .map(|(profile, purpose)| {
-                        activation.consent_allows(*profile, purpose.as_deref())
-                    })
+                    .map(|(profile, purpose)| activation.may_send(*profile, purpose.as_deref()))
                     .collect::<Vec<_>>()
             })
             .await
@@ -173,10 +169,12 @@ pub async fn run_worker(activation: Arc<Activation>, id: String) {
                         status: DeliveryStatus::Blocked,
                         attempts: delivery.attempts,
                         next_attempt_ms: delivery.next_attempt_ms,
-                        error: Some(format!(
-                            "consent for {} withdrawn before sending",
-                            delivery.new.purpose.as_deref().unwrap_or("its purpose")
-                        )),
+                        error: Some(match &delivery.new.purpose {
+                            Some(purpose) => format!(
+                                "consent for {purpose} withdrawn (or the person erased) before sending"
+                            ),
+                            None => "the person was erased before sending".into(),
+                        }),
                         delivered_ms: None,
                     });
                 }
@@ -248,7 +246,11 @@ pub async fn run_worker(activation: Arc<Activation>, id: String) {
                             id: delivery.id,
                             status: DeliveryStatus::Pending,
                             attempts: made,
-                            next_attempt_ms: at + backoff_ms(&destination, made, after),
+                            next_attempt_ms: at.saturating_add(backoff_ms(
+                                &destination,
+                                made,
+                                after,
+                            )),
                             error: Some(error),
                             delivered_ms: None,
                         }
@@ -281,7 +283,7 @@ pub async fn run_worker(activation: Arc<Activation>, id: String) {
                     tracing::warn!(destination = %id, failures = breaker.failures, "circuit breaker opened");
                     activation.observer.breaker(&id, true);
                 }
-                breaker.open_until = Some(now_ms() + config.breaker_cooldown_ms);
+                breaker.open_until = Some(now_ms().saturating_add(config.breaker_cooldown_ms));
             }
         }
         let store = Arc::clone(&activation.store);

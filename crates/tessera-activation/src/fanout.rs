@@ -130,6 +130,9 @@ impl Activation {
 
     /// One fan-out round; returns how many events, changes and runs it handled.
     pub fn round(&self, resolve: &Resolver) -> Result<usize, StoreError> {
+        // An erasure waits for the round to end (and rounds wait for it), so no
+        // round writes the erased person back after their rows were deleted.
+        let _round = self.pause();
         let applied = self.stores.profiles.checkpoint()?;
         let mut events: Vec<StoredEvent> = Vec::new();
         self.stores.log.scan(
@@ -184,7 +187,7 @@ impl Activation {
                         &mut batch,
                     )?;
                 }
-                for mut run in self.store.active_runs(owner)? {
+                for mut run in self.family_active_runs(owner)? {
                     if run.waiting_event.as_deref() == Some(name.as_str()) {
                         let Some(journey) = self.journey(&run.journey) else {
                             continue;
@@ -281,13 +284,7 @@ impl Activation {
                 continue;
             };
             run.wake_at_ms = None;
-            let mut own = Batch {
-                deliveries: Vec::new(),
-                touched: HashSet::new(),
-                sent: HashMap::new(),
-            };
-            self.execute(&journey, &mut run, now_ms(), &mut own)?;
-            batch.touched.extend(own.touched);
+            self.execute(&journey, &mut run, now_ms(), &mut batch)?;
             woken += 1;
         }
         for id in &batch.touched {
@@ -340,6 +337,22 @@ impl Activation {
             }
         }
         Ok(true)
+    }
+
+    /// A canonical profile and the profiles merged into it: runs and sends made
+    /// before a merge are still theirs.
+    fn family(&self, owner: ProfileId) -> Result<Vec<ProfileId>, StoreError> {
+        let mut family = vec![owner];
+        family.extend(self.stores.profiles.merged_members(owner)?);
+        Ok(family)
+    }
+
+    fn family_active_runs(&self, owner: ProfileId) -> Result<Vec<JourneyRun>, StoreError> {
+        let mut runs = Vec::new();
+        for member in self.family(owner)? {
+            runs.extend(self.store.active_runs(member)?);
+        }
+        Ok(runs)
     }
 
     fn source_ids(&self) -> Result<HashMap<i64, String>, StoreError> {
@@ -453,9 +466,14 @@ impl Activation {
             let key = (profile, channel.clone());
             let earlier = match batch.sent.get(&key) {
                 Some(n) => *n,
-                None => self
-                    .store
-                    .recent_sends(profile, &channel, now_ms() - window)?,
+                None => {
+                    let since = now_ms().saturating_sub(window);
+                    let mut sent = 0;
+                    for member in self.family(profile)? {
+                        sent += self.store.recent_sends(member, &channel, since)?;
+                    }
+                    sent
+                }
             };
             if earlier >= i64::from(cap.max) {
                 status = DeliveryStatus::Blocked;
@@ -506,7 +524,17 @@ impl Activation {
         batch: &mut Batch,
     ) -> Result<(), StoreError> {
         let key = &journey.journey.key;
-        if let Some(last) = self.store.last_run(key, owner)? {
+        let mut last: Option<JourneyRun> = None;
+        for member in self.family(owner)? {
+            if let Some(run) = self.store.last_run(key, member)?
+                && last
+                    .as_ref()
+                    .is_none_or(|l| run.entered_ms > l.entered_ms || run.state == "active")
+            {
+                last = Some(run);
+            }
+        }
+        if let Some(last) = last {
             if last.state == "active" {
                 return Ok(());
             }
@@ -535,11 +563,13 @@ impl Activation {
         let mut own = Batch {
             deliveries: Vec::new(),
             touched: HashSet::new(),
-            sent: HashMap::new(),
+            sent: batch.sent.clone(),
         };
         self.run_program(journey, &mut run, now, &mut own)?;
+        // Counts of sends only count when the run (and its sends) was written.
         if self.store.start_run(&run, &own.deliveries)?.is_some() {
             batch.touched.extend(own.touched);
+            batch.sent = own.sent;
         }
         Ok(())
     }
@@ -555,12 +585,15 @@ impl Activation {
         let mut own = Batch {
             deliveries: Vec::new(),
             touched: HashSet::new(),
-            sent: HashMap::new(),
+            sent: batch.sent.clone(),
         };
         self.run_program(journey, run, now, &mut own)?;
         run.updated_ms = now;
-        self.store.update_run(run, &own.deliveries)?;
-        batch.touched.extend(own.touched);
+        // A run a journey edit ended meanwhile is not revived (nor are its sends).
+        if self.store.update_run(run, &own.deliveries)? {
+            batch.touched.extend(own.touched);
+            batch.sent = own.sent;
+        }
         Ok(())
     }
 
@@ -594,11 +627,11 @@ impl Activation {
             };
             match instruction {
                 Instruction::Wait(ms) => {
-                    run.wake_at_ms = Some(now + ms);
+                    run.wake_at_ms = Some(now.saturating_add(*ms));
                     run.step += 1;
                     push_history(
                         run,
-                        json!({"step": step, "action": "wait", "until": now + ms, "at": now}),
+                        json!({"step": step, "action": "wait", "until": now.saturating_add(*ms), "at": now}),
                     );
                     return Ok(());
                 }
@@ -617,10 +650,10 @@ impl Activation {
                         continue;
                     }
                     run.waiting_event = Some(event.clone());
-                    run.wake_at_ms = Some(now + timeout_ms);
+                    run.wake_at_ms = Some(now.saturating_add(*timeout_ms));
                     push_history(
                         run,
-                        json!({"step": step, "action": "waiting", "event": event, "until": now + timeout_ms, "at": now}),
+                        json!({"step": step, "action": "waiting", "event": event, "until": now.saturating_add(*timeout_ms), "at": now}),
                     );
                     return Ok(());
                 }

@@ -80,6 +80,11 @@ pub struct Activation {
     purposes: Vec<String>,
     runtime: Option<tokio::runtime::Handle>,
     stopping: AtomicBool,
+    /// Held by each fan-out round; an erasure takes it to exclude rounds.
+    round_lock: std::sync::Mutex<()>,
+    /// The running worker generation of each destination: a worker whose
+    /// generation is no longer current stops (deleted and re-created destinations).
+    workers: std::sync::Mutex<HashMap<String, u64>>,
     /// Wakes the fan-out thread (the processor applied something).
     pub(crate) fanout_wake: (std::sync::Mutex<bool>, std::sync::Condvar),
 }
@@ -105,6 +110,8 @@ impl Activation {
             purposes,
             runtime,
             stopping: AtomicBool::new(false),
+            round_lock: std::sync::Mutex::new(()),
+            workers: std::sync::Mutex::new(HashMap::new()),
             fanout_wake: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
         });
         activation.reload()?;
@@ -158,8 +165,37 @@ impl Activation {
 
     fn start_worker(self: &Arc<Self>, id: &str) {
         if let Some(runtime) = &self.runtime {
-            runtime.spawn(delivery::run_worker(Arc::clone(self), id.to_string()));
+            let generation = {
+                let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+                let generation = workers.get(id).copied().unwrap_or(0) + 1;
+                workers.insert(id.to_string(), generation);
+                generation
+            };
+            runtime.spawn(delivery::run_worker(
+                Arc::clone(self),
+                id.to_string(),
+                generation,
+            ));
         }
+    }
+
+    /// Whether a worker of this generation is still the destination's worker.
+    pub(crate) fn is_current_worker(&self, id: &str, generation: u64) -> bool {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            == Some(&generation)
+    }
+
+    /// Excludes fan-out rounds while held (erasure deletes a person's rows under it).
+    pub fn pause(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.round_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock [`Self::pause`] takes, for callers that hold it across other work.
+    pub fn round_lock(&self) -> &std::sync::Mutex<()> {
+        &self.round_lock
     }
 
     /// Asks workers and the fan-out thread to stop.
@@ -294,6 +330,33 @@ impl Activation {
             .delete_setting(&format!("{DESTINATION_PREFIX}{id}"))?;
         self.reload()?;
         self.notify(id);
+        // What it had queued is not sent by a later destination reusing the id.
+        let now = chrono::Utc::now().timestamp_millis();
+        loop {
+            let pending = self
+                .store
+                .deliveries(&tessera_store::activation::DeliveryFilter {
+                    destination: Some(id.to_string()),
+                    status: Some(tessera_store::activation::DeliveryStatus::Pending),
+                    limit: 1_000,
+                    ..Default::default()
+                })?;
+            if pending.is_empty() {
+                break;
+            }
+            let outcomes: Vec<_> = pending
+                .iter()
+                .map(|d| tessera_store::activation::DeliveryOutcome {
+                    id: d.id,
+                    status: tessera_store::activation::DeliveryStatus::Dead,
+                    attempts: d.attempts,
+                    next_attempt_ms: now,
+                    error: Some("destination deleted".into()),
+                    delivered_ms: None,
+                })
+                .collect();
+            self.store.record(&outcomes)?;
+        }
         Ok(previous)
     }
 
@@ -378,6 +441,21 @@ impl Activation {
             .delete_setting(&format!("{JOURNEY_PREFIX}{key}"))?;
         self.reload()?;
         Ok(previous)
+    }
+
+    /// Whether a delivery may go out now: the person still exists (an erased person's
+    /// rows read before the erasure are not sent) and their consent allows its purpose.
+    pub fn may_send(
+        &self,
+        profile: Option<ProfileId>,
+        purpose: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        if let Some(profile) = profile
+            && self.stores.profiles.profile(profile)?.is_none()
+        {
+            return Ok(false);
+        }
+        self.consent_allows(profile, purpose)
     }
 
     /// Whether a person's consent allows a purpose: no purpose needs nothing; a

@@ -103,6 +103,8 @@ error_codes! {
     InvalidIdentifier => ("invalid_identifier", 400),
     /// The consent request names a purpose that is not configured.
     UnknownPurpose => ("unknown_purpose", 400),
+    /// The message would store an identifier of an erased person.
+    IdentifierErased => ("identifier_erased", 409),
     /// No privacy request has that id.
     PrivacyRequestNotFound => ("privacy_request_not_found", 404),
     /// A destination or journey definition is invalid (the message says where).

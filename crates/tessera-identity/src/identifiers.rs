@@ -175,6 +175,70 @@ pub fn raw_texts_of(
     found
 }
 
+/// Removes from a message every identifier field (the rules' fields, `previousId`,
+/// `context.externalIds` entries) whose value normalizes to one of `wanted`; other
+/// fields are untouched even when they hold the same text. Returns whether anything
+/// was removed.
+pub fn redact_identifiers(
+    rules: &CompiledRules,
+    message: &mut Map<String, Value>,
+    wanted: &[Identifier],
+) -> bool {
+    let matches = |id_type: &IdentifierType, raw: &Value| {
+        scalar_text(raw)
+            .and_then(|raw| normalize_value(rules, id_type, &raw))
+            .is_some_and(|value| {
+                wanted
+                    .iter()
+                    .any(|w| w.id_type == id_type.name && w.value == value)
+            })
+    };
+    let mut removed = false;
+    for id_type in &rules.types {
+        for field in id_type
+            .fields
+            .iter()
+            .map(String::as_str)
+            .chain(["previousId"])
+        {
+            let (parent, key) = match field.rsplit_once('.') {
+                Some((parent, key)) => (Some(parent), key),
+                None => (None, field),
+            };
+            let object = match parent {
+                Some(parent) => path_object_mut(message, parent),
+                None => Some(&mut *message),
+            };
+            if let Some(object) = object
+                && object.get(key).is_some_and(|v| matches(id_type, v))
+            {
+                object.remove(key);
+                removed = true;
+            }
+        }
+        if let Some(Value::Array(entries)) = message
+            .get_mut("context")
+            .and_then(|c| c.get_mut("externalIds"))
+        {
+            let before = entries.len();
+            entries.retain(|entry| !entry.get("id").is_some_and(|id| matches(id_type, id)));
+            removed |= entries.len() != before;
+        }
+    }
+    removed
+}
+
+fn path_object_mut<'a>(
+    message: &'a mut Map<String, Value>,
+    path: &str,
+) -> Option<&'a mut Map<String, Value>> {
+    let mut current = message;
+    for part in path.split('.') {
+        current = current.get_mut(part)?.as_object_mut()?;
+    }
+    Some(current)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +258,35 @@ mod tests {
             normalization: Normalization::Lowercase,
         });
         rules.compile().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn redaction_touches_identifier_fields_only() {
+        let Value::Object(mut message) = json!({
+            "userId": "42",
+            "anonymousId": "keep-me",
+            "context": {"traits": {"email": " ADA@example.com ", "plan": "42"},
+                        "externalIds": [{"id": "ada@example.com", "type": "email"},
+                                        {"id": "x-1", "type": "crm"}]},
+            "properties": {"order_id": "42", "revenue": 42, "note": "ada@example.com"}
+        }) else {
+            unreachable!()
+        };
+        let wanted = [
+            Identifier::new("user_id", "42"),
+            Identifier::new("email", "ada@example.com"),
+        ];
+        assert!(redact_identifiers(&rules(), &mut message, &wanted));
+        assert_eq!(
+            Value::Object(message.clone()),
+            json!({
+                "anonymousId": "keep-me",
+                "context": {"traits": {"plan": "42"},
+                            "externalIds": [{"id": "x-1", "type": "crm"}]},
+                "properties": {"order_id": "42", "revenue": 42, "note": "ada@example.com"}
+            })
+        );
+        assert!(!redact_identifiers(&rules(), &mut message, &wanted));
     }
 
     fn ids(message: Value) -> Vec<String> {

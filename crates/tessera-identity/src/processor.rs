@@ -9,7 +9,7 @@
 //!   the wall clock — so `replay` (reset, then process the whole log) rebuilds the
 //!   same profiles, ids included (a profile's id is the `seq` of its first event).
 
-use crate::identifiers::{Identifier, extract, raw_texts_of, scalar_text};
+use crate::identifiers::{Identifier, extract, raw_texts_of, redact_identifiers, scalar_text};
 use crate::resolution::{Target, resolve};
 use crate::rules::{CompiledRules, IdentityRules};
 use serde_json::{Map, Value};
@@ -569,75 +569,119 @@ impl Processor {
     }
 }
 
-/// What [`Processor::erase`] removed.
+/// What an erasure will remove: worked out before anything is deleted, and kept
+/// with the request, so a retry after a crash still knows the whole person.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErasurePlan {
+    /// The canonical profile and every profile merged into it.
+    pub profiles: Vec<ProfileId>,
+    /// The person's identifiers (`type:value`); the one asked for included.
+    pub identifiers: Vec<String>,
+    /// Their events in the log.
+    pub seqs: Vec<i64>,
+    /// Every spelling of the identifiers seen (lowercase), to find copies.
+    pub needles: Vec<String>,
+}
+
+impl ErasurePlan {
+    /// Adds what another plan found (a retry finds less than the first attempt).
+    pub fn merge(&mut self, other: ErasurePlan) {
+        fn union<T: Ord>(into: &mut Vec<T>, from: Vec<T>) {
+            into.extend(from);
+            into.sort();
+            into.dedup();
+        }
+        union(&mut self.profiles, other.profiles);
+        union(&mut self.identifiers, other.identifiers);
+        union(&mut self.seqs, other.seqs);
+        union(&mut self.needles, other.needles);
+    }
+
+    /// The identifiers, parsed.
+    pub fn identifiers(&self) -> Vec<Identifier> {
+        self.identifiers
+            .iter()
+            .filter_map(|text| text.split_once(':'))
+            .map(|(t, v)| Identifier::new(t, v))
+            .collect()
+    }
+}
+
+/// What [`Processor::apply_erasure`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErasureOutcome {
-    /// The profiles removed (the canonical one and those merged into it).
-    pub profiles: Vec<ProfileId>,
-    /// The person's identifiers (for suppression); the one asked for included.
-    pub identifiers: Vec<Identifier>,
     /// Events deleted from the log.
     pub events_deleted: u64,
     /// Other people's events from which the person's identifiers were removed.
     pub events_redacted: u64,
     /// Other profiles rebuilt because such an event of theirs changed.
     pub rebuilt: Vec<ProfileId>,
-    /// Every spelling of the identifiers (lowercase), to remove them from copies
-    /// kept elsewhere (the delivery outbox). Held in memory only.
-    pub needles: Vec<String>,
 }
 
 impl Processor {
-    /// Erases the person holding `identifier`: deletes their events from the log,
-    /// removes their identifiers from other people's events (and rebuilds those
-    /// profiles), deletes their whole merged profile from the profile store, drops
-    /// them from the unlinked identifiers, and truncates the write-ahead files so
-    /// no file keeps the bytes.
-    ///
-    /// Call it when the processor has applied the whole log (events not yet applied
-    /// are not attributed to anyone). Safe to repeat after a crash: each step
-    /// finds what is left.
-    pub fn erase(&self, identifier: &Identifier) -> Result<ErasureOutcome, ProcessorError> {
+    /// Works out what erasing the person holding `identifier` removes, without
+    /// changing anything. Call it when the processor has applied the log (events
+    /// not yet applied are not attributed to anyone).
+    pub fn plan_erasure(&self, identifier: &Identifier) -> Result<ErasurePlan, ProcessorError> {
         let _guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
         self.refresh_rules()?;
         let rules = self.current_rules();
-        let profile = self.profiles.find(&identifier.id_type, &identifier.value)?;
         let mut identifiers = vec![identifier.clone()];
-        let mut seqs = Vec::new();
-        if let Some(profile) = profile {
+        let mut plan = ErasurePlan::default();
+        if let Some(profile) = self.profiles.find(&identifier.id_type, &identifier.value)? {
             for link in self.profiles.identities(profile)? {
                 let linked = Identifier::new(link.id_type, link.value);
                 if !identifiers.contains(&linked) {
                     identifiers.push(linked);
                 }
             }
-            seqs = self.profiles.event_seqs(profile, None, usize::MAX)?;
-            seqs.sort_unstable();
+            plan.profiles.push(profile);
+            plan.profiles.extend(self.profiles.merged_members(profile)?);
+            plan.seqs = self.profiles.event_seqs(profile, None, usize::MAX)?;
+            plan.seqs.sort_unstable();
         }
-        // Every spelling of the identifiers: normalized, and as sent in their events.
         let mut needles: Vec<String> = identifiers
             .iter()
             .map(|i| i.value.to_ascii_lowercase())
             .collect();
-        for chunk in seqs.chunks(CHUNK_EVENTS) {
+        for chunk in plan.seqs.chunks(CHUNK_EVENTS) {
             for event in self.log.get(chunk)? {
                 if let Ok(Value::Object(message)) = serde_json::from_str::<Value>(&event.payload) {
-                    for raw in raw_texts_of(&rules.rules, &message, &identifiers) {
-                        let raw = raw.trim().to_ascii_lowercase();
-                        if !needles.contains(&raw) {
-                            needles.push(raw);
-                        }
-                    }
+                    needles.extend(
+                        raw_texts_of(&rules.rules, &message, &identifiers)
+                            .into_iter()
+                            .map(|raw| raw.trim().to_ascii_lowercase()),
+                    );
                 }
             }
         }
         needles.retain(|n| !n.is_empty());
+        needles.sort();
+        needles.dedup();
+        plan.needles = needles;
+        plan.identifiers = identifiers.iter().map(ToString::to_string).collect();
+        plan.identifiers.sort();
+        plan.profiles.sort_unstable();
+        Ok(plan)
+    }
 
-        // Other people's events that carry them: redact, then rebuild their owners.
-        let own: HashSet<i64> = seqs.iter().copied().collect();
+    /// Erases what a plan names: deletes the person's events from the log, removes
+    /// their identifiers from the identifier fields of other people's events (and
+    /// rebuilds those profiles), deletes their profiles from the profile store,
+    /// drops them from the unlinked identifiers, and truncates the write-ahead
+    /// files. Repeating it changes nothing more.
+    pub fn apply_erasure(&self, plan: &ErasurePlan) -> Result<ErasureOutcome, ProcessorError> {
+        let _guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_rules()?;
+        let rules = self.current_rules();
+        let identifiers = plan.identifiers();
+
+        // Other people's events that name them: the identifier fields only (a value
+        // such as "42" elsewhere in a message is someone's data, not this person).
+        let own: HashSet<i64> = plan.seqs.iter().copied().collect();
         let others: Vec<i64> = self
             .log
-            .find_containing(&needles)?
+            .find_containing(&plan.needles)?
             .into_iter()
             .filter(|seq| !own.contains(seq))
             .collect();
@@ -648,7 +692,7 @@ impl Processor {
                 else {
                     continue;
                 };
-                if crate::erasure::redact(&mut message, &needles) {
+                if redact_identifiers(&rules.rules, &mut message, &identifiers) {
                     let text = |key: &str| message.get(key).and_then(scalar_text);
                     rewritten.push(RewrittenEvent {
                         seq: event.seq,
@@ -661,14 +705,23 @@ impl Processor {
         }
         let rewritten_seqs: Vec<i64> = rewritten.iter().map(|e| e.seq).collect();
         let events_redacted = self.log.rewrite_events(&rewritten)?;
-        let events_deleted = self.log.delete_events(&seqs)?;
+        let events_deleted = self.log.delete_events(&plan.seqs)?;
 
-        let removed = match profile {
-            Some(profile) => self.profiles.erase(&[profile])?,
-            None => Vec::new(),
-        };
+        let canonical: Vec<ProfileId> = plan
+            .profiles
+            .iter()
+            .copied()
+            .filter(|p| {
+                self.profiles
+                    .profile(*p)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.merged_into.is_none())
+            })
+            .collect();
+        self.profiles.erase(&canonical)?;
         let mut owners = self.profiles.owners_of_events(&rewritten_seqs)?;
-        owners.retain(|owner| !removed.contains(owner));
+        owners.retain(|owner| !plan.profiles.contains(owner));
         let mut rebuilt = Vec::new();
         if !owners.is_empty() {
             let log = Arc::clone(&self.log);
@@ -705,13 +758,20 @@ impl Processor {
         }
         self.profiles.purge_deleted()?;
         Ok(ErasureOutcome {
-            profiles: removed,
-            identifiers,
             events_deleted,
             events_redacted,
             rebuilt,
-            needles,
         })
+    }
+
+    /// The highest position in the log.
+    pub fn log_last_seq(&self) -> Result<i64, ProcessorError> {
+        Ok(self.log.last_seq()?)
+    }
+
+    /// The compiled rules in force, shared (no copy).
+    pub fn rules_snapshot(&self) -> Arc<ProcessingRules> {
+        self.current_rules()
     }
 }
 

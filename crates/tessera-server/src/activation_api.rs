@@ -82,6 +82,12 @@ pub fn redacted(destination: &Destination) -> Value {
                 settings.insert(secret.into(), json!("***"));
             }
         }
+        // Custom headers usually carry credentials (Authorization, X-Api-Key).
+        if let Some(headers) = settings.get_mut("headers").and_then(Value::as_object_mut) {
+            for value in headers.values_mut() {
+                *value = json!("***");
+            }
+        }
     }
     value
 }
@@ -212,6 +218,19 @@ fn keep_secrets(next: &mut Destination, previous: &Destination) {
                 && let Some(old) = old.get(secret)
             {
                 settings.insert(secret.into(), old.clone());
+            }
+        }
+        let old_headers = old.get("headers").and_then(Value::as_object).cloned();
+        if let (Some(headers), Some(old_headers)) = (
+            settings.get_mut("headers").and_then(Value::as_object_mut),
+            old_headers,
+        ) {
+            for (name, value) in headers.iter_mut() {
+                if value.as_str() == Some("***")
+                    && let Some(old) = old_headers.get(name)
+                {
+                    *value = old.clone();
+                }
             }
         }
     }

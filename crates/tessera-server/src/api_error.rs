@@ -77,6 +77,16 @@ pub async fn json_rejections(response: Response) -> Response {
             ErrorCode::BodyTooLarge,
             "the request body is over 2 MB, the limit of the admin and query API",
         )
+    } else if status == StatusCode::NOT_FOUND {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("{detail}: see docs/API.md for the routes"),
+        )
+    } else if status == StatusCode::METHOD_NOT_ALLOWED {
+        ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "this route does not take that method: see docs/API.md",
+        )
     } else {
         ApiError::new(
             ErrorCode::InvalidRequest,

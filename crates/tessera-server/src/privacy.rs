@@ -23,8 +23,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use tessera_audience::engine::AudienceEngine;
 use tessera_core::{ErrorCode, UserError, ids};
-use tessera_identity::identifiers::{Identifier, extract, normalize_value, raw_texts_of};
-use tessera_identity::processor::{ErasureOutcome, Processor, ProcessorError};
+use tessera_identity::identifiers::{
+    Identifier, extract, normalize_value, raw_texts_of, redact_identifiers,
+};
+use tessera_identity::processor::{ErasureOutcome, ErasurePlan, Processor, ProcessorError};
 use tessera_identity::rules::CompiledRules;
 use tessera_store::activation::{ActivationStore, DeliveryFilter};
 use tessera_store::audiences::AudienceStore;
@@ -181,6 +183,27 @@ impl Privacy {
         }
     }
 
+    /// Whether a message Tessera writes itself (consent, merge) carries an erased
+    /// identifier. Call it holding [`Self::gate`] (shared) until the append returned.
+    pub fn carries_erased(&self, rules: &CompiledRules, payload: &str) -> bool {
+        if !self.is_suppressing() {
+            return false;
+        }
+        match serde_json::from_str::<Value>(payload) {
+            Ok(Value::Object(message)) => self.screen(rules, &message) != Screened::Keep,
+            _ => false,
+        }
+    }
+
+    /// Re-reads the suppression hashes (another process may have added some).
+    pub fn refresh(&self) -> StoreResult<()> {
+        let hashes: HashSet<String> = self.catalog.suppressions()?.into_iter().collect();
+        if let Ok(mut set) = self.hashes.write() {
+            *set = hashes;
+        }
+        Ok(())
+    }
+
     /// Suppresses identifiers from now on (kept in the catalog as salted hashes).
     /// Blocks until no ingest request screened before is still being appended.
     pub fn suppress(&self, identifiers: &[Identifier], request_id: &str) -> StoreResult<()> {
@@ -223,10 +246,18 @@ fn anonymize(
     }
     let mut context = Map::new();
     if let Some(Value::Object(original)) = message.get("context") {
-        for key in ["library", "page"] {
-            if let Some(value) = original.get(key) {
-                context.insert(key.to_string(), value.clone());
-            }
+        if let Some(library) = original.get("library") {
+            context.insert("library".into(), library.clone());
+        }
+        // The page's path and title only: URLs, search strings and referrers often
+        // carry an email or a token in their query.
+        if let Some(Value::Object(page)) = original.get("page") {
+            let kept: Map<String, Value> = page
+                .iter()
+                .filter(|(k, _)| *k == "path" || *k == "title")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            context.insert("page".into(), Value::Object(kept));
         }
     }
     out.insert("context".into(), Value::Object(context));
@@ -502,6 +533,7 @@ pub fn request_erasure(
         requested_at_ms: chrono::Utc::now().timestamp_millis(),
         completed_at_ms: None,
         result_json: None,
+        plan_json: None,
     };
     privacy.catalog.create_privacy_request(&request)?;
     record_audit(
@@ -538,6 +570,7 @@ pub fn record_export(
         requested_at_ms: now,
         completed_at_ms: Some(now),
         result_json: Some(json!({"found": found}).to_string()),
+        plan_json: None,
     })?;
     record_audit(
         privacy.catalog.as_ref(),
@@ -557,7 +590,8 @@ pub fn request_json(request: &PrivacyRequest) -> Value {
     json!({
         "id": request.id,
         "kind": request.kind.as_str(),
-        "status": request.status,
+        // `purging` (only the catalog's write-ahead file left) is still running.
+        "status": if request.status == "purging" { "running" } else { request.status.as_str() },
         "requestedAt": format_millis(request.requested_at_ms),
         "completedAt": request.completed_at_ms.map(format_millis),
         "result": request.result_json.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()),
@@ -587,19 +621,51 @@ pub enum ErasureError {
     Audiences(String),
 }
 
-/// Carries out every open erasure request. `catch_up` applies the whole log (so
-/// every event of the person is attributed) and is called after the identifiers
-/// are suppressed. Returns how many requests completed.
+/// Rounds of "suppress what is known, then apply the log" before an erasure trusts
+/// that it knows every identifier of the person.
+const MAX_SETTLE_ROUNDS: usize = 5;
+
+/// The live activation side of an erasure: the outbox, and the fan-out to pause.
+pub struct ActivationSide<'a> {
+    /// The outbox and journey runs.
+    pub store: &'a dyn ActivationStore,
+    /// Excludes fan-out rounds while held (`None` when no fan-out runs: the CLI).
+    pub pause: Option<&'a std::sync::Mutex<()>>,
+}
+
+/// Carries out every open erasure request. `catch_up(seq)` applies the log at least
+/// up to `seq` (so every event stored before the suppression is attributed).
+/// Returns how many requests completed.
+///
+/// Each request: (1) suppress the identifiers known, apply the log up to what was
+/// stored meanwhile, and repeat until no new identifier turns up; (2) keep the plan
+/// (profiles, identifiers, events) with the request, so a retry after a crash erases
+/// the whole person even though the profile is gone; (3) with fan-out paused, delete
+/// the derived copies (outbox, journey runs, memberships, index), then the log and
+/// the profiles; (4) clear the request's identifier and plan, truncate the catalog's
+/// write-ahead file, and only then mark it completed.
 pub fn run_open_erasures(
     processor: &Processor,
     privacy: &Privacy,
     audiences: &AudienceSide<'_>,
-    activation: Option<&dyn ActivationStore>,
-    catch_up: &mut dyn FnMut() -> Result<(), ErasureError>,
+    activation: Option<&ActivationSide<'_>>,
+    catch_up: &mut dyn FnMut(i64) -> Result<(), ErasureError>,
 ) -> Result<usize, ErasureError> {
     let mut completed = 0;
     for request in privacy.catalog.open_privacy_requests()? {
         if request.kind != PrivacyRequestKind::Erasure {
+            continue;
+        }
+        if request.status == "purging" {
+            // Everything but the catalog's write-ahead file was done.
+            privacy.catalog.purge_deleted()?;
+            privacy.catalog.update_privacy_request(
+                &request.id,
+                "completed",
+                None,
+                request.completed_at_ms,
+            )?;
+            completed += 1;
             continue;
         }
         let Some(text) = request.identifier.clone() else {
@@ -623,44 +689,95 @@ pub fn run_open_erasures(
         privacy
             .catalog
             .update_privacy_request(&request.id, "running", None, None)?;
-        // Suppress what is known now, so nothing new about them is stored from here
-        // on; then attribute everything stored before.
-        privacy.suppress(&known_identifiers(processor, &identifier)?, &request.id)?;
-        catch_up()?;
-        let outcome = processor.erase(&identifier)?;
-        privacy.suppress(&outcome.identifiers, &request.id)?;
-        match audiences {
-            AudienceSide::Engine(engine) => {
-                engine
-                    .erase_profiles(&outcome.profiles)
-                    .map_err(|e| ErasureError::Audiences(e.to_string()))?;
-                if !outcome.rebuilt.is_empty() {
-                    engine
-                        .reload_profiles(&outcome.rebuilt)
-                        .map_err(|e| ErasureError::Audiences(e.to_string()))?;
-                }
+
+        // (1) + (2): settle the plan under suppression; a retry starts from the plan
+        // of the earlier attempt.
+        let mut plan: ErasurePlan = request
+            .plan_json
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        let mut suppressed: Vec<Identifier> = Vec::new();
+        let mut wanted = vec![identifier.clone()];
+        wanted.extend(plan.identifiers());
+        for _ in 0..MAX_SETTLE_ROUNDS {
+            let new: Vec<Identifier> = wanted
+                .iter()
+                .filter(|i| !suppressed.contains(i))
+                .cloned()
+                .collect();
+            if new.is_empty() {
+                break;
             }
-            AudienceSide::Store(store) => {
-                store.erase_profiles(&outcome.profiles)?;
+            privacy.suppress(&new, &request.id)?;
+            suppressed.extend(new);
+            catch_up(processor_fence(processor)?)?;
+            let fresh = processor.plan_erasure(&identifier)?;
+            plan.merge(fresh);
+            wanted = plan.identifiers();
+        }
+        privacy.suppress(&plan.identifiers(), &request.id)?;
+        let plan_text =
+            serde_json::to_string(&plan).map_err(|e| StoreError::Engine(e.to_string()))?;
+        privacy.catalog.set_privacy_plan(&request.id, &plan_text)?;
+
+        // (3) derived copies first, then the log and the profiles.
+        let identifiers = plan.identifiers();
+        let outcome = {
+            let _paused = activation
+                .and_then(|a| a.pause)
+                .map(|lock| lock.lock().unwrap_or_else(|p| p.into_inner()));
+            if let Some(side) = activation {
+                let store = side.store;
+                store.erase_profiles(&plan.profiles)?;
+                store.erase_events(&plan.seqs)?;
+                // Other people's queued deliveries that copied an identifier field.
+                store.rewrite_payloads(
+                    &plan.needles,
+                    &mut |payload| {
+                        let mut value: Value = serde_json::from_str(payload).ok()?;
+                        let mut changed = false;
+                        for key in ["body", "line"] {
+                            if let Some(message) = value.get_mut(key).and_then(Value::as_object_mut)
+                            {
+                                changed |= redact_identifiers(&rules, message, &identifiers);
+                            }
+                        }
+                        changed.then(|| value.to_string())
+                    },
+                    &mut |trigger| {
+                        let mut value: Value = serde_json::from_str(trigger).ok()?;
+                        let message = value.as_object_mut()?;
+                        redact_identifiers(&rules, message, &identifiers).then(|| value.to_string())
+                    },
+                )?;
                 store.purge_deleted()?;
             }
+            match audiences {
+                AudienceSide::Engine(engine) => engine
+                    .erase_profiles(&plan.profiles)
+                    .map_err(|e| ErasureError::Audiences(e.to_string()))?,
+                AudienceSide::Store(store) => {
+                    store.erase_profiles(&plan.profiles)?;
+                    store.purge_deleted()?;
+                }
+            }
+            processor.apply_erasure(&plan)?
+        };
+        if let AudienceSide::Engine(engine) = audiences
+            && !outcome.rebuilt.is_empty()
+        {
+            engine
+                .reload_profiles(&outcome.rebuilt)
+                .map_err(|e| ErasureError::Audiences(e.to_string()))?;
         }
-        // Their deliveries (outbox, dead letters) and journey runs go too.
-        if let Some(store) = activation {
-            store.erase_profiles(&outcome.profiles)?;
-            // Other people's queued deliveries that copied one of the identifiers.
-            store.rewrite_payloads(&outcome.needles, &mut |payload| {
-                let mut value: Value = serde_json::from_str(payload).ok()?;
-                let map = value.as_object_mut()?;
-                tessera_identity::erasure::redact(map, &outcome.needles).then(|| value.to_string())
-            })?;
-            store.purge_deleted()?;
-        }
-        let result = outcome_json(&outcome);
+
+        // (4) the catalog last: identifier and plan cleared, then its WAL truncated.
+        let result = outcome_json(&plan, &outcome);
         let now = chrono::Utc::now().timestamp_millis();
         privacy.catalog.update_privacy_request(
             &request.id,
-            "completed",
+            "purging",
             Some(&result.to_string()),
             Some(now),
         )?;
@@ -672,11 +789,13 @@ pub fn run_open_erasures(
             None,
             Some(&result),
         );
-        // The catalog's write-ahead file still holds the request's identifier.
         privacy.catalog.purge_deleted()?;
+        privacy
+            .catalog
+            .update_privacy_request(&request.id, "completed", None, Some(now))?;
         tracing::info!(
             request = %request.id,
-            profiles = outcome.profiles.len(),
+            profiles = plan.profiles.len(),
             events_deleted = outcome.events_deleted,
             events_redacted = outcome.events_redacted,
             "erasure completed"
@@ -686,36 +805,21 @@ pub fn run_open_erasures(
     Ok(completed)
 }
 
-fn known_identifiers(
-    processor: &Processor,
-    identifier: &Identifier,
-) -> Result<Vec<Identifier>, ErasureError> {
-    let profiles = processor.profiles();
-    let mut known = vec![identifier.clone()];
-    if let Some(profile) = profiles.find(&identifier.id_type, &identifier.value)? {
-        for link in profiles.identities(profile)? {
-            let linked = Identifier::new(link.id_type, link.value);
-            if !known.contains(&linked) {
-                known.push(linked);
-            }
-        }
-    }
-    Ok(known)
+/// The log position the processor must reach: everything stored so far.
+fn processor_fence(processor: &Processor) -> Result<i64, ErasureError> {
+    Ok(processor.log_last_seq()?)
 }
 
-fn outcome_json(outcome: &ErasureOutcome) -> Value {
-    let mut types: Vec<&str> = outcome
-        .identifiers
-        .iter()
-        .map(|i| i.id_type.as_str())
-        .collect();
+fn outcome_json(plan: &ErasurePlan, outcome: &ErasureOutcome) -> Value {
+    let identifiers = plan.identifiers();
+    let mut types: Vec<&str> = identifiers.iter().map(|i| i.id_type.as_str()).collect();
     types.sort_unstable();
     types.dedup();
     json!({
-        "profilesErased": outcome.profiles.len(),
-        "identifiersSuppressed": outcome.identifiers.len(),
+        "profilesErased": plan.profiles.len(),
+        "identifiersSuppressed": identifiers.len(),
         "identifierTypes": types,
-        "eventsDeleted": outcome.events_deleted,
+        "eventsDeleted": plan.seqs.len(),
         "eventsRedacted": outcome.events_redacted,
         "profilesRebuilt": outcome.rebuilt.len(),
     })

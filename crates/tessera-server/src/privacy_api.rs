@@ -147,6 +147,14 @@ async fn erasure_status(
         })
 }
 
+/// The answer when a request would store an erased person's identifier again.
+pub fn erased_error() -> ApiError {
+    ApiError::new(
+        ErrorCode::IdentifierErased,
+        "the identifier belongs to an erased person: Tessera keeps nothing about them and stores nothing new",
+    )
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConsentRequest {
@@ -242,6 +250,13 @@ async fn consent(
         .unwrap_or_default()
         .to_string();
     let payload = message.to_string();
+    let _screened = state.privacy.gate.read().await;
+    if state
+        .privacy
+        .carries_erased(&state.processor.compiled_rules(), &payload)
+    {
+        return Err(erased_error());
+    }
     state
         .committer
         .append(AppendBatch {

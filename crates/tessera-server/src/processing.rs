@@ -11,7 +11,7 @@
 //! The lag is visible as `tessera_processor_lag_events`.
 
 use crate::metrics::{KindLabels, Metrics};
-use crate::privacy::{AudienceSide, ErasureError, Privacy, run_open_erasures};
+use crate::privacy::{ActivationSide, AudienceSide, ErasureError, Privacy, run_open_erasures};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -144,23 +144,31 @@ fn erasures(
 ) {
     // Everything stored before the erasure is attributed first, with the audience
     // index following as usual.
-    let mut catch_up = || loop {
-        let report = processor
-            .run_chunk_reporting(CHUNK_EVENTS)
-            .map_err(ErasureError::from)?;
-        if report.applied == 0 {
-            return Ok(());
+    let mut catch_up = |fence: i64| -> Result<(), ErasureError> {
+        // Up to what was stored when the identifiers were suppressed: under steady
+        // ingestion "until nothing is left" would never end.
+        while processor.profiles().checkpoint()? < fence {
+            let report = processor
+                .run_chunk_reporting(CHUNK_EVENTS)
+                .map_err(ErasureError::from)?;
+            if report.applied == 0 {
+                return Ok(());
+            }
+            metrics.processor_events.inc_by(report.applied as u64);
+            if !realtime(audiences, metrics, report.events, report.merges) {
+                load_audiences(audiences, metrics, stop);
+            }
         }
-        metrics.processor_events.inc_by(report.applied as u64);
-        if !realtime(audiences, metrics, report.events, report.merges) {
-            load_audiences(audiences, metrics, stop);
-        }
+        Ok(())
     };
     if let Err(error) = run_open_erasures(
         processor,
         privacy,
         &AudienceSide::Engine(audiences),
-        Some(activation.store()),
+        Some(&ActivationSide {
+            store: activation.store(),
+            pause: Some(activation.round_lock()),
+        }),
         &mut catch_up,
     ) {
         tracing::error!(%error, "erasure failed; it stays open and is retried");

@@ -704,6 +704,13 @@ async fn merge(
     )
     .map_err(suggestion_error)?;
     let message_id = event.message_id.clone();
+    let _screened = state.privacy.gate.read().await;
+    if state
+        .privacy
+        .carries_erased(&state.processor.compiled_rules(), &event.payload)
+    {
+        return Err(crate::privacy_api::erased_error());
+    }
     state
         .committer
         .append(tessera_store::AppendBatch {

@@ -66,6 +66,7 @@ const SCHEMA: &str = "
         ON journey_runs (journey, profile_id, trigger_key);
     CREATE INDEX IF NOT EXISTS journey_runs_by_profile ON journey_runs (profile_id, id);
     CREATE INDEX IF NOT EXISTS journey_runs_due ON journey_runs (state, wake_at_ms);
+    CREATE INDEX IF NOT EXISTS journey_runs_by_trigger ON journey_runs (trigger_key);
 ";
 
 const DELIVERY_COLUMNS: &str = "id, destination, profile_id, idempotency_key, channel, purpose, \
@@ -103,7 +104,8 @@ fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
             purpose: row.get(5)?,
             payload: row.get(6)?,
             origin_ms: row.get(7)?,
-            status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
+            // An unknown stored status is never treated as sendable.
+            status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Dead),
             reason: row.get(9)?,
             journey: row.get(10)?,
         },
@@ -183,6 +185,42 @@ fn query<T>(
     rows.collect::<Result<_, _>>().map_err(engine)
 }
 
+/// Rewrites `column` of the rows of `table` matching any LIKE pattern.
+fn rewrite_column(
+    tx: &Transaction<'_>,
+    table: &str,
+    column: &str,
+    patterns: &[String],
+    rewrite: &mut dyn FnMut(&str) -> Option<String>,
+) -> StoreResult<u64> {
+    let condition = vec![format!("{column} LIKE ? ESCAPE '\\'"); patterns.len()].join(" OR ");
+    let rows: Vec<(i64, String)> = {
+        let mut statement = tx
+            .prepare(&format!(
+                "SELECT id, {column} FROM {table} WHERE {condition}"
+            ))
+            .map_err(engine)?;
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(patterns.iter()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)?
+    };
+    let mut changed = 0;
+    for (id, text) in rows {
+        if let Some(next) = rewrite(&text) {
+            changed += tx
+                .execute(
+                    &format!("UPDATE {table} SET {column} = ?2 WHERE id = ?1"),
+                    params![id, next],
+                )
+                .map_err(engine)? as u64;
+        }
+    }
+    Ok(changed)
+}
+
 impl ActivationStore for SqliteActivationStore {
     fn enqueue(&self, deliveries: &[NewDelivery], cursors: &[(&str, i64)]) -> StoreResult<usize> {
         let mut conn = lock(&self.writer);
@@ -233,9 +271,15 @@ impl ActivationStore for SqliteActivationStore {
 
     fn next_due(&self, destination: &str) -> StoreResult<Option<i64>> {
         let conn = lock(&self.reader);
+        // Only each profile's oldest pending delivery can be next: the ones queued
+        // behind it (created in the past, so "due") must not make the worker spin.
         conn.query_row(
-            "SELECT min(next_attempt_ms) FROM deliveries
-             WHERE destination = ?1 AND status = 'pending'",
+            "SELECT min(next_attempt_ms) FROM deliveries d
+             WHERE destination = ?1 AND status = 'pending'
+               AND (profile_id IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM deliveries e
+                   WHERE e.destination = d.destination AND e.status = 'pending'
+                     AND e.profile_id = d.profile_id AND e.id < d.id))",
             [destination],
             |r| r.get(0),
         )
@@ -380,13 +424,13 @@ impl ActivationStore for SqliteActivationStore {
         Ok(Some(id))
     }
 
-    fn update_run(&self, run: &JourneyRun, sends: &[NewDelivery]) -> StoreResult<()> {
+    fn update_run(&self, run: &JourneyRun, sends: &[NewDelivery]) -> StoreResult<bool> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(engine)?;
-        tx.execute(
+        let saved = tx.execute(
             "UPDATE journey_runs SET state = ?2, step = ?3, wake_at_ms = ?4, waiting_event = ?5,
                  updated_ms = ?6, history_json = ?7
-             WHERE id = ?1",
+             WHERE id = ?1 AND state = 'active'",
             params![
                 run.id,
                 run.state,
@@ -398,8 +442,12 @@ impl ActivationStore for SqliteActivationStore {
             ],
         )
         .map_err(engine)?;
+        if saved == 0 {
+            return Ok(false);
+        }
         insert_deliveries(&tx, sends)?;
-        tx.commit().map_err(engine)
+        tx.commit().map_err(engine)?;
+        Ok(true)
     }
 
     fn due_runs(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<JourneyRun>> {
@@ -466,7 +514,8 @@ impl ActivationStore for SqliteActivationStore {
     fn rewrite_payloads(
         &self,
         needles: &[String],
-        rewrite: &mut dyn FnMut(&str) -> Option<String>,
+        payload: &mut dyn FnMut(&str) -> Option<String>,
+        trigger: &mut dyn FnMut(&str) -> Option<String>,
     ) -> StoreResult<u64> {
         let patterns: Vec<String> = needles
             .iter()
@@ -484,33 +533,30 @@ impl ActivationStore for SqliteActivationStore {
         }
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(engine)?;
-        let condition = vec!["payload LIKE ? ESCAPE '\\'"; patterns.len()].join(" OR ");
-        let rows: Vec<(i64, String)> = {
-            let mut statement = tx
-                .prepare(&format!(
-                    "SELECT id, payload FROM deliveries WHERE {condition}"
-                ))
-                .map_err(engine)?;
-            let rows = statement
-                .query_map(rusqlite::params_from_iter(patterns.iter()), |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .map_err(engine)?;
-            rows.collect::<Result<_, _>>().map_err(engine)?
-        };
-        let mut changed = 0;
-        for (id, payload) in rows {
-            if let Some(next) = rewrite(&payload) {
-                changed += tx
-                    .execute(
-                        "UPDATE deliveries SET payload = ?2 WHERE id = ?1",
-                        params![id, next],
-                    )
-                    .map_err(engine)? as u64;
-            }
-        }
+        let changed = rewrite_column(&tx, "deliveries", "payload", &patterns, payload)?
+            + rewrite_column(&tx, "journey_runs", "trigger_json", &patterns, trigger)?;
         tx.commit().map_err(engine)?;
         Ok(changed)
+    }
+
+    fn erase_events(&self, seqs: &[i64]) -> StoreResult<()> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(engine)?;
+        for seq in seqs {
+            // Keys of an event's deliveries are `e<seq>:<destination>`: a range of the
+            // unique index (':' + 1 is ';').
+            tx.execute(
+                "DELETE FROM deliveries WHERE idempotency_key >= ?1 AND idempotency_key < ?2",
+                params![format!("e{seq}:"), format!("e{seq};")],
+            )
+            .map_err(engine)?;
+            tx.execute(
+                "DELETE FROM journey_runs WHERE trigger_key = ?1",
+                [format!("event:{seq}")],
+            )
+            .map_err(engine)?;
+        }
+        tx.commit().map_err(engine)
     }
 
     fn erase_profiles(&self, profiles: &[ProfileId]) -> StoreResult<()> {
@@ -587,6 +633,20 @@ mod tests {
                 .unwrap()
                 .is_some_and(|t| t < i64::MAX / 4)
         );
+        // Once b1 is delivered, the next due time is a1's retry, not a2's creation
+        // (a2 waits behind a1).
+        let b1 = store.due("hook", i64::MAX / 4, 10).unwrap()[0].id;
+        store
+            .record(&[DeliveryOutcome {
+                id: b1,
+                status: DeliveryStatus::Delivered,
+                attempts: 1,
+                next_attempt_ms: 0,
+                error: None,
+                delivered_ms: Some(1),
+            }])
+            .unwrap();
+        assert_eq!(store.next_due("hook").unwrap(), Some(i64::MAX / 2));
     }
 
     #[test]

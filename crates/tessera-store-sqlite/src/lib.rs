@@ -62,6 +62,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// How long one WAL truncation attempt waits for readers and writers.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(100);
 /// Attempts at a full WAL truncation before giving up (each waits for readers).
 const TRUNCATE_ATTEMPTS: u32 = 50;
 
@@ -70,18 +72,33 @@ const TRUNCATE_ATTEMPTS: u32 = 50;
 /// SQLite reports a checkpoint that readers kept from finishing as `busy` rather
 /// than failing; this retries until it completed.
 pub(crate) fn truncate_wal(conn: &Connection) -> StoreResult<()> {
+    // Each attempt waits briefly for readers and writers (a TRUNCATE holds new
+    // writers off while it waits, so a long wait would stall ingestion).
+    conn.busy_timeout(TRUNCATE_WAIT).map_err(engine)?;
+    let mut outcome = Err(StoreError::Engine(
+        "the write-ahead log could not be truncated: readers kept it busy".into(),
+    ));
     for attempt in 0..TRUNCATE_ATTEMPTS {
-        let busy: i64 = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .map_err(engine)?;
-        if busy == 0 {
-            return Ok(());
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        match busy {
+            Ok(0) => {
+                outcome = Ok(());
+                break;
+            }
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
+            Err(e) => {
+                outcome = Err(engine(e));
+                break;
+            }
         }
         std::thread::sleep(Duration::from_millis(20 * u64::from(attempt + 1)));
     }
-    Err(StoreError::Engine(
-        "the write-ahead log could not be truncated: readers kept it busy".into(),
-    ))
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(engine)?;
+    outcome
 }
 
 /// Opens both stores of a data directory with the default dedup window, creating
@@ -690,7 +707,8 @@ impl SqliteCatalog {
                  actor           TEXT    NOT NULL,
                  requested_at_ms INTEGER NOT NULL,
                  completed_at_ms INTEGER,
-                 result_json     TEXT
+                 result_json     TEXT,
+                 plan_json       TEXT
              );
              CREATE TABLE IF NOT EXISTS suppressions (
                  hash          TEXT PRIMARY KEY,
@@ -705,6 +723,19 @@ impl SqliteCatalog {
                  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
         )
         .map_err(engine)?;
+        // Catalogs created before privacy requests kept a plan.
+        let has_plan: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('privacy_requests') WHERE name = 'plan_json'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(engine)?
+            > 0;
+        if !has_plan {
+            conn.execute_batch("ALTER TABLE privacy_requests ADD COLUMN plan_json TEXT;")
+                .map_err(engine)?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -725,7 +756,7 @@ impl SqliteCatalog {
 }
 
 const PRIVACY_COLUMNS: &str = "id, kind, identifier, identifier_hash, status, actor, \
-     requested_at_ms, completed_at_ms, result_json";
+     requested_at_ms, completed_at_ms, result_json, plan_json";
 
 fn privacy_request_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PrivacyRequest> {
     let kind: String = row.get(1)?;
@@ -739,6 +770,7 @@ fn privacy_request_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Privacy
         requested_at_ms: row.get(6)?,
         completed_at_ms: row.get(7)?,
         result_json: row.get(8)?,
+        plan_json: row.get(9)?,
     })
 }
 
@@ -984,7 +1016,7 @@ impl Catalog for SqliteCatalog {
         let mut statement = conn
             .prepare_cached(&format!(
                 "SELECT {PRIVACY_COLUMNS} FROM privacy_requests
-                 WHERE status IN ('pending', 'running') ORDER BY requested_at_ms, id"
+                 WHERE status IN ('pending', 'running', 'purging') ORDER BY requested_at_ms, id"
             ))
             .map_err(engine)?;
         let rows = statement
@@ -1004,9 +1036,20 @@ impl Catalog for SqliteCatalog {
         conn.execute(
             "UPDATE privacy_requests SET status = ?2, result_json = coalesce(?3, result_json),
                  completed_at_ms = ?4,
-                 identifier = CASE WHEN ?4 IS NULL THEN identifier ELSE NULL END
+                 identifier = CASE WHEN ?4 IS NULL THEN identifier ELSE NULL END,
+                 plan_json = CASE WHEN ?4 IS NULL THEN plan_json ELSE NULL END
              WHERE id = ?1",
             params![id, status, result_json, completed_at_ms],
+        )
+        .map_err(engine)?;
+        Ok(())
+    }
+
+    fn set_privacy_plan(&self, id: &str, plan_json: &str) -> StoreResult<()> {
+        let conn = lock(&self.conn);
+        conn.execute(
+            "UPDATE privacy_requests SET plan_json = ?2 WHERE id = ?1",
+            params![id, plan_json],
         )
         .map_err(engine)?;
         Ok(())

@@ -140,7 +140,8 @@ pub trait ActivationStore: Send + Sync {
     /// `limit`, never two of one profile and never one behind an earlier pending
     /// delivery of its profile (per-profile order).
     fn due(&self, destination: &str, now_ms: i64, limit: usize) -> StoreResult<Vec<Delivery>>;
-    /// The earliest next attempt of a destination's pending deliveries.
+    /// The earliest next attempt among the deliveries [`Self::due`] could return
+    /// (the oldest pending one of each profile).
     fn next_due(&self, destination: &str) -> StoreResult<Option<i64>>;
     /// Records the outcome of attempts.
     fn record(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()>;
@@ -159,8 +160,10 @@ pub trait ActivationStore: Send + Sync {
     /// when the person already has an active run of the journey or this trigger
     /// already started one.
     fn start_run(&self, run: &JourneyRun, sends: &[NewDelivery]) -> StoreResult<Option<i64>>;
-    /// Saves a run's new state together with the deliveries its step enqueued.
-    fn update_run(&self, run: &JourneyRun, sends: &[NewDelivery]) -> StoreResult<()>;
+    /// Saves a run's new state together with the deliveries its step enqueued —
+    /// only while the stored run is still active (a journey edit may have ended it
+    /// meanwhile); returns whether it was saved.
+    fn update_run(&self, run: &JourneyRun, sends: &[NewDelivery]) -> StoreResult<bool>;
     /// Active runs whose wait ended by `now_ms`.
     fn due_runs(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<JourneyRun>>;
     /// Active runs of a profile (any journey).
@@ -173,14 +176,19 @@ pub trait ActivationStore: Send + Sync {
     fn exit_runs(&self, journey: &str, now_ms: i64, reason: &str) -> StoreResult<usize>;
     /// Count per state of a journey's runs.
     fn run_counts(&self, journey: &str) -> StoreResult<Vec<(String, i64)>>;
-    /// Rewrites the payloads of deliveries that contain any of `needles` (ASCII
-    /// case-insensitive): `rewrite` returns the new payload, or `None` to keep it.
-    /// Returns how many changed (erasure of another person's identifiers).
+    /// Rewrites the payloads of deliveries, and the trigger messages of journey runs,
+    /// that contain any of `needles` (ASCII case-insensitive): `payload` and
+    /// `trigger` return the new text, or `None` to keep it. Returns how many changed
+    /// (erasure of another person's identifiers).
     fn rewrite_payloads(
         &self,
         needles: &[String],
-        rewrite: &mut dyn FnMut(&str) -> Option<String>,
+        payload: &mut dyn FnMut(&str) -> Option<String>,
+        trigger: &mut dyn FnMut(&str) -> Option<String>,
     ) -> StoreResult<u64>;
+    /// Deletes the deliveries made from these events and the runs they triggered
+    /// (erasure of the events, whoever they were attributed to).
+    fn erase_events(&self, seqs: &[i64]) -> StoreResult<()>;
     /// Deletes every delivery and run of these profiles (erasure).
     fn erase_profiles(&self, profiles: &[ProfileId]) -> StoreResult<()>;
     /// Makes deleted rows unrecoverable from the files.

@@ -293,7 +293,7 @@ pub trait Catalog: Send + Sync {
     /// Requests not yet completed or failed, oldest first.
     fn open_privacy_requests(&self) -> StoreResult<Vec<PrivacyRequest>>;
     /// Updates a request's status and result; `completed_at_ms` set ends it and
-    /// clears its identifier.
+    /// clears its identifier and plan.
     fn update_privacy_request(
         &self,
         id: &str,
@@ -301,6 +301,8 @@ pub trait Catalog: Send + Sync {
         result_json: Option<&str>,
         completed_at_ms: Option<i64>,
     ) -> StoreResult<()>;
+    /// Stores a running request's plan (see [`PrivacyRequest::plan_json`]).
+    fn set_privacy_plan(&self, id: &str, plan_json: &str) -> StoreResult<()>;
     /// Adds suppression hashes (new events carrying them are suppressed).
     fn add_suppressions(&self, hashes: &[String], request_id: &str, at_ms: i64) -> StoreResult<()>;
     /// Every suppression hash.
@@ -367,6 +369,9 @@ pub struct PrivacyRequest {
     pub completed_at_ms: Option<i64>,
     /// What was done, as JSON (counts, never values).
     pub result_json: Option<String>,
+    /// While it runs: what it will remove (identifiers, profiles, events), kept so a
+    /// retry after a crash erases the whole person; cleared on completion.
+    pub plan_json: Option<String>,
 }
 
 impl fmt::Display for Source {

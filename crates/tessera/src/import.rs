@@ -93,11 +93,7 @@ pub fn run(
     let catalog: Arc<dyn Catalog> = Arc::new(catalog);
     // Erased people stay erased: their identifiers are suppressed here as at the API.
     let privacy = Privacy::open(Arc::clone(&catalog), privacy.clone())?;
-    let screen = privacy
-        .is_suppressing()
-        .then(|| stored_rules(catalog.as_ref()))
-        .transpose()?
-        .map(|rules| (&privacy, rules));
+    let screen = (&privacy, stored_rules(catalog.as_ref())?);
     let source = catalog.find_source(&args.source)?.with_context(|| {
         format!(
             "no source has the id or name {:?}: create one with `tessera sources create NAME`",
@@ -237,8 +233,9 @@ struct Importer<'a> {
     clock: &'a dyn Clock,
     pending: Vec<EventRecord>,
     summary: Summary,
-    /// Suppression of erased identifiers, when any are.
-    screen: Option<(&'a Privacy, CompiledRules)>,
+    /// Suppression of erased identifiers (re-read at each flush: a server may erase
+    /// someone while the import runs).
+    screen: (&'a Privacy, CompiledRules),
 }
 
 impl Importer<'_> {
@@ -258,7 +255,8 @@ impl Importer<'_> {
         match normalized {
             Err(rejection) => reject(line, &rejection, &mut self.summary)?,
             Ok(mut message) => {
-                if let Some((privacy, rules)) = &self.screen {
+                let (privacy, rules) = &self.screen;
+                if privacy.is_suppressing() {
                     match privacy.screen(rules, &message.body) {
                         Screened::Keep => {}
                         Screened::Drop => {
@@ -297,6 +295,22 @@ impl Importer<'_> {
     fn flush(&mut self) -> anyhow::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
+        }
+        // Rows screened before a suppression that arrived meanwhile are screened again.
+        let (privacy, rules) = &self.screen;
+        privacy.refresh()?;
+        if privacy.is_suppressing() {
+            let before = self.pending.len();
+            self.pending.retain(|record| {
+                serde_json::from_str::<Value>(&record.payload)
+                    .ok()
+                    .and_then(|v| {
+                        v.as_object()
+                            .map(|m| privacy.screen(rules, m) == Screened::Keep)
+                    })
+                    .unwrap_or(true)
+            });
+            self.summary.suppressed += (before - self.pending.len()) as u64;
         }
         let batch = AppendBatch {
             events: std::mem::take(&mut self.pending),

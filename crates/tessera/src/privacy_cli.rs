@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_identity::processor::Processor;
 use tessera_server::privacy::{
-    AudienceSide, ErasureError, Privacy, PrivacyStores, export_document, parse_identifier,
-    record_export, request_erasure, request_json, run_open_erasures,
+    ActivationSide, AudienceSide, ErasureError, Privacy, PrivacyStores, export_document,
+    parse_identifier, record_export, request_erasure, request_json, run_open_erasures,
 };
 use tessera_store::activation::ActivationStore;
 use tessera_store::audiences::AudienceStore;
@@ -189,7 +189,7 @@ pub fn run(settings: &Settings, command: PrivacyCommand) -> anyhow::Result<ExitC
                 Some(_lock) => {
                     eprintln!("erasing ({}) ...", request.id);
                     let processor = &stores.processor;
-                    let mut catch_up = || {
+                    let mut catch_up = |_fence: i64| {
                         processor
                             .catch_up(&mut |_, _| {})
                             .map(|_| ())
@@ -199,7 +199,10 @@ pub fn run(settings: &Settings, command: PrivacyCommand) -> anyhow::Result<ExitC
                         processor,
                         &stores.privacy,
                         &AudienceSide::Store(&stores.audiences as &dyn AudienceStore),
-                        Some(&stores.activation as &dyn ActivationStore),
+                        Some(&ActivationSide {
+                            store: &stores.activation as &dyn ActivationStore,
+                            pause: None,
+                        }),
                         &mut catch_up,
                     )?;
                 }
@@ -266,6 +269,12 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut file = options
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
+    // An existing file keeps its mode on open: narrow it too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     file.write_all(text.as_bytes())?;
     file.write_all(b"\n")?;
     Ok(())
