@@ -15,7 +15,8 @@
 //!
 //! Both clocks are this machine's.
 
-use crate::http::{Target, send};
+use crate::http::{Target, admin, send};
+use crate::stats::{percentile_of, unix_ms};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Args;
@@ -24,7 +25,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tessera_store::EventLog;
 
 /// Options of `audience-realtime`.
@@ -56,50 +57,15 @@ pub struct RealtimeArgs {
     pub connections: u64,
 }
 
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn distribution(mut values: Vec<i64>) -> Value {
     values.sort_unstable();
     json!({
         "count": values.len(),
-        "p50_ms": percentile(&values, 50.0),
-        "p90_ms": percentile(&values, 90.0),
-        "p99_ms": percentile(&values, 99.0),
+        "p50_ms": percentile_of(&values, 50.0),
+        "p90_ms": percentile_of(&values, 90.0),
+        "p99_ms": percentile_of(&values, 99.0),
         "max_ms": values.last().copied().unwrap_or(0),
     })
-}
-
-async fn admin(
-    target: &Target,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Value,
-) -> Result<Value> {
-    let bytes = if body.is_null() {
-        Bytes::new()
-    } else {
-        Bytes::from(body.to_string())
-    };
-    let auth = format!("Bearer {token}");
-    let (status, _, body) = target.once(method, path, Some(&auth), bytes).await?;
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{path}: {status} {value}");
-    }
-    Ok(value)
 }
 
 /// Runs the measurement and returns the report.

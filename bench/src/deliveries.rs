@@ -11,7 +11,8 @@
 //!   first acknowledgement to the last delivery; in the same run, the same receiver
 //!   is driven directly by this process (same number of connections) for the ceiling.
 
-use crate::http::{Target, basic_auth, send};
+use crate::http::{Target, admin, basic_auth, send};
+use crate::stats::{percentile_of, unix_ms};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
@@ -19,7 +20,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -65,12 +66,6 @@ pub struct DeliveriesArgs {
     /// The destination's concurrency.
     #[arg(long, default_value_t = 8)]
     pub concurrency: u32,
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[derive(Default)]
@@ -159,32 +154,6 @@ async fn connection(
         };
         stream.write_all(response).await?;
     }
-}
-
-async fn admin(
-    target: &Target,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Value,
-) -> Result<Value> {
-    let auth = format!("Bearer {token}");
-    let (status, _, bytes) = target
-        .once(method, path, Some(&auth), Bytes::from(body.to_string()))
-        .await?;
-    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{path}: {status} {value}");
-    }
-    Ok(value)
-}
-
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn event(id: &str, n: u64) -> Value {
@@ -308,8 +277,8 @@ pub async fn run(a: &DeliveriesArgs) -> Result<Value> {
         "send_seconds": (sent_seconds * 100.0).round() / 100.0,
         "deliveries_per_second": (received.accepted.len() as f64 / delivery_seconds).round(),
         "ack_to_delivered_ms": {
-            "p50": percentile(&latencies, 50.0), "p90": percentile(&latencies, 90.0),
-            "p99": percentile(&latencies, 99.0), "max": latencies.last().copied().unwrap_or(0),
+            "p50": percentile_of(&latencies, 50.0), "p90": percentile_of(&latencies, 90.0),
+            "p99": percentile_of(&latencies, 99.0), "max": latencies.last().copied().unwrap_or(0),
         },
     });
     if matches!(a.mode, Mode::Burst) {

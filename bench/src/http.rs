@@ -115,6 +115,29 @@ impl Target {
     }
 }
 
+/// One admin API call with the bearer token; the JSON answer, or an error naming the
+/// status and body when it is not a success.
+pub async fn admin(
+    target: &Target,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let bytes = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    let auth = format!("Bearer {token}");
+    let (status, _, body) = target.once(method, path, Some(&auth), bytes).await?;
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if !status.is_success() {
+        bail!("{path}: {status} {value}");
+    }
+    Ok(value)
+}
+
 /// Sends a request and reads the whole response.
 pub async fn send(
     sender: &mut SendRequest<Full<Bytes>>,

@@ -208,6 +208,22 @@ impl Latency {
 }
 
 /// Rounds to 3 decimals (for JSON output).
+/// Milliseconds since the Unix epoch, on this machine's clock.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The `p`-th percentile (nearest rank) of sorted values; 0 when empty.
+pub fn percentile_of(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 pub fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }

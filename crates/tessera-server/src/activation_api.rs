@@ -64,6 +64,21 @@ fn activation_error(error: ActivationError, journey: bool) -> ApiError {
     }
 }
 
+/// Runs a definition change off the async runtime (it writes the catalog).
+async fn change<T: Send + 'static>(
+    state: &AppState,
+    journey: bool,
+    work: impl FnOnce(&Arc<tessera_activation::Activation>) -> Result<T, ActivationError>
+    + Send
+    + 'static,
+) -> Result<T, ApiError> {
+    let activation = Arc::clone(&state.activation);
+    tokio::task::spawn_blocking(move || work(&activation))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| activation_error(e, journey))
+}
+
 fn body<T: DeserializeOwned>(bytes: &Bytes, what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
@@ -116,12 +131,8 @@ async fn create_destination(
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let destination: Destination = body(&bytes, "destination")?;
-    let activation = Arc::clone(&state.activation);
     let saved = destination.clone();
-    tokio::task::spawn_blocking(move || activation.save_destination(saved, true))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| activation_error(e, false))?;
+    change(&state, false, move |a| a.save_destination(saved, true)).await?;
     record_audit(
         state.catalog.as_ref(),
         &admin.actor,
@@ -186,12 +197,8 @@ async fn update_destination(
     // Secrets shown as *** are kept as they were.
     let previous = find_destination(&state, &id)?;
     keep_secrets(&mut destination, &previous);
-    let activation = Arc::clone(&state.activation);
     let saved = destination.clone();
-    tokio::task::spawn_blocking(move || activation.save_destination(saved, false))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| activation_error(e, false))?;
+    change(&state, false, move |a| a.save_destination(saved, false)).await?;
     record_audit(
         state.catalog.as_ref(),
         &admin.actor,
@@ -244,12 +251,8 @@ async fn delete_destination(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let activation = Arc::clone(&state.activation);
     let key = id.clone();
-    let previous = tokio::task::spawn_blocking(move || activation.delete_destination(&key))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| activation_error(e, false))?;
+    let previous = change(&state, false, move |a| a.delete_destination(&key)).await?;
     record_audit(
         state.catalog.as_ref(),
         &admin.actor,
@@ -423,12 +426,8 @@ async fn create_journey(
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let journey: Journey = body(&bytes, "journey")?;
-    let activation = Arc::clone(&state.activation);
     let saved = journey.clone();
-    tokio::task::spawn_blocking(move || activation.save_journey(saved, true))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| activation_error(e, true))?;
+    change(&state, true, move |a| a.save_journey(saved, true)).await?;
     let after = serde_json::to_value(&journey).unwrap_or(Value::Null);
     record_audit(
         state.catalog.as_ref(),
@@ -481,12 +480,8 @@ async fn update_journey(
             ),
         ));
     }
-    let activation = Arc::clone(&state.activation);
     let saved = journey.clone();
-    let previous = tokio::task::spawn_blocking(move || activation.save_journey(saved, false))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| activation_error(e, true))?;
+    let previous = change(&state, true, move |a| a.save_journey(saved, false)).await?;
     let before = previous.map(|p| serde_json::to_value(&p.journey).unwrap_or(Value::Null));
     let after = serde_json::to_value(&journey).unwrap_or(Value::Null);
     record_audit(
@@ -505,12 +500,8 @@ async fn delete_journey(
     admin: Admin,
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let activation = Arc::clone(&state.activation);
     let k = key.clone();
-    let previous = tokio::task::spawn_blocking(move || activation.delete_journey(&k))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| activation_error(e, true))?;
+    let previous = change(&state, true, move |a| a.delete_journey(&k)).await?;
     let before = serde_json::to_value(&previous.journey).unwrap_or(Value::Null);
     record_audit(
         state.catalog.as_ref(),

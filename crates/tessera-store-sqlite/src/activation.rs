@@ -193,7 +193,7 @@ fn rewrite_column(
     patterns: &[String],
     rewrite: &mut dyn FnMut(&str) -> Option<String>,
 ) -> StoreResult<u64> {
-    let condition = vec![format!("{column} LIKE ? ESCAPE '\\'"); patterns.len()].join(" OR ");
+    let condition = crate::like_condition(column, patterns.len());
     let rows: Vec<(i64, String)> = {
         let mut statement = tx
             .prepare(&format!(
@@ -517,17 +517,7 @@ impl ActivationStore for SqliteActivationStore {
         payload: &mut dyn FnMut(&str) -> Option<String>,
         trigger: &mut dyn FnMut(&str) -> Option<String>,
     ) -> StoreResult<u64> {
-        let patterns: Vec<String> = needles
-            .iter()
-            .filter(|n| !n.is_empty())
-            .map(|n| {
-                let escaped = n
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
-                format!("%{escaped}%")
-            })
-            .collect();
+        let patterns = crate::like_patterns(needles);
         if patterns.is_empty() {
             return Ok(0);
         }

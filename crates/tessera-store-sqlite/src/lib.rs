@@ -62,6 +62,28 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// `LIKE` patterns finding any of `needles` inside a text column (ASCII
+/// case-insensitive, and unlike `lower()` it copies nothing per row); empty needles
+/// are left out. Use with [`like_condition`].
+pub(crate) fn like_patterns(needles: &[String]) -> Vec<String> {
+    needles
+        .iter()
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let escaped = n
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        })
+        .collect()
+}
+
+/// `column LIKE ? ESCAPE '\' OR …` for `count` patterns of [`like_patterns`].
+pub(crate) fn like_condition(column: &str, count: usize) -> String {
+    vec![format!("{column} LIKE ? ESCAPE '\\'"); count].join(" OR ")
+}
+
 /// How long one WAL truncation attempt waits for readers and writers.
 const TRUNCATE_WAIT: Duration = Duration::from_millis(100);
 /// Attempts at a full WAL truncation before giving up (each waits for readers).
@@ -470,22 +492,11 @@ impl EventLog for SqliteEventLog {
     }
 
     fn find_containing(&self, needles: &[String]) -> StoreResult<Vec<i64>> {
-        // LIKE is ASCII case-insensitive and, unlike lower(), copies nothing per row.
-        let needles: Vec<String> = needles
-            .iter()
-            .filter(|n| !n.is_empty())
-            .map(|n| {
-                let escaped = n
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
-                format!("%{escaped}%")
-            })
-            .collect();
+        let needles = like_patterns(needles);
         if needles.is_empty() {
             return Ok(Vec::new());
         }
-        let condition = vec!["payload LIKE ? ESCAPE '\\'"; needles.len()].join(" OR ");
+        let condition = like_condition("payload", needles.len());
         let conn = lock(&self.reader);
         let mut statement = conn
             .prepare(&format!(
