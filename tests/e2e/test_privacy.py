@@ -204,13 +204,14 @@ def test_erasure_leaves_no_trace_in_any_file_and_suppresses_new_events(server_fa
              msg("identify", anonymousId=f"new-{tag()}", traits={"email": ada.email_sent}),
              msg("track", anonymousId=f"other-{tag()}", event="Phone Typed",
                  context={"traits": {"phone": ada.phone_sent}}),
+             msg("alias", userId=f"fresh-{tag()}", previousId=ada.anonymous_id),
              msg("track", userId=bob_id, event="Still Here")]
     send_batch(server, source, again)
     caught_up(server)
     names = [e.get("event") for e in export_events(server.data_dir)]
     assert "Still Here" in names and "Came Back" not in names and "Phone Typed" not in names
     text = requests.get(server.url + "/metrics", timeout=HTTP_TIMEOUT).text
-    assert 'tessera_events_suppressed_total{kind="dropped"} 3' in text, [
+    assert 'tessera_events_suppressed_total{kind="dropped"} 4' in text, [
         line for line in text.splitlines() if "suppressed" in line]
 
     # Nothing Tessera writes itself brings her back either.

@@ -101,13 +101,11 @@ pub struct Privacy {
 impl Privacy {
     /// Loads (or creates) the installation's salt and the suppression hashes.
     pub fn open(catalog: Arc<dyn Catalog>, config: PrivacyConfig) -> StoreResult<Self> {
+        // The server, an import and the CLI may start together on a fresh directory:
+        // whoever stores the salt first, everyone uses that one.
         let salt = match catalog.setting(SALT_SETTING)? {
             Some(salt) => salt,
-            None => {
-                let salt = ids::new_salt();
-                catalog.set_setting(SALT_SETTING, &salt)?;
-                salt
-            }
+            None => catalog.setting_or_insert(SALT_SETTING, &ids::new_salt())?,
         };
         let hashes = catalog.suppressions()?.into_iter().collect();
         Ok(Self {
@@ -161,8 +159,14 @@ impl Privacy {
             .get("previousId")
             .and_then(tessera_identity::identifiers::scalar_text)
         {
-            for id_type in ["user_id", "anonymous_id"] {
-                identifiers.push(Identifier::new(id_type, previous.trim()));
+            // An alias's previous id is a user or an anonymous id: both are checked,
+            // normalized as those types are.
+            for name in ["user_id", "anonymous_id"] {
+                if let Some(kind) = rules.identifier_type(name)
+                    && let Some(value) = normalize_value(rules, kind, &previous)
+                {
+                    identifiers.push(Identifier::new(name, value));
+                }
             }
         }
         let erased: Vec<Identifier> = identifiers

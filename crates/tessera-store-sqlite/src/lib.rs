@@ -1056,6 +1056,19 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
+    fn setting_or_insert(&self, name: &str, value: &str) -> StoreResult<String> {
+        let conn = lock(&self.conn);
+        conn.execute(
+            "INSERT OR IGNORE INTO settings (name, value) VALUES (?1, ?2)",
+            params![name, value],
+        )
+        .map_err(engine)?;
+        conn.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .map_err(engine)
+    }
+
     fn set_privacy_plan(&self, id: &str, plan_json: &str) -> StoreResult<()> {
         let conn = lock(&self.conn);
         conn.execute(

@@ -272,6 +272,9 @@ pub trait Catalog: Send + Sync {
     fn setting(&self, name: &str) -> StoreResult<Option<String>>;
     /// Sets a setting.
     fn set_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+    /// A setting's value, storing `value` first when it has none (atomic: two
+    /// processes racing get the same answer).
+    fn setting_or_insert(&self, name: &str, value: &str) -> StoreResult<String>;
     /// Every setting whose name starts with `prefix`, by name.
     fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>>;
     /// Deletes a setting; returns whether it existed.
