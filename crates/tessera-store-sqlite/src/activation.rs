@@ -4,7 +4,7 @@
 //! behind the event-log writer, and replay (which resets `profiles.db`) must keep
 //! them — what was sent stays sent.
 
-use crate::{engine, lock, open_writer_and_reader};
+use crate::{engine, lock, open_writer_and_reader, query_rows as query};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::Path;
 use std::sync::Mutex;
@@ -172,17 +172,6 @@ fn insert_deliveries(tx: &Transaction<'_>, deliveries: &[NewDelivery]) -> StoreR
             .map_err(engine)?;
     }
     Ok(inserted)
-}
-
-fn query<T>(
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-    map: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> StoreResult<Vec<T>> {
-    let mut statement = conn.prepare_cached(sql).map_err(engine)?;
-    let rows = statement.query_map(args, map).map_err(engine)?;
-    rows.collect::<Result<_, _>>().map_err(engine)
 }
 
 /// Rewrites `column` of the rows of `table` matching any LIKE pattern.

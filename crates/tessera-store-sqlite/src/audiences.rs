@@ -89,15 +89,13 @@ impl AudienceStore for SqliteAudienceStore {
     }
 
     fn profile_changes(&self, profile: ProfileId) -> StoreResult<Vec<StoredChange>> {
-        let conn = lock(&self.reader);
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT seq, audience, profile_id, entered, at_ms, reason FROM audience_changes
-                 WHERE profile_id = ?1 ORDER BY seq",
-            )
-            .map_err(engine)?;
-        let rows = statement.query_map([profile], change_row).map_err(engine)?;
-        rows.collect::<Result<_, _>>().map_err(engine)
+        crate::query_rows(
+            &lock(&self.reader),
+            "SELECT seq, audience, profile_id, entered, at_ms, reason FROM audience_changes
+             WHERE profile_id = ?1 ORDER BY seq",
+            &[&profile],
+            change_row,
+        )
     }
 
     fn purge_deleted(&self) -> StoreResult<()> {

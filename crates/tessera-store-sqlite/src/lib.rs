@@ -62,6 +62,18 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Runs a cached query and maps every row.
+pub(crate) fn query_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+    map: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(engine)?;
+    let rows = statement.query_map(args, map).map_err(engine)?;
+    rows.collect::<Result<_, _>>().map_err(engine)
+}
+
 /// `LIKE` patterns finding any of `needles` inside a text column (ASCII
 /// case-insensitive, and unlike `lower()` it copies nothing per row); empty needles
 /// are left out. Use with [`like_condition`].

@@ -6,7 +6,7 @@
 //! point at the canonical profile (a merge repoints them), so a lookup is one
 //! index probe however many merges a profile went through.
 
-use crate::{engine, lock, open_writer_and_reader};
+use crate::{engine, lock, open_writer_and_reader, query_rows};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::Mutex;
@@ -616,35 +616,28 @@ impl ProfileStore for SqliteProfileStore {
     }
 
     fn groups(&self, id: ProfileId) -> StoreResult<Vec<GroupMembership>> {
-        let conn = lock(&self.reader);
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT group_id, traits_json, timestamp_ms FROM profile_groups
-                 WHERE profile_id = ?1 ORDER BY group_id",
-            )
-            .map_err(engine)?;
-        let rows = statement
-            .query_map([id], |r| {
+        query_rows(
+            &lock(&self.reader),
+            "SELECT group_id, traits_json, timestamp_ms FROM profile_groups
+             WHERE profile_id = ?1 ORDER BY group_id",
+            &[&id],
+            |r| {
                 Ok(GroupMembership {
                     group_id: r.get(0)?,
                     traits_json: r.get(1)?,
                     timestamp_ms: r.get(2)?,
                 })
-            })
-            .map_err(engine)?;
-        rows.collect::<Result<_, _>>().map_err(engine)
+            },
+        )
     }
 
     fn consent(&self, id: ProfileId) -> StoreResult<Vec<ConsentRecord>> {
-        let conn = lock(&self.reader);
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT purpose, granted, source_key, message_id, timestamp_ms, seq FROM consent
-                 WHERE profile_id = ?1 ORDER BY timestamp_ms, seq, purpose",
-            )
-            .map_err(engine)?;
-        let rows = statement
-            .query_map([id], |r| {
+        query_rows(
+            &lock(&self.reader),
+            "SELECT purpose, granted, source_key, message_id, timestamp_ms, seq FROM consent
+             WHERE profile_id = ?1 ORDER BY timestamp_ms, seq, purpose",
+            &[&id],
+            |r| {
                 Ok(ConsentRecord {
                     purpose: r.get(0)?,
                     granted: r.get(1)?,
@@ -653,18 +646,17 @@ impl ProfileStore for SqliteProfileStore {
                     timestamp_ms: r.get(4)?,
                     seq: r.get(5)?,
                 })
-            })
-            .map_err(engine)?;
-        rows.collect::<Result<_, _>>().map_err(engine)
+            },
+        )
     }
 
     fn merged_members(&self, id: ProfileId) -> StoreResult<Vec<ProfileId>> {
-        let conn = lock(&self.reader);
-        let mut statement = conn
-            .prepare_cached("SELECT id FROM profiles WHERE merged_into = ?1 ORDER BY id")
-            .map_err(engine)?;
-        let rows = statement.query_map([id], |r| r.get(0)).map_err(engine)?;
-        rows.collect::<Result<_, _>>().map_err(engine)
+        query_rows(
+            &lock(&self.reader),
+            "SELECT id FROM profiles WHERE merged_into = ?1 ORDER BY id",
+            &[&id],
+            |r| r.get(0),
+        )
     }
 
     fn erase(&self, profiles: &[ProfileId]) -> StoreResult<Vec<ProfileId>> {
