@@ -20,38 +20,10 @@ RATE="${RATE:-1000}"
 SECONDS_RUN="${SECONDS_RUN:-20}"
 FAIL_RATE="${FAIL_RATE:-0.3}"
 BURST="${BURST:-20000}"
-RESULTS="${RESULTS:-$ROOT/bench/results/activation-$(date -u +%Y%m%dT%H%M%SZ)}"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-log() { printf '[activation] %s\n' "$*" >&2; }
-
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    cargo build --release -p tessera -p tessera-bench
-fi
-mkdir -p "$RESULTS"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/tessera-activation.XXXXXX")"
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-{
-    echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo none)"
-    echo "nproc:   $(nproc)"
-    echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-    echo "params:  rate=$RATE seconds=$SECONDS_RUN fail_rate=$FAIL_RATE burst=$BURST"
-} | tee "$RESULTS/machine.txt" >&2
-
-PORT="$("$BIN/tessera-bench" free-port)"
-URL="http://127.0.0.1:$PORT"
-export TESSERA_ADMIN_TOKEN="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
-"$BIN/tessera" serve --data-dir "$WORK/serve" --listen "127.0.0.1:$PORT" 2>"$RESULTS/server.log" &
-SERVER_PID=$!
+source bench/lib.sh
+bench_setup activation tessera tessera-bench
+bench_machine_info "rate=$RATE seconds=$SECONDS_RUN fail_rate=$FAIL_RATE burst=$BURST"
+bench_start_server "$WORK/serve" "$RESULTS/server.log"
 WRITE_KEY="$(timeout 90 "$BIN/tessera-bench" setup --url "$URL" --name activation)"
 
 log "steady: $RATE events/s for $SECONDS_RUN s, healthy receiver"

@@ -25,32 +25,9 @@ REPEAT="${REPEAT:-5}"
 RATE="${RATE:-10000}"
 SECONDS_RUN="${SECONDS_RUN:-20}"
 PARTS="${PARTS:-compare realtime}"
-RESULTS="${RESULTS:-$ROOT/bench/results/audiences-$(date -u +%Y%m%dT%H%M%SZ)}"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-log() { printf '[audiences] %s\n' "$*" >&2; }
-
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    cargo build --release -p tessera -p tessera-bench
-fi
-mkdir -p "$RESULTS"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/tessera-audiences.XXXXXX")"
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-{
-    echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo none)"
-    echo "nproc:   $(nproc)"
-    echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-    echo "params:  profiles=$PROFILES events=$EVENTS threads=$THREADS repeat=$REPEAT rate=$RATE seconds=$SECONDS_RUN"
-} | tee "$RESULTS/machine.txt" >&2
+source bench/lib.sh
+bench_setup audiences tessera tessera-bench
+bench_machine_info "profiles=$PROFILES events=$EVENTS threads=$THREADS repeat=$REPEAT rate=$RATE seconds=$SECONDS_RUN"
 
 if [[ " $PARTS " == *" compare "* ]]; then
     if [[ ! -x bench/.venv/bin/python ]]; then
@@ -65,12 +42,8 @@ if [[ " $PARTS " == *" compare "* ]]; then
 fi
 
 if [[ " $PARTS " == *" realtime "* ]]; then
-    PORT="$("$BIN/tessera-bench" free-port)"
-    URL="http://127.0.0.1:$PORT"
-    export TESSERA_ADMIN_TOKEN="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+    bench_start_server "$WORK/serve" "$RESULTS/server.log"
     log "realtime: tessera on $URL, $RATE events/s for $SECONDS_RUN s"
-    "$BIN/tessera" serve --data-dir "$WORK/serve" --listen "127.0.0.1:$PORT" 2>"$RESULTS/server.log" &
-    SERVER_PID=$!
     WRITE_KEY="$(timeout 90 "$BIN/tessera-bench" setup --url "$URL" --name audiences)"
     "$BIN/tessera-bench" audience-realtime --url "$URL" --write-key "$WRITE_KEY" \
         --data-dir "$WORK/serve" --rate "$RATE" --seconds "$SECONDS_RUN" \

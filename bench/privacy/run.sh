@@ -19,16 +19,10 @@ cd "$ROOT"
 USERS="${USERS:-100000}"
 EVENTS_PER_USER="${EVENTS_PER_USER:-10}"
 ERASURES="${ERASURES:-3}"
-RESULTS="${RESULTS:-$ROOT/bench/results/privacy-$(date -u +%Y%m%dT%H%M%SZ)}"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tessera"
-log() { printf '[privacy] %s\n' "$*" >&2; }
-
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    cargo build --release -p tessera
-fi
-mkdir -p "$RESULTS"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/tessera-privacy.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
+source bench/lib.sh
+bench_setup privacy tessera
+bench_machine_info "users=$USERS events_per_user=$EVENTS_PER_USER erasures=$ERASURES"
+TESSERA="$BIN/tessera"
 DATA="$WORK/data"
 
 log "generating $USERS people x $EVENTS_PER_USER events"
@@ -54,11 +48,11 @@ for u in range(users):
         m["timestamp"] = ts
         out.write(json.dumps(m) + "\n")
 PY
-"$BIN" sources create bench --data-dir "$DATA" > /dev/null
+"$TESSERA" sources create bench --data-dir "$DATA" > /dev/null
 t0=$(date +%s.%N)
-"$BIN" import "$WORK/events.jsonl" --source bench --data-dir "$DATA"
+"$TESSERA" import "$WORK/events.jsonl" --source bench --data-dir "$DATA"
 t1=$(date +%s.%N)
-"$BIN" replay --data-dir "$DATA"
+"$TESSERA" replay --data-dir "$DATA"
 t2=$(date +%s.%N)
 events=$(wc -l < "$WORK/events.jsonl")
 log_bytes=$(stat -c %s "$DATA/events.db")
@@ -68,9 +62,9 @@ erase_s=()
 for n in $(seq 1 "$ERASURES"); do
     u=$(( (n * 7919) % USERS ))
     s0=$(date +%s.%N)
-    "$BIN" export events --data-dir "$DATA" > /dev/null
+    "$TESSERA" export events --data-dir "$DATA" > /dev/null
     s1=$(date +%s.%N)
-    "$BIN" privacy erase --identifier "email:person${u}@example.com" --data-dir "$DATA" > "$WORK/erase-$n.json"
+    "$TESSERA" privacy erase --identifier "email:person${u}@example.com" --data-dir "$DATA" > "$WORK/erase-$n.json"
     s2=$(date +%s.%N)
     scan_s+=("$(echo "$s1 - $s0" | bc)")
     erase_s+=("$(echo "$s2 - $s1" | bc)")

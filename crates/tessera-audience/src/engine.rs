@@ -1102,10 +1102,13 @@ impl AudienceEngine {
     }
 
     fn save(&self, audience: &AudienceDefinition) -> Result<(), EngineError> {
-        let text =
-            serde_json::to_string(audience).map_err(|e| StoreError::Engine(e.to_string()))?;
-        self.catalog
-            .set_setting(&format!("{AUDIENCE_PREFIX}{}", audience.key), &text)?;
+        self.store_definition(&format!("{AUDIENCE_PREFIX}{}", audience.key), audience)
+    }
+
+    /// Stores a definition in the catalog and reloads every definition from it.
+    fn store_definition(&self, name: &str, value: &impl Serialize) -> Result<(), EngineError> {
+        let text = serde_json::to_string(value).map_err(|e| StoreError::Engine(e.to_string()))?;
+        self.catalog.set_setting(name, &text)?;
         let mut state = self.write();
         self.reload_definitions(&mut state)?;
         Ok(())
@@ -1258,13 +1261,7 @@ impl AudienceEngine {
                 definition.key
             )));
         }
-        let text =
-            serde_json::to_string(definition).map_err(|e| StoreError::Engine(e.to_string()))?;
-        self.catalog
-            .set_setting(&format!("{COMPUTED_PREFIX}{}", definition.key), &text)?;
-        let mut state = self.write();
-        self.reload_definitions(&mut state)?;
-        Ok(())
+        self.store_definition(&format!("{COMPUTED_PREFIX}{}", definition.key), definition)
     }
 
     /// Deletes a stored computed trait (a preset comes back).
