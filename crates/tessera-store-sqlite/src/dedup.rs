@@ -22,7 +22,7 @@ use std::time::Duration;
 pub struct DedupConfig {
     /// Messages appended within this time are remembered.
     pub window: Duration,
-    /// At most this many are remembered (about 40 bytes each); when the window holds
+    /// At most this many are remembered (about 60 bytes each); when the window holds
     /// more, the oldest are forgotten first and a warning is logged.
     pub max_entries: usize,
 }
