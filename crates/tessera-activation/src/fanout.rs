@@ -134,28 +134,36 @@ impl Activation {
         // round writes the erased person back after their rows were deleted.
         let _round = self.pause();
         let applied = self.stores.profiles.checkpoint()?;
+        let destinations = self.destinations();
+        let journeys = self.journeys();
+        let events_cursor = self.store.cursor("events")?;
+        // Events matter to a destination that takes them and to journeys (triggers,
+        // runs waiting for an event). With neither, the cursor just follows the
+        // processor: no event is read, resolved or matched for nothing.
+        let events_matter =
+            !journeys.is_empty() || destinations.iter().any(|d| d.enabled && d.takes_events());
         let mut events: Vec<StoredEvent> = Vec::new();
-        self.stores.log.scan(
-            &EventFilter {
-                after_seq: Some(self.store.cursor("events")?),
-                limit: Some(ROUND),
-                ..EventFilter::default()
-            },
-            &mut |event| {
-                if event.seq <= applied {
-                    events.push(event);
-                }
-                Ok(())
-            },
-        )?;
+        if events_matter {
+            self.stores.log.scan(
+                &EventFilter {
+                    after_seq: Some(events_cursor),
+                    limit: Some(ROUND),
+                    ..EventFilter::default()
+                },
+                &mut |event| {
+                    if event.seq <= applied {
+                        events.push(event);
+                    }
+                    Ok(())
+                },
+            )?;
+        }
         let changes =
             self.stores
                 .audiences
                 .store()
                 .changes(self.store.cursor("changes")?, None, ROUND)?;
         let sources = self.source_ids()?;
-        let destinations = self.destinations();
-        let journeys = self.journeys();
         let now = now_ms();
         let mut batch = Batch {
             deliveries: Vec::new(),
@@ -268,6 +276,8 @@ impl Activation {
         let mut cursors: Vec<(&str, i64)> = Vec::new();
         if let Some(last) = events.last() {
             cursors.push(("events", last.seq));
+        } else if !events_matter && applied > events_cursor {
+            cursors.push(("events", applied));
         }
         if let Some(last) = changes.last() {
             cursors.push(("changes", last.seq));
