@@ -554,3 +554,33 @@ delivery = {{ frequencyCap = {{ max = 1, window = "1h" }} }}
     time.sleep(3.0)
     assert len(rx.accepted()) == 2
     assert len(server.admin("GET", f"/api/v1/profiles/{quick_id}/journeys").json()["runs"]) == 2
+
+
+def test_a_destination_created_later_gets_what_comes_after_it(server_factory, receivers):
+    """With no destination and no journey the fan-out reads no events at all; its cursor
+    follows the processor, so a destination created later receives the events sent after
+    it, not the history from before it existed."""
+    rx = receivers().start()
+    server = server_factory()
+    source = server.create_source("shop")
+    history = [msg("track", userId=f"early-{i % 20}", event="Order Completed") for i in range(300)]
+    send_batch(server, source, history)
+    wait_until(lambda: metric(server, "tessera_processor_events_total") >= 300
+               and metric(server, "tessera_processor_lag_events") == 0,
+               timeout=WAIT, what="the history applied to profiles")
+    # The fan-out wakes when the processor applied something and waits at most 50 ms
+    # otherwise; give it ample time to move its cursor past the history.
+    time.sleep(1.0)
+    create(server, "/api/v1/destinations", {
+        "id": "late-hook", "type": "webhook", "settings": {"url": rx.url + "/hook"},
+        "filter": {"events": ["Order Completed"]},
+    })
+    fresh = [msg("track", userId=f"late-{i}", event="Order Completed") for i in range(5)]
+    send_batch(server, source, fresh)
+    want = {m["messageId"] for m in fresh}
+    wait_until(lambda: {json.loads(r["body"])["messageId"] for r in rx.accepted()} >= want,
+               timeout=WAIT, what="the events sent after the destination was created")
+    time.sleep(1.0)
+    got = [json.loads(r["body"])["messageId"] for r in rx.accepted()]
+    assert sorted(got) == sorted(want), "only events after the destination existed, each once"
+    assert len(deliveries(server, destination="late-hook")) == 5
