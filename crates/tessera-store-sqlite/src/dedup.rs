@@ -82,6 +82,10 @@ fn minute_of(millis: i64) -> u32 {
 const SHARDS: usize = 256;
 /// Shards swept for forgotten keys per [`DedupIndex::maintain`] call.
 const SWEEP_PER_CALL: usize = 4;
+/// Keys rehashed per [`DedupIndex::maintain`] call at most when growing shards
+/// ahead of need (a few ms; at least one shard is grown): enough to stay ahead of
+/// commits of 20,000 keys at millions of keys.
+const GROW_BUDGET_KEYS: usize = 131_072;
 
 type Shard = HashMap<u128, u32, BuildHasherDefault<PrehashedKey>>;
 
@@ -139,18 +143,30 @@ impl DedupIndex {
     }
 
     pub(crate) fn insert(&mut self, key: u128, appended_at_ms: i64) {
-        let minute = minute_of(appended_at_ms);
-        if self.shards[shard_of(key)].insert(key, minute).is_none() {
-            self.len += 1;
-            *self.per_minute.entry(minute).or_default() += 1;
+        // A key stamped before the minutes being forgotten would be swept at once
+        // while still counted: it counts from the first kept minute instead.
+        let minute = minute_of(appended_at_ms).max(self.forget_before);
+        match self.shards[shard_of(key)].insert(key, minute) {
+            None => self.len += 1,
+            Some(old) if old == minute => return,
+            Some(old) => {
+                // Seen again (another process's append): it moves to its new minute.
+                if let Some(count) = self.per_minute.get_mut(&old) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.per_minute.remove(&old);
+                    }
+                }
+            }
         }
+        *self.per_minute.entry(minute).or_default() += 1;
     }
 
     /// Upkeep after an append, in bounded steps: decides which minutes to forget
     /// (older than the window, and the oldest beyond the size cap), sweeps a few
-    /// shards for them, and grows at most one shard that is nearly full before it
-    /// would grow by itself, so the shards, which fill evenly, do not all rehash
-    /// in the same append. A key may outlive its minute until its shard is swept:
+    /// shards for them, and grows a few shards that are nearly full before they
+    /// would grow by themselves, so the shards, which fill evenly, do not all
+    /// rehash in the same append. A key may outlive its minute until its shard is swept:
     /// it is then still answered as a duplicate, which it is.
     pub(crate) fn maintain(&mut self, now_ms: i64) {
         let mut cutoff = minute_of(self.window_start_ms(now_ms));
@@ -190,13 +206,21 @@ impl DedupIndex {
             self.sweep_cursor = (self.sweep_cursor + 1) % SHARDS;
             self.sweeps_pending -= 1;
         }
-        // A table grows by itself when 7/8 full; grow the fullest at 3/4.
-        if let Some(shard) = self
-            .shards
-            .iter_mut()
-            .filter(|shard| shard.len() >= 1024 && shard.len() * 4 >= shard.capacity() * 3)
-            .max_by_key(|shard| shard.len())
-        {
+        // A table grows by itself when 7/8 full; grow the fullest from 3/4 on.
+        let mut nearly_full: Vec<usize> = (0..SHARDS)
+            .filter(|&i| {
+                let shard = &self.shards[i];
+                shard.len() >= 1024 && shard.len() * 4 >= shard.capacity() * 3
+            })
+            .collect();
+        nearly_full.sort_unstable_by_key(|&i| std::cmp::Reverse(self.shards[i].len()));
+        let mut rehashed = 0;
+        for i in nearly_full {
+            if rehashed > 0 && rehashed + self.shards[i].len() > GROW_BUDGET_KEYS {
+                break;
+            }
+            let shard = &mut self.shards[i];
+            rehashed += shard.len();
             shard.reserve(shard.capacity());
         }
     }
@@ -273,26 +297,60 @@ mod tests {
     }
 
     #[test]
-    fn shards_grow_one_at_a_time_ahead_of_need() {
+    fn shards_grow_a_few_at_a_time_ahead_of_need() {
         let mut index = DedupIndex::new(DedupConfig::default());
         let spread = |i: u128| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-        let mut grown_per_call = Vec::new();
+        let capacities = |index: &DedupIndex| -> Vec<usize> {
+            index.shards.iter().map(|shard| shard.capacity()).collect()
+        };
+        let mut grown_total = 0;
         for batch in 0..2_000u128 {
+            let before_inserts = capacities(&index);
             for i in 0..1_000u128 {
                 index.insert(spread(batch * 1_000 + i), 0);
             }
-            let before: Vec<usize> = index.shards.iter().map(|s| s.capacity()).collect();
+            // Once the tables hold over 1,024 keys each, none grows while keys go in...
+            if batch >= 400 {
+                assert_eq!(capacities(&index), before_inserts, "batch {batch}");
+            }
+            let before_upkeep = capacities(&index);
             index.maintain(0);
-            let grown = index
-                .shards
-                .iter()
-                .zip(&before)
-                .filter(|(shard, before)| shard.capacity() > **before)
-                .count();
-            grown_per_call.push(grown);
+            // ...only in the upkeep, a few at a time.
+            let grown: Vec<usize> = (0..SHARDS)
+                .filter(|&i| index.shards[i].capacity() > before_upkeep[i])
+                .collect();
+            let rehashed: usize = grown.iter().map(|&i| index.shards[i].len()).sum();
+            assert!(grown.len() <= 1 || rehashed <= GROW_BUDGET_KEYS);
+            grown_total += grown.len();
         }
-        assert!(grown_per_call.iter().all(|grown| *grown <= 1));
-        assert!(grown_per_call.contains(&1));
+        assert!(
+            grown_total >= SHARDS,
+            "every shard grew at least once ahead of need"
+        );
         assert_eq!(index.len(), 2_000_000);
+    }
+
+    #[test]
+    fn keys_added_while_their_minute_is_forgotten_are_kept_and_counted() {
+        let mut index = DedupIndex::new(DedupConfig {
+            window: Duration::from_secs(3600),
+            max_entries: 10,
+        });
+        let minute = 5 * 60_000;
+        for key in 0..20u128 {
+            index.insert(key << 120 | key, minute);
+        }
+        // Over the cap within one minute: that whole minute is forgotten.
+        index.maintain(minute);
+        index.insert(99, minute);
+        settle(&mut index, minute);
+        assert!(index.contains(99), "a key added after the cut stays");
+        assert!(!index.contains(3 << 120 | 3));
+        assert_eq!(index.len(), 1);
+        // A key seen again (another process's append) moves to its new minute.
+        index.insert(99, 30 * 60_000);
+        settle(&mut index, 30 * 60_000);
+        assert!(index.contains(99) && index.len() == 1);
+        assert_eq!(index.per_minute.values().sum::<usize>(), 1);
     }
 }

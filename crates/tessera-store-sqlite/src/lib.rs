@@ -30,7 +30,7 @@ use dedup::{DedupIndex, dedup_key};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tessera_store::{
@@ -43,12 +43,19 @@ use tessera_store::{
 const EVENTS_PAGE_SIZE: i64 = 65_536;
 /// Checkpoint rounds in a row trying to catch up with the writer (see `checkpoint`).
 const CATCH_UP_ROUNDS: usize = 6;
-/// Appends that may pass up a wanted WAL restart because a read was running,
-/// before the next one waits for that read to end.
-const RESTART_DEFERRALS: u32 = 8;
-/// A checkpoint round copying at most this many frames leaves the rest to the writer.
+/// How long an append that should restart the WAL waits for a read in progress
+/// (the processor's and the fan-out's reads are a page of rows).
+const RESTART_READER_WAIT: Duration = Duration::from_millis(5);
+/// After a read outlasted [`RESTART_READER_WAIT`] (a long search), appends do not
+/// try to restart the WAL again for this long (milliseconds).
+const RESTART_BACKOFF_MS: i64 = 50;
+/// A checkpoint round that copied at most this many frames hands the rest to the
+/// writer.
 const CATCH_UP_FRAMES: i64 = 32;
-/// WAL size past which a checkpoint also restarts the WAL (see `checkpoint`).
+/// ...unless a reader kept more than this many frames from being copied (16 MB):
+/// the writer would copy them all at once.
+const HANDOVER_MAX_FRAMES: i64 = 256;
+/// WAL size past which the WAL is restarted (see `checkpoint`).
 const WAL_BUDGET_BYTES: i64 = 64 << 20;
 
 /// Rows fetched per page by [`SqliteEventLog::scan`].
@@ -82,6 +89,20 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Like [`lock`], but waits at most `limit`, looking every 100 µs.
+fn lock_within<T>(mutex: &Mutex<T>, limit: Duration) -> Option<MutexGuard<'_, T>> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(guard) = try_lock(mutex) {
+            return Some(guard);
+        }
+        if started.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
 }
 
 /// Like [`lock`], but answers `None` instead of waiting when the mutex is held.
@@ -137,6 +158,12 @@ const TRUNCATE_ATTEMPTS: u32 = 50;
 /// SQLite reports a checkpoint that readers kept from finishing as `busy` rather
 /// than failing; this retries until it completed.
 pub(crate) fn truncate_wal(conn: &mut Connection) -> StoreResult<()> {
+    truncate_wal_holding(conn, || ())
+}
+
+/// [`truncate_wal`], holding what `hold` answers during each attempt (not while it
+/// sleeps between attempts).
+fn truncate_wal_holding<G>(conn: &mut Connection, mut hold: impl FnMut() -> G) -> StoreResult<()> {
     // Each attempt waits briefly for readers and writers (a TRUNCATE holds new
     // writers off while it waits, so a long wait would stall ingestion).
     wait_for_locks(conn, TRUNCATE_WAIT)?;
@@ -144,9 +171,11 @@ pub(crate) fn truncate_wal(conn: &mut Connection) -> StoreResult<()> {
         "the write-ahead log could not be truncated: readers kept it busy".into(),
     ));
     for attempt in 0..TRUNCATE_ATTEMPTS {
+        let held = hold();
         let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
             r.get::<_, i64>(0)
         });
+        drop(held);
         match busy {
             Ok(0) => {
                 outcome = Ok(());
@@ -255,8 +284,9 @@ pub struct SqliteEventLog {
     dedup: Mutex<DedupIndex>,
     /// Set by `checkpoint` when the writer should restart the WAL.
     restart_wanted: AtomicBool,
-    /// Appends that found a reader in the way of a wanted WAL restart.
-    restart_deferrals: AtomicU32,
+    /// Appends leave a wanted WAL restart alone until then (Unix ms): a long read
+    /// was in its way.
+    restart_not_before_ms: AtomicI64,
     /// WAL size past which the WAL is restarted (see `checkpoint`).
     wal_budget_bytes: i64,
 }
@@ -307,7 +337,7 @@ impl SqliteEventLog {
             checkpointer: Mutex::new(open_connection(path)?),
             dedup: Mutex::new(index),
             restart_wanted: AtomicBool::new(false),
-            restart_deferrals: AtomicU32::new(0),
+            restart_not_before_ms: AtomicI64::new(0),
             wal_budget_bytes: WAL_BUDGET_BYTES,
         })
     }
@@ -322,7 +352,7 @@ impl EventLog for SqliteEventLog {
     fn append(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
         let mut dedup = lock(&self.dedup);
         let mut conn = lock(&self.writer);
-        let _restarting = self.restart_wal_before_append(&conn)?;
+        let _restarting = self.restart_wal_before_append(&conn);
         // IMMEDIATE takes the write lock now, so nothing another process appends can
         // slip between the dedup catch-up and this commit.
         let tx = conn
@@ -413,7 +443,7 @@ impl EventLog for SqliteEventLog {
                 return Ok(matched);
             }
             let page: Vec<StoredEvent> = {
-                let conn = lock(&self.reader);
+                let conn = self.read_connection();
                 let mut statement = conn
                     .prepare_cached(
                         "SELECT seq, source_key, received_at_ms, payload FROM events
@@ -459,7 +489,7 @@ impl EventLog for SqliteEventLog {
     }
 
     fn get(&self, seqs: &[i64]) -> StoreResult<Vec<StoredEvent>> {
-        let conn = lock(&self.reader);
+        let conn = self.read_connection();
         let mut statement = conn
             .prepare_cached(
                 "SELECT seq, source_key, received_at_ms, payload FROM events WHERE seq = ?1",
@@ -487,7 +517,7 @@ impl EventLog for SqliteEventLog {
     }
 
     fn last_seq(&self) -> StoreResult<i64> {
-        let conn = lock(&self.reader);
+        let conn = self.read_connection();
         conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
             row.get(0)
         })
@@ -550,7 +580,7 @@ impl EventLog for SqliteEventLog {
             return Ok(Vec::new());
         }
         let condition = like_condition("payload", needles.len());
-        let conn = lock(&self.reader);
+        let conn = self.read_connection();
         let mut statement = conn
             .prepare(&format!(
                 "SELECT seq FROM events WHERE {condition} ORDER BY seq"
@@ -563,7 +593,7 @@ impl EventLog for SqliteEventLog {
     }
 
     fn recent_rejections(&self, limit: usize) -> StoreResult<Vec<StoredRejection>> {
-        let conn = lock(&self.reader);
+        let conn = self.read_connection();
         let mut statement = conn
             .prepare_cached(
                 "SELECT id, source_key, received_at_ms, code, message, message_type, message_id
@@ -605,11 +635,13 @@ impl EventLog for SqliteEventLog {
         // Under continuous appends it never catches up completely, though, and the WAL
         // would grow without end (each growth makes fsync costlier). Once the WAL is
         // past its budget, more rounds follow at once, each copying what was appended
-        // during the one before, until a round has little left to copy; then the
-        // writer is asked to copy that last bit itself, between two commits, which
-        // lets its next commit start the WAL from its beginning again (see
-        // `restart_wal_before_append`). A RESTART checkpoint from this thread would
-        // instead hold the writer off for the whole copy and for every reader.
+        // during the one before, until a round copied little (or a few rounds did
+        // not get there); then, if no reader held the round back, the writer is
+        // asked to copy the rest itself, between two commits, which lets its next
+        // commit start the WAL from its beginning again (see
+        // `restart_wal_before_append`). The rest is what was appended during the
+        // last round. A RESTART checkpoint from this thread would instead hold the
+        // writer off for the whole copy and for every reader.
         let conn = lock(&self.checkpointer);
         let rounds = if self.restart_wanted.load(Ordering::Acquire) {
             // The writer is about to take over; one round keeps the main file
@@ -619,18 +651,24 @@ impl EventLog for SqliteEventLog {
             CATCH_UP_ROUNDS
         };
         let mut backfilled_before: Option<i64> = None;
+        let mut held_back = 0;
         for _ in 0..rounds {
             let (wal_frames, backfilled) = passive_checkpoint(&conn)?;
             if wal_frames.saturating_mul(EVENTS_PAGE_SIZE) <= self.wal_budget_bytes {
                 return Ok(());
             }
+            held_back = wal_frames - backfilled;
             let copied = backfilled_before.map_or(i64::MAX, |before| backfilled - before);
             backfilled_before = Some(backfilled);
             if copied <= CATCH_UP_FRAMES {
                 break;
             }
         }
-        self.restart_wanted.store(true, Ordering::Release);
+        // A reader (another process, or a long search) kept many frames from being
+        // copied: the next tick tries again rather than the writer copying them all.
+        if held_back <= HANDOVER_MAX_FRAMES {
+            self.restart_wanted.store(true, Ordering::Release);
+        }
         Ok(())
     }
 }
@@ -645,48 +683,60 @@ fn passive_checkpoint(conn: &Connection) -> StoreResult<(i64, i64)> {
 }
 
 impl SqliteEventLog {
+    /// The reader connection. While a WAL restart is wanted, a read first gives the
+    /// writer's next append a moment to take the reader (the restart needs an
+    /// instant without readers, and a reader that reads again at once would
+    /// otherwise always be first).
+    fn read_connection(&self) -> MutexGuard<'_, Connection> {
+        let started = std::time::Instant::now();
+        while self.restart_wanted.load(Ordering::Acquire)
+            && now_ms() >= self.restart_not_before_ms.load(Ordering::Acquire)
+            && started.elapsed() < RESTART_READER_WAIT
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        lock(&self.reader)
+    }
+
     /// When the checkpoint thread asked for it, copies the WAL frames it left
-    /// behind (few: see `checkpoint`) with this process's readers held off. The
-    /// WAL is then fully copied and unread, so the append's transaction starts it
-    /// from the beginning again. Answers the guards to hold until that commit.
-    /// While a checkpoint round is running, the next append tries again; a read
-    /// in progress is waited for only after a few appends found one.
+    /// behind (those appended during its last round) with this process's readers
+    /// held off. The WAL is then fully copied and unread, so the append's
+    /// transaction starts it from the beginning again. Answers the guards to hold
+    /// until that commit. While a checkpoint round is running, the next append
+    /// tries again; a read in progress is waited for briefly, and a long one (a
+    /// search through the whole log) makes appends leave the restart for a while.
+    /// A failed copy is logged and the append goes on: the restart only waits.
     fn restart_wal_before_append(
         &self,
         writer: &Connection,
-    ) -> StoreResult<Option<(MutexGuard<'_, Connection>, MutexGuard<'_, Connection>)>> {
-        if !self.restart_wanted.swap(false, Ordering::AcqRel) {
-            return Ok(None);
+    ) -> Option<(MutexGuard<'_, Connection>, MutexGuard<'_, Connection>)> {
+        // The flag stays set while this tries, so readers keep giving way.
+        if now_ms() < self.restart_not_before_ms.load(Ordering::Acquire)
+            || !self.restart_wanted.load(Ordering::Acquire)
+        {
+            return None;
         }
-        let Some(checkpointer) = try_lock(&self.checkpointer) else {
-            self.restart_wanted.store(true, Ordering::Release);
-            return Ok(None);
+        let checkpointer = try_lock(&self.checkpointer)?;
+        let Some(readers) = lock_within(&self.reader, RESTART_READER_WAIT) else {
+            self.restart_not_before_ms
+                .store(now_ms() + RESTART_BACKOFF_MS, Ordering::Release);
+            return None;
         };
-        // Readers rest between their reads: wait for such a gap a few appends long,
-        // then for the read in progress (a page of rows) to end.
-        let readers = match try_lock(&self.reader) {
-            Some(readers) => readers,
-            None if self.restart_deferrals.fetch_add(1, Ordering::AcqRel) + 1
-                >= RESTART_DEFERRALS =>
-            {
-                lock(&self.reader)
-            }
-            None => {
-                self.restart_wanted.store(true, Ordering::Release);
-                return Ok(None);
-            }
-        };
-        self.restart_deferrals.store(0, Ordering::Release);
-        passive_checkpoint(writer)?;
-        Ok(Some((checkpointer, readers)))
+        self.restart_wanted.store(false, Ordering::Release);
+        if let Err(error) = passive_checkpoint(writer) {
+            tracing::warn!(%error, "copying the WAL before its restart failed; appending without it");
+            return None;
+        }
+        Some((checkpointer, readers))
     }
 
     /// Copies the whole WAL into the main file and truncates the WAL to zero bytes,
     /// waiting for the writer if needed: afterwards deleted rows survive in no file.
     fn checkpoint_truncate(&self) -> StoreResult<()> {
+        // This process's readers are held off during each attempt (they would keep
+        // it from finishing), not during the waits between attempts.
         let mut checkpointer = lock(&self.checkpointer);
-        let _no_readers = lock(&self.reader);
-        truncate_wal(&mut checkpointer)
+        truncate_wal_holding(&mut checkpointer, || lock(&self.reader))
     }
 }
 
@@ -1416,6 +1466,53 @@ mod tests {
         // within a few budgets (measured: under 5 MB).
         assert!(largest_wal < 16 << 20, "WAL grew to {largest_wal} bytes");
         assert_eq!(log.last_seq()?, 8_000);
+        Ok(())
+    }
+
+    #[test]
+    fn a_long_read_does_not_hold_up_appends_that_want_a_wal_restart() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
+        let (mut log, _) = open_data_dir(dir.path())?;
+        log.wal_budget_bytes = 1 << 20;
+        let payload = "x".repeat(2_000);
+        let batch = |commit: usize| AppendBatch {
+            events: (0..20)
+                .map(|i| event(1, &format!("m{commit}-{i}"), &payload))
+                .collect(),
+            rejections: vec![],
+        };
+        for commit in 0..40 {
+            log.append(&[batch(commit)])?;
+        }
+        log.checkpoint()?;
+        assert!(
+            log.restart_wanted.load(Ordering::Acquire),
+            "past the budget"
+        );
+        // A read that lasts (an erasure's search through the whole log) holds the
+        // reader while appends go on.
+        let slowest = std::thread::scope(|scope| -> StoreResult<Duration> {
+            let reading = lock(&log.reader);
+            let appender = scope.spawn(|| -> StoreResult<Duration> {
+                let mut slowest = Duration::ZERO;
+                for commit in 40..60 {
+                    let started = std::time::Instant::now();
+                    log.append(&[batch(commit)])?;
+                    slowest = slowest.max(started.elapsed());
+                }
+                Ok(slowest)
+            });
+            std::thread::sleep(Duration::from_millis(600));
+            drop(reading);
+            appender
+                .join()
+                .map_err(|_| StoreError::Engine("appender panicked".into()))?
+        })?;
+        assert!(
+            slowest < Duration::from_millis(300),
+            "an append waited {slowest:?}"
+        );
+        assert_eq!(log.last_seq()?, 1_200);
         Ok(())
     }
 
