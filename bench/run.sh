@@ -72,6 +72,10 @@ for b in tessera tessera-bench; do
 done
 BENCH="$BIN/tessera-bench"
 
+# Write out what a build (or anything before) left dirty in the page cache, so its writeback
+# does not share the disk with the measured commits (the two runs that started right after a
+# release build had p99 55-66 ms, the six after them 32-46 ms).
+sync
 # The machine should be idle: sample /proc/stat over 3 s (a load average would still show the
 # build that just finished).
 read -r -a CPU_A < <(head -1 /proc/stat)
