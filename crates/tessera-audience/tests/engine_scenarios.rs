@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tessera_audience::engine::{AudienceEngine, EngineOptions, ProfileChanges};
+use tessera_core::fields::MessageFields;
 use tessera_core::message::{RequestDefaults, normalize};
 use tessera_core::time::{Clock, FixedClock, parse_timestamp};
 use tessera_identity::processor::Processor;
@@ -101,16 +102,15 @@ impl World {
 
     /// Appends a message to the log, stamped now (unless it has its own timestamp).
     fn append(&self, message: Value) {
-        let Value::Object(map) = message else {
-            panic!("object")
-        };
+        let text = message.to_string();
         let now = DateTime::from_timestamp_millis(self.now()).unwrap();
-        let n = normalize(map, None, &RequestDefaults::default(), now).unwrap();
+        let fields = MessageFields::from_json(&text).expect("object");
+        let n = normalize(fields, None, &RequestDefaults::default(), now).unwrap();
         self.log
             .append(&[AppendBatch {
                 events: vec![EventRecord {
                     source_key: self.source,
-                    payload: serde_json::to_string(&n.body).unwrap(),
+                    payload: n.payload,
                     message_id: n.message_id,
                     message_type: n.message_type.as_str(),
                     user_id: n.user_id,

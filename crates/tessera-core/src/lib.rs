@@ -4,6 +4,7 @@
 
 pub mod consent;
 pub mod error;
+pub mod fields;
 pub mod ids;
 pub mod message;
 pub mod request;

@@ -7,10 +7,12 @@
 //! to drop. It never panics and never echoes field values in errors (they may be PII).
 
 use crate::error::ErrorCode;
+use crate::fields::{JsonKind, MessageFields};
 use crate::ids::new_message_id;
 use crate::time::{format_timestamp, parse_timestamp};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// The most characters a `messageId` may have.
@@ -112,8 +114,16 @@ pub struct NormalizedMessage {
     pub timestamp: DateTime<Utc>,
     /// When Tessera received it.
     pub received_at: DateTime<Utc>,
-    /// The full stored message.
-    pub body: Map<String, Value>,
+    /// The full stored message as compact JSON text (one line).
+    pub payload: String,
+}
+
+impl NormalizedMessage {
+    /// The stored message as a parsed object (for the rare reader that needs to walk
+    /// it: suppression screening, tests).
+    pub fn body(&self) -> serde_json::Result<Map<String, Value>> {
+        serde_json::from_str(&self.payload)
+    }
 }
 
 /// Validates and normalizes one message.
@@ -121,22 +131,22 @@ pub struct NormalizedMessage {
 /// `endpoint_type` is the type the endpoint implies (`/v1/track`); `None` for batch
 /// items, whose `type` field decides. `received_at` is the server clock's now.
 pub fn normalize(
-    mut body: Map<String, Value>,
+    mut body: MessageFields<'_>,
     endpoint_type: Option<MessageType>,
     defaults: &RequestDefaults,
     received_at: DateTime<Utc>,
 ) -> Result<NormalizedMessage, Rejection> {
     let message_type = match endpoint_type {
         Some(t) => t,
-        None => match body.get("type") {
-            Some(Value::String(name)) => MessageType::parse(name).ok_or_else(|| {
+        None => match body.get_str("type") {
+            Some(name) => MessageType::parse(&name).ok_or_else(|| {
                 reject_untyped(
                     &body,
                     ErrorCode::InvalidType,
                     "\"type\" must be one of identify, track, page, screen, group, alias".into(),
                 )
             })?,
-            _ => {
+            None => {
                 return Err(reject_untyped(
                     &body,
                     ErrorCode::InvalidType,
@@ -146,18 +156,19 @@ pub fn normalize(
             }
         },
     };
+    let supplied_id = body.get("messageId").map(Cow::into_owned);
     let checker = Checker {
         message_type,
-        message_id: body
-            .get("messageId")
+        message_id: supplied_id
+            .as_ref()
             .and_then(Value::as_str)
             .map(|id| id.chars().take(MAX_MESSAGE_ID_CHARS).collect()),
     };
-    body.insert("type".into(), Value::String(message_type.as_str().into()));
+    body.set("type", Value::String(message_type.as_str().into()));
     // A write key is a secret: it authenticates the request and is never stored.
     body.remove("writeKey");
 
-    let message_id = match body.get("messageId") {
+    let message_id = match supplied_id {
         None | Some(Value::Null) => new_message_id(),
         Some(Value::String(id)) if id.trim().is_empty() => new_message_id(),
         Some(Value::String(id)) if id.chars().count() > MAX_MESSAGE_ID_CHARS => {
@@ -166,10 +177,10 @@ pub fn normalize(
                 format!("\"messageId\" must be at most {MAX_MESSAGE_ID_CHARS} characters"),
             ));
         }
-        Some(Value::String(id)) => id.clone(),
-        Some(other) => return Err(checker.wrong_type("messageId", "a string", other)),
+        Some(Value::String(id)) => id,
+        Some(other) => return Err(checker.wrong_type("messageId", "a string", &other)),
     };
-    body.insert("messageId".into(), Value::String(message_id.clone()));
+    body.set("messageId", Value::String(message_id.clone()));
 
     let user_id = checker.identifier(&mut body, "userId")?;
     let anonymous_id = checker.identifier(&mut body, "anonymousId")?;
@@ -181,10 +192,10 @@ pub fn normalize(
     }
 
     for field in ["context", "integrations", "properties", "traits"] {
-        checker.optional_object(&body, field)?;
+        checker.expect_kind(&body, field, JsonKind::Object)?;
     }
     match message_type {
-        MessageType::Track => match body.get("event") {
+        MessageType::Track => match body.get("event").as_deref() {
             Some(Value::String(event)) if !event.trim().is_empty() => {}
             None | Some(Value::Null) | Some(Value::String(_)) => {
                 return Err(checker.reject(ErrorCode::MissingEvent, "\"event\" is required".into()));
@@ -192,8 +203,8 @@ pub fn normalize(
             Some(other) => return Err(checker.wrong_type("event", "a string", other)),
         },
         MessageType::Page | MessageType::Screen => {
-            checker.optional_string(&body, "name")?;
-            checker.optional_string(&body, "category")?;
+            checker.expect_kind(&body, "name", JsonKind::String)?;
+            checker.expect_kind(&body, "category", JsonKind::String)?;
         }
         MessageType::Group => {
             if checker.identifier(&mut body, "groupId")?.is_none() {
@@ -226,15 +237,15 @@ pub fn normalize(
     } else {
         received_at
     };
-    if !body.contains_key("sentAt")
+    if !body.contains("sentAt")
         && let Some(sent_at) = &defaults.sent_at
     {
-        body.insert("sentAt".into(), sent_at.clone());
+        body.set("sentAt", sent_at.clone());
     }
     let sent_at = checker.timestamp(&body, "sentAt")?;
     // The client's own clock reading: `originalTimestamp` when an earlier hop kept it
     // (re-import of an export), else the `timestamp` the SDK set.
-    let original_field = if body.contains_key("originalTimestamp") {
+    let original_field = if body.contains("originalTimestamp") {
         "originalTimestamp"
     } else {
         "timestamp"
@@ -256,18 +267,18 @@ pub fn normalize(
         (None, _) => received_at,
     };
     if original_field == "timestamp"
-        && let Some(client_value) = body.get("timestamp").cloned()
+        && let Some(client_value) = body.get("timestamp").map(Cow::into_owned)
     {
-        body.insert("originalTimestamp".into(), client_value);
+        body.set("originalTimestamp", client_value);
     }
-    body.insert(
-        "timestamp".into(),
-        Value::String(format_timestamp(timestamp)),
-    );
-    body.insert(
-        "receivedAt".into(),
-        Value::String(format_timestamp(received_at)),
-    );
+    body.set("timestamp", Value::String(format_timestamp(timestamp)));
+    body.set("receivedAt", Value::String(format_timestamp(received_at)));
+    let payload = body.to_json().map_err(|_| {
+        checker.reject(
+            ErrorCode::InvalidBody,
+            "the message could not be written as JSON".into(),
+        )
+    })?;
 
     Ok(NormalizedMessage {
         message_type,
@@ -276,18 +287,17 @@ pub fn normalize(
         anonymous_id,
         timestamp,
         received_at,
-        body,
+        payload,
     })
 }
 
-fn reject_untyped(body: &Map<String, Value>, code: ErrorCode, message: String) -> Rejection {
+fn reject_untyped(body: &MessageFields<'_>, code: ErrorCode, message: String) -> Rejection {
     Rejection {
         code,
         message: format!("message: {message}"),
         message_type: None,
         message_id: body
-            .get("messageId")
-            .and_then(Value::as_str)
+            .get_str("messageId")
             .map(|id| id.chars().take(MAX_MESSAGE_ID_CHARS).collect()),
     }
 }
@@ -309,12 +319,13 @@ impl Checker {
     }
 
     fn wrong_type(&self, field: &str, expected: &str, found: &Value) -> Rejection {
+        self.wrong_kind(field, expected, JsonKind::of(found))
+    }
+
+    fn wrong_kind(&self, field: &str, expected: &str, found: JsonKind) -> Rejection {
         self.reject(
             ErrorCode::InvalidFieldType,
-            format!(
-                "\"{field}\" must be {expected}, found {}",
-                json_type_name(found)
-            ),
+            format!("\"{field}\" must be {expected}, found {}", found.name()),
         )
     }
 
@@ -322,42 +333,44 @@ impl Checker {
     /// Empty strings and `null` count as absent.
     fn identifier(
         &self,
-        body: &mut Map<String, Value>,
-        field: &str,
+        body: &mut MessageFields<'_>,
+        field: &'static str,
     ) -> Result<Option<String>, Rejection> {
-        let text = match body.get(field) {
+        let (text, was_string) = match body.get(field).map(Cow::into_owned) {
             None | Some(Value::Null) => return Ok(None),
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(other) => return Err(self.wrong_type(field, "a string", other)),
+            Some(Value::String(s)) => (s, true),
+            Some(Value::Number(n)) => (n.to_string(), false),
+            Some(other) => return Err(self.wrong_type(field, "a string", &other)),
         };
         if text.trim().is_empty() {
             return Ok(None);
         }
-        body.insert(field.into(), Value::String(text.clone()));
+        if !was_string {
+            body.set(field, Value::String(text.clone()));
+        }
         Ok(Some(text))
     }
 
-    fn optional_object(&self, body: &Map<String, Value>, field: &str) -> Result<(), Rejection> {
-        match body.get(field) {
-            None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
-            Some(other) => Err(self.wrong_type(field, "an object", other)),
-        }
-    }
-
-    fn optional_string(&self, body: &Map<String, Value>, field: &str) -> Result<(), Rejection> {
-        match body.get(field) {
-            None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
-            Some(other) => Err(self.wrong_type(field, "a string", other)),
+    /// An optional field must be `null` or of `kind` when present.
+    fn expect_kind(
+        &self,
+        body: &MessageFields<'_>,
+        field: &str,
+        kind: JsonKind,
+    ) -> Result<(), Rejection> {
+        match body.kind(field) {
+            None | Some(JsonKind::Null) => Ok(()),
+            Some(found) if found == kind => Ok(()),
+            Some(found) => Err(self.wrong_kind(field, kind.name(), found)),
         }
     }
 
     fn timestamp(
         &self,
-        body: &Map<String, Value>,
+        body: &MessageFields<'_>,
         field: &str,
     ) -> Result<Option<DateTime<Utc>>, Rejection> {
-        match body.get(field) {
+        match body.get(field).as_deref() {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(text)) => parse_timestamp(text).map(Some).ok_or_else(|| {
                 self.reject(
@@ -373,55 +386,40 @@ impl Checker {
 }
 
 /// Fills keys of `defaults` that the message's own object does not set.
-fn merge_defaults(
-    body: &mut Map<String, Value>,
-    field: &str,
+fn merge_defaults<'a>(
+    body: &mut MessageFields<'a>,
+    field: &'a str,
     defaults: Option<&Map<String, Value>>,
 ) {
     let Some(defaults) = defaults.filter(|d| !d.is_empty()) else {
         return;
     };
-    let target = body
-        .entry(field)
-        .and_modify(|v| {
-            if v.is_null() {
-                *v = Value::Object(Map::new());
-            }
-        })
-        .or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(own) = target {
-        for (key, value) in defaults {
-            if !own.contains_key(key) {
-                own.insert(key.clone(), value.clone());
-            }
+    let mut own = match body.get(field).map(Cow::into_owned) {
+        Some(Value::Object(own)) => own,
+        _ => Map::new(),
+    };
+    for (key, value) in defaults {
+        if !own.contains_key(key) {
+            own.insert(key.clone(), value.clone());
         }
     }
+    body.set(field, Value::Object(own));
 }
 
-fn set_context_ip(body: &mut Map<String, Value>, ip: &str) {
-    let context = body
-        .entry("context")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if context.is_null() {
-        *context = Value::Object(Map::new());
-    }
-    if let Value::Object(context) = context
-        && !context.contains_key("ip")
-    {
+fn set_context_ip(body: &mut MessageFields<'_>, ip: &str) {
+    let mut context = match body.get("context").map(Cow::into_owned) {
+        Some(Value::Object(context)) => context,
+        _ => Map::new(),
+    };
+    if !context.contains_key("ip") {
         context.insert("ip".into(), Value::String(ip.into()));
+        body.set("context", Value::Object(context));
     }
 }
 
 /// The JSON type name used in error messages (`an array`, `a number`, ...).
 pub fn json_type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    JsonKind::of(value).name()
 }
 
 #[cfg(test)]
@@ -442,11 +440,15 @@ mod tests {
 
     fn run(value: Value, endpoint: Option<MessageType>) -> Result<NormalizedMessage, Rejection> {
         normalize(
-            object(value),
+            MessageFields::from_map(object(value)),
             endpoint,
             &RequestDefaults::default(),
             at("2026-11-23T12:00:00Z"),
         )
+    }
+
+    fn body_of(message: &NormalizedMessage) -> Map<String, Value> {
+        message.body().unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn code_of(value: Value, endpoint: Option<MessageType>) -> Option<ErrorCode> {
@@ -569,8 +571,9 @@ mod tests {
             Some(MessageType::Track),
         );
         let normalized = normalized.unwrap_or_else(|r| panic!("{r:?}"));
-        assert_eq!(normalized.body["type"], "track");
-        assert_eq!(normalized.body["userId"], "42");
+        let body = body_of(&normalized);
+        assert_eq!(body["type"], "track");
+        assert_eq!(body["userId"], "42");
         assert_eq!(normalized.user_id.as_deref(), Some("42"));
     }
 
@@ -581,13 +584,14 @@ mod tests {
             Some(MessageType::Identify),
         )
         .unwrap_or_else(|r| panic!("{r:?}"));
+        let body = body_of(&normalized);
         assert_eq!(normalized.message_id.len(), 36);
-        assert_eq!(normalized.body["messageId"], normalized.message_id.as_str());
-        assert_eq!(normalized.body["receivedAt"], "2026-11-23T12:00:00.000Z");
-        assert_eq!(normalized.body["timestamp"], "2026-11-23T12:00:00.000Z");
-        assert_eq!(normalized.body["custom"], json!({"a": [1, 2]}));
-        assert!(!normalized.body.contains_key("writeKey"));
-        assert!(!normalized.body.contains_key("originalTimestamp"));
+        assert_eq!(body["messageId"], normalized.message_id.as_str());
+        assert_eq!(body["receivedAt"], "2026-11-23T12:00:00.000Z");
+        assert_eq!(body["timestamp"], "2026-11-23T12:00:00.000Z");
+        assert_eq!(body["custom"], json!({"a": [1, 2]}));
+        assert!(!body.contains_key("writeKey"));
+        assert!(!body.contains_key("originalTimestamp"));
     }
 
     #[test]
@@ -599,12 +603,10 @@ mod tests {
             Some(MessageType::Track),
         )
         .unwrap_or_else(|r| panic!("{r:?}"));
-        assert_eq!(normalized.body["timestamp"], "2026-11-23T11:59:50.000Z");
-        assert_eq!(
-            normalized.body["originalTimestamp"],
-            "2026-11-23T10:59:50.000Z"
-        );
-        assert_eq!(normalized.body["sentAt"], "2026-11-23T11:00:00.000Z");
+        let body = body_of(&normalized);
+        assert_eq!(body["timestamp"], "2026-11-23T11:59:50.000Z");
+        assert_eq!(body["originalTimestamp"], "2026-11-23T10:59:50.000Z");
+        assert_eq!(body["sentAt"], "2026-11-23T11:00:00.000Z");
     }
 
     #[test]
@@ -620,13 +622,13 @@ mod tests {
             ..Default::default()
         };
         let again = normalize(
-            first.body.clone(),
+            MessageFields::from_json(&first.payload).unwrap_or_else(|e| panic!("{e:?}")),
             None,
             &defaults,
             at("2027-01-01T00:00:00Z"),
         )
         .unwrap_or_else(|r| panic!("{r:?}"));
-        assert_eq!(again.body, first.body);
+        assert_eq!(again.payload, first.payload);
     }
 
     #[test]
@@ -641,18 +643,21 @@ mod tests {
             keep_received_at: false,
         };
         let normalized = normalize(
-            object(json!({"userId": "u", "event": "E", "context": {"locale": "fr-FR"}})),
+            MessageFields::from_map(object(
+                json!({"userId": "u", "event": "E", "context": {"locale": "fr-FR"}}),
+            )),
             Some(MessageType::Track),
             &defaults,
             at("2026-11-23T12:00:00Z"),
         )
         .unwrap_or_else(|r| panic!("{r:?}"));
+        let body = body_of(&normalized);
         assert_eq!(
-            normalized.body["context"],
+            body["context"],
             json!({"locale": "fr-FR", "library": {"name": "batch"}, "ip": "203.0.113.9"})
         );
-        assert_eq!(normalized.body["integrations"], json!({"All": false}));
-        assert_eq!(normalized.body["sentAt"], "2026-11-23T12:00:00Z");
+        assert_eq!(body["integrations"], json!({"All": false}));
+        assert_eq!(body["sentAt"], "2026-11-23T12:00:00Z");
     }
 
     #[test]

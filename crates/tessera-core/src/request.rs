@@ -6,6 +6,7 @@
 //! 500 KB and 2,500 messages per batch.
 
 use crate::error::{ErrorCode, UserError};
+use crate::fields::{FieldsError, MessageFields};
 use crate::message::{
     MessageType, NormalizedMessage, Rejection, RequestDefaults, json_type_name, normalize,
 };
@@ -33,16 +34,15 @@ pub enum BodyKind {
 }
 
 /// A parsed request: its write key (when in the body), defaults, and its messages.
-#[derive(Debug)]
-pub struct ParsedRequest {
+pub struct ParsedRequest<'a> {
     /// `writeKey` from the body, if any.
     pub write_key: Option<String>,
     /// Batch-level values applied to each message.
     pub defaults: RequestDefaults,
     /// The endpoint's implied type (single-message endpoints).
     pub endpoint_type: Option<MessageType>,
-    /// Each message as an object, or why it could not be read.
-    pub items: Vec<Result<Map<String, Value>, Rejection>>,
+    /// Each message's fields (borrowing the body), or why it could not be read.
+    pub items: Vec<Result<MessageFields<'a>, Rejection>>,
 }
 
 /// The outcome of validating every message of a request.
@@ -67,7 +67,7 @@ struct BatchEnvelope<'a> {
 }
 
 /// Parses a (decompressed) request body for an endpoint.
-pub fn parse_request(body: &[u8], kind: BodyKind) -> Result<ParsedRequest, UserError> {
+pub fn parse_request(body: &[u8], kind: BodyKind) -> Result<ParsedRequest<'_>, UserError> {
     match kind {
         BodyKind::Single(message_type) => parse_single(body, message_type),
         BodyKind::Batch => parse_batch(body, false),
@@ -75,7 +75,7 @@ pub fn parse_request(body: &[u8], kind: BodyKind) -> Result<ParsedRequest, UserE
     }
 }
 
-fn parse_single(body: &[u8], message_type: MessageType) -> Result<ParsedRequest, UserError> {
+fn parse_single(body: &[u8], message_type: MessageType) -> Result<ParsedRequest<'_>, UserError> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(UserError::new(
             ErrorCode::MessageTooLarge,
@@ -85,9 +85,21 @@ fn parse_single(body: &[u8], message_type: MessageType) -> Result<ParsedRequest,
             ),
         ));
     }
-    let message: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|e| json_error(&e, "the body must be one JSON object (a Segment message)"))?;
-    let write_key = match message.get("writeKey") {
+    let shape = "the body must be one JSON object (a Segment message)";
+    let text = std::str::from_utf8(body).map_err(|e| {
+        UserError::new(
+            ErrorCode::InvalidJson,
+            format!(
+                "the body is not valid JSON: it is not UTF-8 (byte {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let message = MessageFields::from_json(text).map_err(|e| match e {
+        FieldsError::Json(e) => json_error(&e, shape),
+        FieldsError::Unparsable => UserError::new(ErrorCode::InvalidBody, UNPARSABLE),
+    })?;
+    let write_key = match message.get("writeKey").as_deref() {
         None | Some(Value::Null) => None,
         Some(Value::String(key)) => Some(key.clone()),
         Some(other) => {
@@ -108,7 +120,7 @@ fn parse_single(body: &[u8], message_type: MessageType) -> Result<ParsedRequest,
     })
 }
 
-fn parse_batch(body: &[u8], import: bool) -> Result<ParsedRequest, UserError> {
+fn parse_batch(body: &[u8], import: bool) -> Result<ParsedRequest<'_>, UserError> {
     if body.len() > MAX_BATCH_BYTES {
         return Err(UserError::new(
             ErrorCode::BatchTooLarge,
@@ -165,7 +177,10 @@ fn parse_batch(body: &[u8], import: bool) -> Result<ParsedRequest, UserError> {
     })
 }
 
-fn read_batch_item(raw: &RawValue) -> Result<Map<String, Value>, Rejection> {
+/// Why a message that is valid JSON syntax is refused anyway.
+const UNPARSABLE: &str = "the message holds a value JSON parsers refuse: a lone surrogate escape, a number out of range, or nesting deeper than 128";
+
+fn read_batch_item(raw: &RawValue) -> Result<MessageFields<'_>, Rejection> {
     let text = raw.get();
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(Rejection {
@@ -178,9 +193,12 @@ fn read_batch_item(raw: &RawValue) -> Result<Map<String, Value>, Rejection> {
             message_id: None,
         });
     }
-    serde_json::from_str(text).map_err(|_| Rejection {
+    MessageFields::from_json(text).map_err(|e| Rejection {
         code: ErrorCode::InvalidBody,
-        message: "message must be a JSON object".into(),
+        message: match e {
+            FieldsError::Json(_) => "message must be a JSON object".into(),
+            FieldsError::Unparsable => format!("message: {UNPARSABLE}"),
+        },
         message_type: None,
         message_id: None,
     })
@@ -232,7 +250,7 @@ fn syntax_problem(error: &serde_json::Error) -> String {
     }
 }
 
-impl ParsedRequest {
+impl ParsedRequest<'_> {
     /// Validates and normalizes every message; `received_at` is the server's now.
     pub fn validate(self, received_at: DateTime<Utc>) -> ValidatedRequest {
         let mut outcome = ValidatedRequest {
@@ -254,6 +272,7 @@ impl ParsedRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::NormalizedMessage;
     use proptest::prelude::*;
 
     fn code_of(body: &[u8], kind: BodyKind) -> Option<ErrorCode> {
@@ -329,7 +348,8 @@ mod tests {
         assert_eq!(parsed.write_key.as_deref(), Some("k"));
         let outcome = parsed.validate(Utc::now());
         assert_eq!(outcome.accepted.len(), 2);
-        assert_eq!(outcome.accepted[0].body["context"]["app"], "shop");
+        let body = outcome.accepted[0].body().unwrap_or_default();
+        assert_eq!(body["context"]["app"], "shop");
         let rejected: Vec<_> = outcome.rejected.iter().map(|(i, r)| (*i, r.code)).collect();
         assert_eq!(
             rejected,
@@ -372,7 +392,7 @@ mod tests {
                 prop_assert_eq!(outcome.accepted.len() + outcome.rejected.len(), 1);
                 for message in &outcome.accepted {
                     prop_assert!(message.user_id.is_some() || message.anonymous_id.is_some());
-                    prop_assert!(message.body.contains_key("receivedAt"));
+                    prop_assert!(message.body().unwrap_or_default().contains_key("receivedAt"));
                 }
             }
             for t in MessageType::ALL {
@@ -382,6 +402,103 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Normalizes `value` read from its text, and read as an already parsed object; the
+    /// two must agree (the first keeps values as sent, the second re-serializes them).
+    fn from_text_and_from_map(
+        value: &Value,
+        text: &str,
+    ) -> Option<(
+        Result<NormalizedMessage, Rejection>,
+        Result<NormalizedMessage, Rejection>,
+    )> {
+        let Value::Object(map) = value else {
+            return None;
+        };
+        let at = Utc::now();
+        let defaults = RequestDefaults::default();
+        let lazy = MessageFields::from_json(text)
+            .map_err(|e| format!("{e:?}"))
+            .ok()?;
+        Some((
+            normalize(lazy, None, &defaults, at),
+            normalize(MessageFields::from_map(map.clone()), None, &defaults, at),
+        ))
+    }
+
+    /// The stored text as a value, with a generated `messageId` blanked.
+    fn comparable(message: &NormalizedMessage, generated_id: bool) -> (Vec<String>, Value) {
+        let mut body = message.body().unwrap_or_default();
+        if generated_id {
+            body.insert("messageId".into(), Value::Null);
+        }
+        (body.keys().cloned().collect(), Value::Object(body))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn reading_fields_lazily_stores_what_a_full_parse_would(value in prop_oneof![arb_json(), arb_message()], pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            } else {
+                value.to_string()
+            };
+            if let Some((lazy, parsed)) = from_text_and_from_map(&value, &text) {
+                match (lazy, parsed) {
+                    (Ok(lazy), Ok(parsed)) => {
+                        let generated = !matches!(value.get("messageId"), Some(Value::String(id)) if !id.trim().is_empty());
+                        prop_assert!(!lazy.payload.contains('\n'));
+                        prop_assert_eq!(comparable(&lazy, generated), comparable(&parsed, generated));
+                        prop_assert_eq!(lazy.user_id, parsed.user_id);
+                        prop_assert_eq!(lazy.anonymous_id, parsed.anonymous_id);
+                        prop_assert_eq!(lazy.timestamp, parsed.timestamp);
+                        prop_assert_eq!(lazy.message_type, parsed.message_type);
+                        if !generated {
+                            prop_assert_eq!(lazy.payload, parsed.payload);
+                        }
+                    }
+                    (Err(lazy), Err(parsed)) => prop_assert_eq!(lazy, parsed),
+                    (lazy, parsed) => prop_assert!(false, "lazy {:?} vs parsed {:?}", lazy, parsed),
+                }
+            }
+        }
+    }
+
+    /// A message of a valid shape with arbitrary extra fields (which may break it).
+    fn arb_message() -> impl Strategy<Value = Value> {
+        let kind = prop_oneof![
+            Just("track"),
+            Just("identify"),
+            Just("page"),
+            Just("screen"),
+            Just("group"),
+            Just("alias")
+        ];
+        let user = prop_oneof![
+            ".{1,8}".prop_map(Value::String),
+            any::<u32>().prop_map(Value::from),
+        ];
+        let extras = proptest::collection::btree_map(
+            ".{0,6}|context|properties|traits|timestamp|sentAt|messageId",
+            arb_json(),
+            0..4,
+        );
+        (kind, user, extras, any::<bool>()).prop_map(|(kind, user, extras, anonymous)| {
+            let mut message = serde_json::json!({
+                "type": kind, "event": "Product Viewed", "groupId": "g1", "previousId": "p1",
+                "timestamp": "2026-11-23T10:59:50.120Z", "sentAt": "2026-11-23T11:00:00Z",
+                "context": {"library": {"name": "analytics.js"}, "page": {"url": "https://x.test/?a=1 b"}},
+                "properties": {"price": 19.99, "tags": ["a", "b"], "nested": {"ok": true, "n": null}}
+            });
+            if let Value::Object(map) = &mut message {
+                map.insert(if anonymous { "anonymousId" } else { "userId" }.into(), user);
+                map.extend(extras);
+            }
+            message
+        })
     }
 
     /// Arbitrary JSON biased toward Segment-looking messages.

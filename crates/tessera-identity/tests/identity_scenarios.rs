@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tessera_core::fields::MessageFields;
 use tessera_core::message::{RequestDefaults, normalize};
 use tessera_core::time::parse_timestamp;
 use tessera_identity::identifiers::Identifier;
@@ -68,14 +69,13 @@ impl World {
     fn send(&mut self, source: &str, message: Value) {
         self.clock += 60_000;
         let now = DateTime::<Utc>::from_timestamp_millis(self.clock).unwrap_or_default();
-        let Value::Object(map) = message else {
-            panic!("message must be an object")
-        };
+        let text = message.to_string();
+        let fields = MessageFields::from_json(&text).expect("message must be an object");
         let normalized =
-            normalize(map, None, &RequestDefaults::default(), now).expect("valid message");
+            normalize(fields, None, &RequestDefaults::default(), now).expect("valid message");
         let record = EventRecord {
             source_key: self.sources[source],
-            payload: serde_json::to_string(&normalized.body).expect("json"),
+            payload: normalized.payload,
             message_id: normalized.message_id,
             message_type: normalized.message_type.as_str(),
             user_id: normalized.user_id,

@@ -184,7 +184,10 @@ async fn ingest_request(
         .then(|| state.processor.compiled_rules());
     for mut message in validated.accepted {
         if let Some(rules) = &rules {
-            match state.privacy.screen(rules, &message.body) {
+            let body = message
+                .body()
+                .map_err(|e| (ApiError::internal(e), Some(source.key)))?;
+            match state.privacy.screen(rules, &body) {
                 Screened::Keep => {}
                 Screened::Drop => {
                     state.metrics.suppressed("dropped");
@@ -197,12 +200,11 @@ async fn ingest_request(
                         .get("anonymousId")
                         .and_then(Value::as_str)
                         .map(str::to_owned);
-                    message.body = body;
+                    message.payload = serde_json::to_string(&body)
+                        .map_err(|e| (ApiError::internal(e), Some(source.key)))?;
                 }
             }
         }
-        let payload = serde_json::to_string(&message.body)
-            .map_err(|e| (ApiError::internal(e), Some(source.key)))?;
         per_type[MessageType::ALL
             .iter()
             .position(|t| *t == message.message_type)
@@ -215,7 +217,7 @@ async fn ingest_request(
             anonymous_id: message.anonymous_id,
             timestamp_ms: message.timestamp.timestamp_millis(),
             received_at_ms,
-            payload,
+            payload: message.payload,
         });
     }
     let is_single = matches!(kind, BodyKind::Single(_));

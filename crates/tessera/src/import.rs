@@ -15,6 +15,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use tessera_core::fields::MessageFields;
 use tessera_core::message::{MessageType, RequestDefaults, normalize};
 use tessera_core::request::MAX_MESSAGE_BYTES;
 use tessera_core::time::{Clock, SystemClock};
@@ -251,13 +252,20 @@ impl Importer<'_> {
             keep_received_at: true,
             ..RequestDefaults::default()
         };
-        let normalized = message.and_then(|m| normalize(m, None, &defaults, self.clock.now()));
+        let normalized = message.and_then(|m| {
+            normalize(
+                MessageFields::from_map(m),
+                None,
+                &defaults,
+                self.clock.now(),
+            )
+        });
         match normalized {
             Err(rejection) => reject(line, &rejection, &mut self.summary)?,
             Ok(mut message) => {
                 let (privacy, rules) = &self.screen;
                 if privacy.is_suppressing() {
-                    match privacy.screen(rules, &message.body) {
+                    match privacy.screen(rules, &message.body()?) {
                         Screened::Keep => {}
                         Screened::Drop => {
                             self.summary.suppressed += 1;
@@ -270,13 +278,13 @@ impl Importer<'_> {
                                 .get("anonymousId")
                                 .and_then(Value::as_str)
                                 .map(str::to_owned);
-                            message.body = body;
+                            message.payload = serde_json::to_string(&body)?;
                         }
                     }
                 }
                 self.pending.push(EventRecord {
                     source_key: self.source_key,
-                    payload: serde_json::to_string(&message.body)?,
+                    payload: message.payload,
                     message_id: message.message_id,
                     message_type: message.message_type.as_str(),
                     user_id: message.user_id,
