@@ -17,10 +17,13 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 /// Nesting inside one value past which it is parsed in full (serde_json stops at 128).
 const DEEP_NESTING: u32 = 100;
+/// Top-level fields from which repeated keys are found through a set.
+const MANY_FIELDS: usize = 32;
 /// Characters of a number past which it is parsed in full (where `f64` range begins to
 /// matter; `1e400` has an exponent and is caught by that).
 const LONG_NUMBER: usize = 15;
@@ -111,6 +114,9 @@ impl<'a> MessageFields<'a> {
         let mut fields = MessageFields {
             fields: Vec::with_capacity(raw.len() + 4),
         };
+        // A repeated key is looked for among those before it: linear for a message's
+        // dozen fields, through a set for an object with thousands (32 KB allows them).
+        let mut seen = (raw.len() > MANY_FIELDS).then(HashSet::new);
         for (key, value) in raw {
             let text = value.get();
             let scan = scan(text);
@@ -122,7 +128,12 @@ impl<'a> MessageFields<'a> {
                     compact: scan.compact,
                 }
             };
-            fields.put(key, value);
+            let first_time = seen.as_mut().is_some_and(|seen| seen.insert(key.clone()));
+            if first_time {
+                fields.fields.push((key, value));
+            } else {
+                fields.put(key, value);
+            }
         }
         Ok(fields)
     }
@@ -426,6 +437,16 @@ mod tests {
             fields.to_json().ok().as_deref(),
             Some(r#"{"a":3,"b":"two","c":null}"#)
         );
+    }
+
+    #[test]
+    fn an_object_with_thousands_of_keys_reads_quickly_and_keeps_the_last_value() {
+        let keys: Vec<String> = (0..4000).map(|i| format!("\"k{i}\":{i}")).collect();
+        let text = format!("{{{},\"k7\":\"last\"}}", keys.join(","));
+        let fields = read(&text);
+        assert_eq!(fields.fields.len(), 4000);
+        assert_eq!(fields.get_str("k7").as_deref(), Some("last"));
+        assert_eq!(fields.fields[7].0, "k7");
     }
 
     #[test]
