@@ -1,13 +1,15 @@
 //! Group commit: many concurrent requests share one durable commit.
 //!
 //! Request handlers hand their [`AppendBatch`] to a bounded queue and await the answer.
-//! One writer thread takes everything waiting, appends it in a single transaction,
-//! fsyncs once, and then answers every request of that group. While it fsyncs, the
-//! next group gathers, so durability costs one fsync per group, not per request.
+//! One writer thread takes everything waiting and appends it in a single transaction;
+//! a sync thread fsyncs and then answers every request of the groups committed before
+//! that fsync. While one group is fsynced the writer already inserts the next, and
+//! while it fsyncs the next groups gather, so durability costs one fsync per group
+//! (or fewer), not per request, and the fsync and the inserts overlap.
 //!
 //! The queue is bounded: when it is full the handler gets [`SubmitError::Overloaded`]
 //! at once (answered 503 with `Retry-After`) instead of growing memory without end.
-//! A second thread checkpoints the write-ahead log in the background.
+//! A third thread checkpoints the write-ahead log in the background.
 
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -55,11 +57,20 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
+/// Groups the writer committed that wait for a sync before at most this many are
+/// queued; then the writer waits too (and the request queue fills: backpressure).
+const UNSYNCED_GROUPS: usize = 64;
+
+/// A committed group's answers, sent once the sync after its commit returned.
+struct Committed {
+    replies: Vec<Reply>,
+    outcomes: Vec<AppendOutcome>,
+}
+
+type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
 enum Job {
-    Append {
-        batch: AppendBatch,
-        reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
-    },
+    Append { batch: AppendBatch, reply: Reply },
     Shutdown,
 }
 
@@ -74,6 +85,7 @@ pub struct Committer {
 pub struct CommitterThreads {
     queue: mpsc::Sender<Job>,
     writer: Option<JoinHandle<()>>,
+    syncer: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
     stop_checkpointer: Arc<AtomicBool>,
     log: Arc<dyn EventLog>,
@@ -92,12 +104,20 @@ impl Committer {
                 .event_log_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+        let (committed, to_sync) = std::sync::mpsc::sync_channel(UNSYNCED_GROUPS);
         let writer = {
             let log = Arc::clone(&log);
             let metrics = Arc::clone(&metrics);
             std::thread::Builder::new()
                 .name("event-log-writer".into())
-                .spawn(move || run_writer(log.as_ref(), &metrics, receiver, config))?
+                .spawn(move || run_writer(log.as_ref(), &metrics, receiver, &committed, config))?
+        };
+        let syncer = {
+            let log = Arc::clone(&log);
+            let metrics = Arc::clone(&metrics);
+            std::thread::Builder::new()
+                .name("event-log-sync".into())
+                .spawn(move || run_syncer(log.as_ref(), &metrics, &to_sync))?
         };
         let stop_checkpointer = Arc::new(AtomicBool::new(false));
         let checkpointer = {
@@ -116,6 +136,7 @@ impl Committer {
             CommitterThreads {
                 queue,
                 writer: Some(writer),
+                syncer: Some(syncer),
                 checkpointer: Some(checkpointer),
                 stop_checkpointer,
                 log,
@@ -158,6 +179,12 @@ impl CommitterThreads {
         {
             tracing::error!("event-log writer thread panicked");
         }
+        // The writer's end of the sync queue is gone: the syncer answers what is left.
+        if let Some(syncer) = self.syncer.take()
+            && syncer.join().is_err()
+        {
+            tracing::error!("event-log sync thread panicked");
+        }
         self.stop_checkpointer.store(true, Ordering::SeqCst);
         if let Some(checkpointer) = self.checkpointer.take()
             && checkpointer.join().is_err()
@@ -174,6 +201,7 @@ fn run_writer(
     log: &dyn EventLog,
     metrics: &Metrics,
     mut receiver: mpsc::Receiver<Job>,
+    committed: &std::sync::mpsc::SyncSender<Committed>,
     config: CommitterConfig,
 ) {
     let mut batches = Vec::new();
@@ -204,7 +232,7 @@ fn run_writer(
             continue;
         }
         let started = Instant::now();
-        let result = log.append(&batches);
+        let result = log.append_unsynced(&batches);
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -218,9 +246,17 @@ fn run_writer(
         metrics.commit_events.observe(events as f64);
         match result {
             Ok(outcomes) => {
-                for (reply, outcome) in replies.drain(..).zip(outcomes) {
-                    // A dropped receiver means the client went away; the data is stored.
-                    let _ = reply.send(Ok(outcome));
+                let group = Committed {
+                    replies: std::mem::take(&mut replies),
+                    outcomes,
+                };
+                if let Err(std::sync::mpsc::SendError(group)) = committed.send(group) {
+                    // Only if the sync thread died: nothing can be acknowledged.
+                    for reply in group.replies {
+                        let _ = reply.send(Err(StoreError::Engine(
+                            "the event-log sync thread stopped".into(),
+                        )));
+                    }
                 }
             }
             Err(error) => {
@@ -232,6 +268,37 @@ fn run_writer(
         }
         replies.clear();
         batches.clear();
+    }
+}
+
+/// Answers committed groups after an fsync that covers them: takes every group waiting,
+/// syncs once, answers them all.
+fn run_syncer(
+    log: &dyn EventLog,
+    metrics: &Metrics,
+    committed: &std::sync::mpsc::Receiver<Committed>,
+) {
+    let mut groups = Vec::new();
+    while let Ok(first) = committed.recv() {
+        groups.push(first);
+        groups.extend(committed.try_iter());
+        let started = Instant::now();
+        let result = log.sync();
+        metrics
+            .sync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &result {
+            tracing::error!(%error, groups = groups.len(), "event-log fsync failed");
+        }
+        for group in groups.drain(..) {
+            for (reply, outcome) in group.replies.into_iter().zip(group.outcomes) {
+                // A dropped receiver means the client went away; the data is stored.
+                let _ = reply.send(match &result {
+                    Ok(()) => Ok(outcome),
+                    Err(error) => Err(StoreError::Engine(error.to_string())),
+                });
+            }
+        }
     }
 }
 
@@ -294,5 +361,161 @@ fn run_checkpointer(
                 .event_log_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tessera_store::{
+        EventFilter, EventRecord, RewrittenEvent, StoreResult, StoredEvent, StoredRejection,
+    };
+
+    /// An event log that records the order of commits and syncs; `fail_sync` makes
+    /// every sync fail.
+    #[derive(Default)]
+    struct RecordingLog {
+        steps: Mutex<Vec<String>>,
+        fail_sync: bool,
+    }
+
+    impl RecordingLog {
+        fn step(&self, what: String) {
+            self.steps
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(what);
+        }
+
+        fn steps(&self) -> Vec<String> {
+            self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        }
+    }
+
+    impl EventLog for RecordingLog {
+        fn append(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
+            let outcomes = self.append_unsynced(batches)?;
+            self.sync()?;
+            Ok(outcomes)
+        }
+
+        fn append_unsynced(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
+            self.step(format!("commit {}", batches.len()));
+            Ok(batches
+                .iter()
+                .map(|b| AppendOutcome {
+                    appended: b.events.len(),
+                    duplicates: 0,
+                })
+                .collect())
+        }
+
+        fn sync(&self) -> StoreResult<()> {
+            self.step("sync start".into());
+            // Long enough that an early answer would be seen before it ends.
+            std::thread::sleep(Duration::from_millis(50));
+            self.step("sync end".into());
+            if self.fail_sync {
+                Err(StoreError::Engine("disk gone".into()))
+            } else {
+                Ok(())
+            }
+        }
+
+        fn scan(
+            &self,
+            _: &EventFilter,
+            _: &mut dyn FnMut(StoredEvent) -> StoreResult<()>,
+        ) -> StoreResult<u64> {
+            Ok(0)
+        }
+
+        fn get(&self, _: &[i64]) -> StoreResult<Vec<StoredEvent>> {
+            Ok(Vec::new())
+        }
+
+        fn last_seq(&self) -> StoreResult<i64> {
+            Ok(0)
+        }
+
+        fn delete_events(&self, _: &[i64]) -> StoreResult<u64> {
+            Ok(0)
+        }
+
+        fn rewrite_events(&self, _: &[RewrittenEvent]) -> StoreResult<u64> {
+            Ok(0)
+        }
+
+        fn find_containing(&self, _: &[String]) -> StoreResult<Vec<i64>> {
+            Ok(Vec::new())
+        }
+
+        fn recent_rejections(&self, _: usize) -> StoreResult<Vec<StoredRejection>> {
+            Ok(Vec::new())
+        }
+
+        fn size_bytes(&self) -> StoreResult<u64> {
+            Ok(0)
+        }
+
+        fn checkpoint(&self) -> StoreResult<()> {
+            Ok(())
+        }
+    }
+
+    fn one_event() -> AppendBatch {
+        AppendBatch {
+            events: vec![EventRecord {
+                source_key: 1,
+                message_id: "m".into(),
+                message_type: "track",
+                user_id: Some("u".into()),
+                anonymous_id: None,
+                timestamp_ms: 1,
+                received_at_ms: 1,
+                payload: "{}".into(),
+            }],
+            rejections: Vec::new(),
+        }
+    }
+
+    async fn append_once(
+        log: Arc<RecordingLog>,
+    ) -> (Result<AppendOutcome, SubmitError>, Vec<String>) {
+        let (committer, threads) = Committer::start(
+            Arc::clone(&log) as Arc<dyn EventLog>,
+            Arc::new(Metrics::new()),
+            CommitterConfig::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let answer = committer.append(one_event()).await;
+        // What had happened when the answer came.
+        let steps = log.steps();
+        tokio::task::spawn_blocking(move || threads.shutdown())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (answer, steps)
+    }
+
+    #[tokio::test]
+    async fn an_append_is_answered_only_after_a_sync_that_follows_its_commit() {
+        let (answer, steps) = append_once(Arc::new(RecordingLog::default())).await;
+        assert!(
+            matches!(answer, Ok(AppendOutcome { appended: 1, .. })),
+            "{answer:?}"
+        );
+        assert_eq!(steps, ["commit 1", "sync start", "sync end"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_acknowledges_nothing() {
+        let log = Arc::new(RecordingLog {
+            fail_sync: true,
+            ..RecordingLog::default()
+        });
+        let (answer, steps) = append_once(log).await;
+        assert!(matches!(answer, Err(SubmitError::Store(_))), "{answer:?}");
+        assert_eq!(steps, ["commit 1", "sync start", "sync end"]);
     }
 }

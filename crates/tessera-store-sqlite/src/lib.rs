@@ -2,9 +2,12 @@
 //!
 //! Two files, so configuration writes never queue behind the ingest writer:
 //! - `events.db` — the event log (`events`) and the rejected-message view
-//!   (`rejections`). WAL mode with `synchronous=FULL`: a commit returns after the
-//!   write-ahead log is fsynced, which is what makes an acknowledged event survive
-//!   `kill -9`. `secure_delete` is on, so deleted events are overwritten with zeros
+//!   (`rejections`). WAL mode. An append is acknowledged only after the write-ahead
+//!   log is fsynced, which is what makes an acknowledged event survive `kill -9` and
+//!   power loss. The ingest writer commits with `synchronous=NORMAL` and fsyncs the
+//!   WAL itself in [`EventLog::sync`], so the next group's inserts overlap this
+//!   group's fsync (see `EventLog::append_unsynced`); rows not yet fsynced are hidden
+//!   from this process's readers until they are. `secure_delete` is on, so deleted events are overwritten with zeros
 //!   in the main file, and [`SqliteEventLog::delete_events`] truncates the WAL after
 //!   deleting, so no file keeps an erased person's bytes.
 //! - `tessera.db` — sources and settings.
@@ -30,7 +33,7 @@ use dedup::{DedupIndex, dedup_key};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tessera_store::{
@@ -275,6 +278,41 @@ pub(crate) fn open_connection(path: &Path) -> StoreResult<Connection> {
     Ok(conn)
 }
 
+/// SQLite's write-ahead log file of the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// An open handle on the WAL file, and which file it is.
+struct WalFile {
+    file: std::fs::File,
+    device: u64,
+    inode: u64,
+}
+
+impl WalFile {
+    fn open(path: &Path) -> StoreResult<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::File::open(path)
+            .map_err(|e| StoreError::Engine(format!("{}: {e}", path.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::Engine(format!("{}: {e}", path.display())))?;
+        Ok(Self {
+            file,
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
+
+    fn is(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.device == meta.dev() && self.inode == meta.ino()
+    }
+}
+
 /// The event log in `events.db`.
 pub struct SqliteEventLog {
     path: PathBuf,
@@ -287,6 +325,19 @@ pub struct SqliteEventLog {
     /// Appends leave a wanted WAL restart alone until then (Unix ms): a long read
     /// was in its way.
     restart_not_before_ms: AtomicI64,
+    /// The write-ahead log file, opened to fsync it (`sync`).
+    wal_file: Mutex<Option<WalFile>>,
+    /// Highest `seq` committed by `append_unsynced`, stored before its commit (what
+    /// readers must hide until it is fsynced).
+    appended_seq: AtomicI64,
+    /// The same, stored after the commit (what an fsync that starts now covers).
+    committed_seq: AtomicI64,
+    /// Highest `seq` known to be fsynced.
+    synced_seq: AtomicI64,
+    /// Commits made by `append_unsynced` (a commit of rejections alone counts too).
+    commits: AtomicU64,
+    /// Of those, how many an fsync has covered.
+    synced_commits: AtomicU64,
     /// WAL size past which the WAL is restarted (see `checkpoint`).
     wal_budget_bytes: i64,
 }
@@ -299,6 +350,9 @@ impl SqliteEventLog {
         writer
             .execute_batch(
                 "PRAGMA secure_delete = ON;
+                 -- Commits do not fsync; `sync` fsyncs the WAL before anything is
+                 -- acknowledged (and checkpoints still sync the WAL and the main file).
+                 PRAGMA synchronous = NORMAL;
                  -- 64 MB of page cache keeps the messageId index's hot pages in memory.
                  PRAGMA cache_size = -65536;
                  -- Checkpoints run from `checkpoint()` on a background thread, not inline
@@ -330,6 +384,12 @@ impl SqliteEventLog {
             .map_err(engine)?;
         let mut index = DedupIndex::new(dedup);
         load_dedup_window(&writer, &mut index)?;
+        // What is in the file at open is as durable as it will get: visible from the start.
+        let last_seq: i64 = writer
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
+                row.get(0)
+            })
+            .map_err(engine)?;
         Ok(Self {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
@@ -338,6 +398,12 @@ impl SqliteEventLog {
             dedup: Mutex::new(index),
             restart_wanted: AtomicBool::new(false),
             restart_not_before_ms: AtomicI64::new(0),
+            wal_file: Mutex::new(None),
+            appended_seq: AtomicI64::new(last_seq),
+            committed_seq: AtomicI64::new(last_seq),
+            synced_seq: AtomicI64::new(last_seq),
+            commits: AtomicU64::new(0),
+            synced_commits: AtomicU64::new(0),
             wal_budget_bytes: WAL_BUDGET_BYTES,
         })
     }
@@ -350,6 +416,25 @@ impl SqliteEventLog {
 
 impl EventLog for SqliteEventLog {
     fn append(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
+        let outcomes = self.append_unsynced(batches)?;
+        self.sync()?;
+        Ok(outcomes)
+    }
+
+    fn sync(&self) -> StoreResult<()> {
+        // Everything committed before these loads is covered by the fsync below.
+        let commits = self.commits.load(Ordering::SeqCst);
+        let boundary = self.committed_seq.load(Ordering::SeqCst);
+        if commits <= self.synced_commits.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.sync_wal()?;
+        self.synced_commits.fetch_max(commits, Ordering::SeqCst);
+        self.synced_seq.fetch_max(boundary, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn append_unsynced(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
         let mut dedup = lock(&self.dedup);
         let mut conn = lock(&self.writer);
         let _restarting = self.restart_wal_before_append(&conn);
@@ -417,7 +502,17 @@ impl EventLog for SqliteEventLog {
                 outcomes.push(outcome);
             }
         }
+        let last_inserted = tx.last_insert_rowid();
+        if !new_keys.is_empty() {
+            // Before the commit makes the rows visible: readers hide them until `sync`.
+            self.appended_seq.fetch_max(last_inserted, Ordering::SeqCst);
+        }
         tx.commit().map_err(engine)?;
+        if !new_keys.is_empty() {
+            self.committed_seq
+                .fetch_max(last_inserted, Ordering::SeqCst);
+        }
+        self.commits.fetch_add(1, Ordering::SeqCst);
         // Only committed keys are remembered: a failed commit leaves the index as it was.
         if !new_keys.is_empty() {
             dedup.last_seq = conn.last_insert_rowid();
@@ -473,11 +568,17 @@ impl EventLog for SqliteEventLog {
                     .map_err(engine)?;
                 rows.collect::<Result<_, _>>().map_err(engine)?
             };
+            let full_page = page.len() as i64 == page_rows;
+            // Read after the rows: a row committed before them but not yet fsynced
+            // shows in the limit (see `visible_limit`), and it and the rest wait.
+            let limit = self.visible_limit();
+            let read = page.len();
+            let page: Vec<StoredEvent> = page.into_iter().filter(|e| e.seq <= limit).collect();
+            let full_page = full_page && page.len() == read;
             let Some(last) = page.last() else {
                 return Ok(matched);
             };
             after = last.seq;
-            let full_page = page.len() as i64 == page_rows;
             for event in page {
                 matched += 1;
                 visit(event)?;
@@ -513,15 +614,19 @@ impl EventLog for SqliteEventLog {
                 .map_err(engine)?;
             events.extend(event);
         }
+        let limit = self.visible_limit();
+        events.retain(|e| e.seq <= limit);
         Ok(events)
     }
 
     fn last_seq(&self) -> StoreResult<i64> {
         let conn = self.read_connection();
-        conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
-            row.get(0)
-        })
-        .map_err(engine)
+        let last: i64 = conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
+                row.get(0)
+            })
+            .map_err(engine)?;
+        Ok(last.min(self.visible_limit()))
     }
 
     fn delete_events(&self, seqs: &[i64]) -> StoreResult<u64> {
@@ -539,6 +644,8 @@ impl EventLog for SqliteEventLog {
             }
             tx.commit().map_err(engine)?;
         }
+        // The writer commits without fsync; an erasure is durable before it returns.
+        self.sync_wal()?;
         // The WAL still holds the deleted rows' old pages until it is checkpointed and
         // truncated; only then are the bytes gone from every file.
         self.checkpoint_truncate()?;
@@ -570,6 +677,7 @@ impl EventLog for SqliteEventLog {
             }
             tx.commit().map_err(engine)?;
         }
+        self.sync_wal()?;
         self.checkpoint_truncate()?;
         Ok(rewritten)
     }
@@ -687,6 +795,38 @@ impl SqliteEventLog {
     /// writer's next append a moment to take the reader (the restart needs an
     /// instant without readers, and a reader that reads again at once would
     /// otherwise always be first).
+    /// The highest `seq` this process's readers may see: everything when every append
+    /// is fsynced, else up to the last fsynced one. Load it after the read it limits:
+    /// an append stores `appended_seq` before its commit, so a row a read saw is
+    /// counted here.
+    fn visible_limit(&self) -> i64 {
+        let appended = self.appended_seq.load(Ordering::SeqCst);
+        let synced = self.synced_seq.load(Ordering::SeqCst);
+        if synced >= appended { i64::MAX } else { synced }
+    }
+
+    /// fsyncs the write-ahead log (reopened when SQLite replaced the file). No WAL file
+    /// means nothing is in one: SQLite removes it only after checkpointing it all.
+    fn sync_wal(&self) -> StoreResult<()> {
+        let mut handle = lock(&self.wal_file);
+        let path = wal_path(&self.path);
+        let current = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::Engine(format!("{}: {e}", path.display()))),
+        };
+        if !handle.as_ref().is_some_and(|h| h.is(&current)) {
+            *handle = Some(WalFile::open(&path)?);
+        }
+        match handle.as_ref() {
+            Some(wal) => wal
+                .file
+                .sync_data()
+                .map_err(|e| StoreError::Engine(format!("fsync {}: {e}", path.display()))),
+            None => Ok(()),
+        }
+    }
+
     fn read_connection(&self) -> MutexGuard<'_, Connection> {
         let started = std::time::Instant::now();
         while self.restart_wanted.load(Ordering::Acquire)
@@ -1299,6 +1439,36 @@ mod tests {
         });
         assert!(result.is_ok());
         payloads
+    }
+
+    #[test]
+    fn unsynced_appends_stay_hidden_from_readers_until_synced() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
+        let (log, _) = open_data_dir(dir.path())?;
+        let batch = |id: &str| AppendBatch {
+            events: vec![event(1, id, id)],
+            rejections: vec![],
+        };
+        log.append(&[batch("a")])?;
+        log.append_unsynced(&[batch("b")])?;
+        log.append_unsynced(&[batch("c")])?;
+        // Committed (a second connection would see them) but not yet fsynced.
+        assert_eq!(all_payloads(&log), vec!["a"]);
+        assert_eq!(log.last_seq()?, 1);
+        assert_eq!(log.get(&[1, 2, 3])?.len(), 1);
+        let other = SqliteEventLog::open(log.path(), DedupConfig::default())?;
+        assert_eq!(other.last_seq()?, 3);
+        log.sync()?;
+        assert_eq!(all_payloads(&log), vec!["a", "b", "c"]);
+        assert_eq!(log.last_seq()?, 3);
+        assert_eq!(log.get(&[1, 2, 3])?.len(), 3);
+        // A sync with nothing pending is a no-op; the next unsynced append hides again.
+        log.sync()?;
+        log.append_unsynced(&[batch("d")])?;
+        assert_eq!(log.last_seq()?, 3);
+        log.sync()?;
+        assert_eq!(all_payloads(&log), vec!["a", "b", "c", "d"]);
+        Ok(())
     }
 
     #[test]

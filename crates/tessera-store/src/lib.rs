@@ -142,6 +142,19 @@ pub trait EventLog: Send + Sync {
     /// Appends the batches in one durable commit; returns one outcome per batch.
     fn append(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>>;
 
+    /// Appends the batches in one commit that need not be durable yet: nothing of it
+    /// may be acknowledged before a later [`EventLog::sync`] returned. Lets a group
+    /// commit prepare the next group while this one is fsynced. Readers of this log
+    /// see the events only once they are durable.
+    fn append_unsynced(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
+        self.append(batches)
+    }
+
+    /// Makes every [`EventLog::append_unsynced`] that returned before this call durable.
+    fn sync(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Calls `visit` for each matching event in log order; returns how many matched.
     /// Reads in pages, so a long export holds no long transaction.
     fn scan(
