@@ -7,9 +7,10 @@
 //!   power loss. The ingest writer commits with `synchronous=NORMAL` and fsyncs the
 //!   WAL itself in [`EventLog::sync`], so the next group's inserts overlap this
 //!   group's fsync (see `EventLog::append_unsynced`); rows not yet fsynced are hidden
-//!   from this process's readers until they are. `secure_delete` is on, so deleted events are overwritten with zeros
-//!   in the main file, and [`SqliteEventLog::delete_events`] truncates the WAL after
-//!   deleting, so no file keeps an erased person's bytes.
+//!   from this process's readers until they are. `secure_delete` is on, so deleted
+//!   events are overwritten with zeros in the main file, and
+//!   [`SqliteEventLog::delete_events`] truncates the WAL after deleting, so no file
+//!   keeps an erased person's bytes.
 //! - `tessera.db` — sources and settings.
 //!
 //! Duplicate `messageId`s are caught by an in-memory window index ([`DedupConfig`];
