@@ -12,13 +12,11 @@
 //! escape, an exponent, a long number or deep nesting is parsed in full when it is read
 //! in, and a message whose value fails that is refused as before.
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::fmt;
 
 /// Nesting inside one value past which it is parsed in full (serde_json stops at 128).
 const DEEP_NESTING: u32 = 100;
@@ -110,25 +108,56 @@ pub struct MessageFields<'a> {
 impl<'a> MessageFields<'a> {
     /// Reads one message from its JSON text, which must be an object.
     pub fn from_json(text: &'a str) -> Result<Self, FieldsError> {
-        let RawFields(raw) = serde_json::from_str(text).map_err(FieldsError::Json)?;
-        let mut fields = MessageFields {
-            fields: Vec::with_capacity(raw.len() + 4),
+        let raw: &'a RawValue = serde_json::from_str(text).map_err(FieldsError::Json)?;
+        Self::from_raw_value(raw)
+    }
+
+    /// Reads one message from JSON text a parser has already checked (a batch's items
+    /// are, by the parse of the batch): one pass splits the object into its fields.
+    pub fn from_raw_value(raw: &'a RawValue) -> Result<Self, FieldsError> {
+        let text = raw.get();
+        let Some(split) = split_object(text) else {
+            // Not an object: serde words the error (with its position) as before.
+            return Err(FieldsError::Json(
+                serde_json::from_str::<std::collections::BTreeMap<String, de::IgnoredAny>>(text)
+                    .err()
+                    .unwrap_or_else(|| de::Error::custom("expected a JSON object")),
+            ));
         };
-        // A repeated key is looked for among those before it: linear for a message's
-        // dozen fields, through a set for an object with thousands (32 KB allows them).
-        let mut seen = (raw.len() > MANY_FIELDS).then(HashSet::new);
-        for (key, value) in raw {
-            let text = value.get();
-            let scan = scan(text);
+        let mut fields = MessageFields {
+            fields: Vec::with_capacity(split.len() + 4),
+        };
+        // A repeated key is looked for among those before it, and only when a cheap
+        // fingerprint of it was seen: most messages have none, and an object with
+        // thousands of keys (32 KB allows them) goes through a set.
+        let mut seen = (split.len() > MANY_FIELDS).then(HashSet::new);
+        let mut fingerprints = 0u64;
+        for RawField { key, value, scan } in split {
+            let key = match key {
+                RawKey::Plain(key) => Cow::Borrowed(key),
+                RawKey::Escaped(literal) => Cow::Owned(
+                    serde_json::from_str::<String>(literal).map_err(|_| FieldsError::Unparsable)?,
+                ),
+            };
             let value = if scan.needs_full_parse {
-                FieldValue::Parsed(serde_json::from_str(text).map_err(|_| FieldsError::Unparsable)?)
+                FieldValue::Parsed(
+                    serde_json::from_str(value).map_err(|_| FieldsError::Unparsable)?,
+                )
             } else {
                 FieldValue::Raw {
-                    text,
+                    text: value,
                     compact: scan.compact,
                 }
             };
-            let first_time = seen.as_mut().is_some_and(|seen| seen.insert(key.clone()));
+            let first_time = match seen.as_mut() {
+                Some(seen) => seen.insert(key.clone()),
+                None => {
+                    let bit = key_fingerprint(&key);
+                    let new = fingerprints & bit == 0;
+                    fingerprints |= bit;
+                    new
+                }
+            };
             if first_time {
                 fields.fields.push((key, value));
             } else {
@@ -179,9 +208,11 @@ impl<'a> MessageFields<'a> {
     pub fn get(&self, key: &str) -> Option<Cow<'_, Value>> {
         let at = self.position(key)?;
         Some(match &self.fields[at].1 {
-            FieldValue::Raw { text, .. } => {
-                Cow::Owned(serde_json::from_str(text).unwrap_or(Value::Null))
-            }
+            FieldValue::Raw { text, .. } => Cow::Owned(match plain_string(text) {
+                // Most read fields (ids, names, times) are strings without escapes.
+                Some(plain) => Value::String(plain.to_owned()),
+                None => serde_json::from_str(text).unwrap_or(Value::Null),
+            }),
             FieldValue::Parsed(value) => Cow::Borrowed(value),
         })
     }
@@ -257,7 +288,14 @@ impl<'a> MessageFields<'a> {
     }
 }
 
-/// What [`scan`] found in one value's text.
+/// The characters of a JSON string literal that holds no escape (so it reads as it is).
+fn plain_string(text: &str) -> Option<&str> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains(['\\', '"'])).then_some(inner)
+}
+
+/// What the split found in one value's text.
+#[derive(Debug, Clone, Copy)]
 struct Scan {
     /// No whitespace between tokens.
     compact: bool,
@@ -265,58 +303,149 @@ struct Scan {
     needs_full_parse: bool,
 }
 
-/// One pass over a valid JSON text: whitespace outside strings, and anything a syntax
-/// check passes but a full parse may refuse.
-fn scan(text: &str) -> Scan {
+/// A top-level key as it appears in the text.
+enum RawKey<'a> {
+    /// The key's characters (no escapes in it).
+    Plain(&'a str),
+    /// The whole string literal, quotes included, to be unescaped.
+    Escaped(&'a str),
+}
+
+/// One top-level field of an object's text.
+struct RawField<'a> {
+    key: RawKey<'a>,
+    value: &'a str,
+    scan: Scan,
+}
+
+/// One bit of 64 for a key (its length and last byte), so that a message whose keys all
+/// differ in it needs no search for repeats.
+fn key_fingerprint(key: &str) -> u64 {
+    let last = key.as_bytes().last().copied().unwrap_or(0);
+    1 << ((key.len() as u64 * 7 + u64::from(last)) % 64)
+}
+
+/// Splits the text of a valid JSON object into its top-level fields in one pass, noting
+/// for each value whether it has whitespace and whether it needs a full parse (see the
+/// module docs). `None` when the text is not an object. The text must be valid JSON (a
+/// parser checked it); on any other text this returns something or `None`, never panics.
+fn split_object(text: &str) -> Option<Vec<RawField<'_>>> {
     let bytes = text.as_bytes();
+    let mut i = skip_whitespace(bytes, 0);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_whitespace(bytes, i + 1);
+    let mut fields = Vec::with_capacity(16);
+    if bytes.get(i) == Some(&b'}') {
+        return Some(fields);
+    }
+    loop {
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let mut key_scan = Scan {
+            compact: true,
+            needs_full_parse: false,
+        };
+        let (key_end, escaped) = string_end(bytes, i + 1, &mut key_scan);
+        let key = if escaped {
+            RawKey::Escaped(text.get(i..key_end)?)
+        } else {
+            RawKey::Plain(text.get(i + 1..key_end.saturating_sub(1))?)
+        };
+        i = skip_whitespace(bytes, key_end);
+        if bytes.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_whitespace(bytes, i + 1);
+        let (end, scan) = scan_value(bytes, start);
+        fields.push(RawField {
+            key,
+            value: text.get(start..end)?,
+            scan,
+        });
+        i = skip_whitespace(bytes, end);
+        match bytes.get(i) {
+            Some(b',') => i = skip_whitespace(bytes, i + 1),
+            Some(b'}') => return Some(fields),
+            _ => return None,
+        }
+    }
+}
+
+fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The end (one past the closing quote) of the string whose characters start at `i`, and
+/// whether it holds an escape. Notes a surrogate escape (`\uD800`–`\uDFFF`, which must
+/// come in a valid pair) in `found`.
+fn string_end(bytes: &[u8], mut i: usize, found: &mut Scan) -> (usize, bool) {
+    let mut escaped = false;
+    loop {
+        let Some(at) = bytes
+            .get(i..)
+            .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+        else {
+            return (bytes.len(), escaped);
+        };
+        i += at;
+        if bytes[i] == b'"' {
+            return (i + 1, escaped);
+        }
+        escaped = true;
+        if bytes.get(i + 1) == Some(&b'u')
+            && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
+            && matches!(
+                bytes.get(i + 3),
+                Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+            )
+        {
+            found.needs_full_parse = true;
+        }
+        i += 2;
+    }
+}
+
+/// Scans the value starting at `i`: its end, whitespace between its tokens, and anything
+/// a syntax check passes but a full parse may refuse.
+fn scan_value(bytes: &[u8], mut i: usize) -> (usize, Scan) {
     let mut found = Scan {
         compact: true,
         needs_full_parse: false,
     };
     let mut depth = 0u32;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    if bytes[i] == b'\\' {
-                        // `\uD800`–`\uDFFF`: a surrogate, which must come in a valid pair.
-                        if bytes.get(i + 1) == Some(&b'u')
-                            && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
-                            && matches!(
-                                bytes.get(i + 3),
-                                Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
-                            )
-                        {
-                            found.needs_full_parse = true;
-                        }
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                found.compact = false;
-                i += 1;
-            }
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'"' => i = string_end(bytes, i + 1, &mut found).0,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > DEEP_NESTING {
                     found.needs_full_parse = true;
                 }
                 i += 1;
+                continue;
             }
             b']' | b'}' => {
                 depth = depth.saturating_sub(1);
                 i += 1;
             }
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                found.compact = false;
+                i += 1;
+                continue;
+            }
+            b',' | b':' => {
+                i += 1;
+                continue;
+            }
             b'-' | b'0'..=b'9' => {
                 let start = i;
-                while i < bytes.len()
-                    && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-                {
+                while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = bytes.get(i) {
                     if matches!(bytes[i], b'e' | b'E') {
                         found.needs_full_parse = true;
                     }
@@ -326,10 +455,20 @@ fn scan(text: &str) -> Scan {
                     found.needs_full_parse = true;
                 }
             }
-            _ => i += 1,
+            // true, false, null
+            _ => {
+                let start = i;
+                while bytes.get(i).is_some_and(u8::is_ascii_alphabetic) {
+                    i += 1;
+                }
+                i = i.max(start + 1);
+            }
+        }
+        if depth == 0 {
+            break;
         }
     }
-    found
+    (i.min(bytes.len()), found)
 }
 
 /// Copies a valid JSON text without the whitespace between its tokens.
@@ -350,60 +489,6 @@ fn push_compact(out: &mut Vec<u8>, text: &str) {
             in_string = b == b'"';
             out.push(b);
         }
-    }
-}
-
-/// A JSON object read as its keys and the raw text of their values, in order.
-struct RawFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for RawFields<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(RawFieldsVisitor)
-    }
-}
-
-struct RawFieldsVisitor;
-
-impl<'de> Visitor<'de> for RawFieldsVisitor {
-    type Value = RawFields<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
-        while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-            fields.push((key, value));
-        }
-        Ok(RawFields(fields))
-    }
-}
-
-/// An object key, borrowed from the text unless it holds escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Key<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string key")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Key(Cow::Borrowed(v)))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Key(Cow::Owned(v.to_owned())))
     }
 }
 
@@ -484,6 +569,70 @@ mod tests {
         let back: Value = serde_json::from_str(&text).unwrap_or_default();
         assert_eq!(back["e"], "😀");
         assert_eq!(back["n"], 1500.0);
+    }
+
+    #[test]
+    fn the_split_finds_each_field_and_what_it_needs() {
+        let text = "{ \"a\" :\t[ 1 , {\"b\":\"}\\\"{\"} ] , \"k\\u0041\":true,\"n\":-12.5,\
+                    \"e\":2E3,\"s\":\"\\uD83D\\uDE00\",\"z\":null }";
+        let fields = split_object(text).unwrap_or_default();
+        let seen: Vec<(&str, &str, bool, bool)> = fields
+            .iter()
+            .map(|f| {
+                let key = match f.key {
+                    RawKey::Plain(key) | RawKey::Escaped(key) => key,
+                };
+                (key, f.value, f.scan.compact, f.scan.needs_full_parse)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("a", "[ 1 , {\"b\":\"}\\\"{\"} ]", false, false),
+                ("\"k\\u0041\"", "true", true, false),
+                ("n", "-12.5", true, false),
+                ("e", "2E3", true, true),
+                ("s", "\"\\uD83D\\uDE00\"", true, true),
+                ("z", "null", true, false),
+            ]
+        );
+        assert_eq!(read(text).get_str("kA").as_deref(), None);
+        assert_eq!(read(text).kind("kA"), Some(JsonKind::Bool));
+        assert!(split_object("{}").is_some_and(|f| f.is_empty()));
+        assert!(split_object(" [1] ").is_none());
+    }
+
+    #[test]
+    fn the_split_never_panics_on_text_no_parser_checked() {
+        for text in [
+            "{",
+            "{\"",
+            "{\"a",
+            "{\"a\":",
+            "{\"a\":[",
+            "{\"a\":\"\\",
+            "{\"a\":1,",
+            "{\"a\":tru",
+            "{\"a\"1}",
+            "{,}",
+        ] {
+            let _ = split_object(text);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_split_is_total(text in "[{}\\[\\]\":,a-z0-9 .eE+\\\\-]{0,40}") {
+            let _ = split_object(&text);
+        }
+    }
+
+    #[test]
+    fn plain_strings_are_read_without_a_parse() {
+        let fields = read(r#"{"a":"x y","b":"q\"t","c":"\u00e9"}"#);
+        assert_eq!(fields.get_str("a").as_deref(), Some("x y"));
+        assert_eq!(fields.get_str("b").as_deref(), Some("q\"t"));
+        assert_eq!(fields.get_str("c").as_deref(), Some("é"));
     }
 
     #[test]

@@ -193,7 +193,7 @@ fn read_batch_item(raw: &RawValue) -> Result<MessageFields<'_>, Rejection> {
             message_id: None,
         });
     }
-    MessageFields::from_json(text).map_err(|e| Rejection {
+    MessageFields::from_raw_value(raw).map_err(|e| Rejection {
         code: ErrorCode::InvalidBody,
         message: match e {
             FieldsError::Json(_) => "message must be a JSON object".into(),

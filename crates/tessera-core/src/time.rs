@@ -4,7 +4,7 @@
 //! Timestamps on the wire are ISO-8601; Tessera writes them as RFC 3339 in UTC with
 //! millisecond precision (`2026-11-23T11:09:55.123Z`), as Segment does.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 /// A source of the current time.
@@ -90,7 +90,39 @@ pub fn format_millis(millis: i64) -> String {
 
 /// Formats a time as Tessera writes it: RFC 3339, UTC, milliseconds, `Z`.
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    let year = at.year();
+    if !(0..=9999).contains(&year) {
+        return at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    }
+    // Every message gets two of these; chrono's general formatter was 5 % of ingest CPU.
+    let millis = at.timestamp_subsec_millis().min(999);
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, value: u32, digits: usize| {
+        let mut value = value;
+        for slot in out[at..at + digits].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, year.unsigned_abs(), 4);
+    put(5, at.month(), 2);
+    put(8, at.day(), 2);
+    put(11, at.hour(), 2);
+    put(14, at.minute(), 2);
+    put(17, at.second().min(59), 2);
+    put(20, millis, 3);
+    for (position, separator) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[position] = separator;
+    }
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 #[cfg(test)]
@@ -131,6 +163,28 @@ mod tests {
         ] {
             assert!(parse_timestamp(text).is_none(), "{text}");
         }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_format_writes_what_chrono_writes(
+            millis in -62_167_219_200_000i64..253_402_300_800_000i64,
+        ) {
+            let at = DateTime::from_timestamp_millis(millis).unwrap_or_default();
+            proptest::prop_assert_eq!(
+                format_timestamp(at),
+                at.to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
+    }
+
+    #[test]
+    fn years_past_four_digits_still_format() {
+        let far = DateTime::from_timestamp_millis(400_000_000_000_000).unwrap_or_default();
+        assert_eq!(
+            format_timestamp(far),
+            far.to_rfc3339_opts(SecondsFormat::Millis, true)
+        );
     }
 
     #[test]
