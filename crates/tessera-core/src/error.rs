@@ -81,6 +81,9 @@ error_codes! {
     Overloaded => ("overloaded", 503),
     /// The server is shutting down; retry against another node or later.
     ShuttingDown => ("shutting_down", 503),
+    /// An fsync of the event log failed: this server stores nothing more until it is
+    /// restarted; retry against another node or after the restart.
+    EventLogFailed => ("event_log_failed", 503),
     /// The admin API needs `Authorization: Bearer <admin token>`.
     InvalidAdminToken => ("invalid_admin_token", 401),
     /// The token is valid but lacks the scope this endpoint needs (e.g. a

@@ -111,6 +111,10 @@ impl From<SubmitError> for ApiError {
                 ErrorCode::ShuttingDown,
                 "the server is shutting down: retry shortly",
             ),
+            SubmitError::LogFailed => ApiError::new(
+                ErrorCode::EventLogFailed,
+                "an fsync of the event log failed: this server stores nothing more until it is restarted; retry later",
+            ),
             SubmitError::Store(e) => ApiError::internal(e),
         }
     }

@@ -52,6 +52,9 @@ pub enum SubmitError {
     /// The server is shutting down and takes no more writes.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// An fsync of the event log failed; nothing more is stored until a restart.
+    #[error("an fsync of the event log failed; restart Tessera")]
+    LogFailed,
     /// The store failed; nothing of the batch was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -146,6 +149,9 @@ impl Committer {
 
     /// Appends a batch durably; returns once it is committed.
     pub async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, SubmitError> {
+        if self.log_failed() {
+            return Err(SubmitError::LogFailed);
+        }
         let (reply, answer) = oneshot::channel();
         match self.queue.try_send(Job::Append { batch, reply }) {
             Ok(()) => {}
@@ -154,10 +160,16 @@ impl Committer {
         }
         self.metrics.ingest_queue_depth.set(self.queue_depth());
         match answer.await {
+            Ok(Err(_)) if self.log_failed() => Err(SubmitError::LogFailed),
             Ok(result) => Ok(result?),
             // The writer stopped without answering: it was shut down mid-queue.
             Err(_) => Err(SubmitError::ShuttingDown),
         }
+    }
+
+    /// Whether an fsync of the event log failed (then nothing more is stored).
+    pub fn log_failed(&self) -> bool {
+        self.metrics.event_log_failed.get() != 0
     }
 
     fn queue_depth(&self) -> i64 {
@@ -288,7 +300,13 @@ fn run_syncer(
             .sync_seconds
             .observe(started.elapsed().as_secs_f64());
         if let Err(error) = &result {
-            tracing::error!(%error, groups = groups.len(), "event-log fsync failed");
+            // Fail-stop: the log refuses everything from now on (see `EventLog::sync`).
+            metrics.event_log_failed.set(1);
+            tracing::error!(
+                %error,
+                groups = groups.len(),
+                "event-log fsync failed: nothing more is stored; restart Tessera, which recovers the log from disk"
+            );
         }
         for group in groups.drain(..) {
             for (reply, outcome) in group.replies.into_iter().zip(group.outcomes) {
@@ -509,13 +527,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_sync_acknowledges_nothing() {
+    async fn a_failed_sync_acknowledges_nothing_and_stops_ingest() {
         let log = Arc::new(RecordingLog {
             fail_sync: true,
             ..RecordingLog::default()
         });
-        let (answer, steps) = append_once(log).await;
-        assert!(matches!(answer, Err(SubmitError::Store(_))), "{answer:?}");
-        assert_eq!(steps, ["commit 1", "sync start", "sync end"]);
+        let (committer, threads) = Committer::start(
+            Arc::clone(&log) as Arc<dyn EventLog>,
+            Arc::new(Metrics::new()),
+            CommitterConfig::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let answer = committer.append(one_event()).await;
+        assert!(matches!(answer, Err(SubmitError::LogFailed)), "{answer:?}");
+        assert!(committer.log_failed());
+        // Fail-stop: the next append is refused without reaching the log.
+        let again = committer.append(one_event()).await;
+        assert!(matches!(again, Err(SubmitError::LogFailed)), "{again:?}");
+        assert_eq!(log.steps(), ["commit 1", "sync start", "sync end"]);
+        tokio::task::spawn_blocking(move || threads.shutdown())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }

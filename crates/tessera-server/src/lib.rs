@@ -25,7 +25,7 @@ use crate::sources::SourceResolver;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
 use tessera_audience::engine::AudienceEngine;
@@ -87,8 +87,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// `ok`, or 503 once the event log failed an fsync (a supervisor should restart us).
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.committer.log_failed() {
+        let body = serde_json::json!({
+            "status": "failed",
+            "code": ErrorCode::EventLogFailed.as_str(),
+            "message": "an fsync of the event log failed: restart Tessera, which recovers the log from disk",
+        });
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(body),
+        )
+            .into_response();
+    }
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub last_commit_unix_ms: std::sync::atomic::AtomicI64,
     /// Bytes the event log occupies on disk.
     pub event_log_bytes: Gauge,
+    /// 1 once an fsync of the event log failed: ingest stops until a restart.
+    pub event_log_failed: Gauge,
     /// Events in the log the processor has not applied yet.
     pub processor_lag: Gauge,
     /// Events the processor applied to profiles.
@@ -220,6 +222,12 @@ impl Metrics {
             "Share of recent time the event-log writer spent committing (100 = saturated)",
             ingest_writer_busy_percent.clone(),
         );
+        let event_log_failed = Gauge::default();
+        registry.register(
+            "event_log_failed",
+            "1 once an fsync of the event log failed: nothing more is stored until Tessera is restarted",
+            event_log_failed.clone(),
+        );
         let event_log_bytes = Gauge::default();
         registry.register(
             "event_log_bytes",
@@ -319,6 +327,7 @@ impl Metrics {
             ingest_writer_busy_percent,
             last_commit_unix_ms: std::sync::atomic::AtomicI64::new(0),
             event_log_bytes,
+            event_log_failed,
         }
     }
 

@@ -341,6 +341,12 @@ pub struct SqliteEventLog {
     synced_commits: AtomicU64,
     /// WAL size past which the WAL is restarted (see `checkpoint`).
     wal_budget_bytes: i64,
+    /// An fsync of the WAL failed: nothing is appended or acknowledged any more (see
+    /// `sync_wal`).
+    sync_failed: AtomicBool,
+    /// Tests: the next WAL fsync fails as a disk error would make it.
+    #[cfg(test)]
+    fail_next_sync: AtomicBool,
 }
 
 impl SqliteEventLog {
@@ -406,6 +412,9 @@ impl SqliteEventLog {
             commits: AtomicU64::new(0),
             synced_commits: AtomicU64::new(0),
             wal_budget_bytes: WAL_BUDGET_BYTES,
+            sync_failed: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_sync: AtomicBool::new(false),
         })
     }
 
@@ -486,6 +495,7 @@ impl EventLog for SqliteEventLog {
     }
 
     fn append_unsynced(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
+        self.refuse_after_failed_sync()?;
         let mut dedup = lock(&self.dedup);
         let mut conn = lock(&self.writer);
         let _restarting = self.restart_wal_before_append(&conn);
@@ -866,7 +876,36 @@ impl SqliteEventLog {
 
     /// fsyncs the write-ahead log (reopened when SQLite replaced the file). No WAL file
     /// means nothing is in one: SQLite removes it only after checkpointing it all.
+    /// Fsyncs the WAL. A failed fsync is final for this process (fail-stop, as
+    /// PostgreSQL does since 2018): Linux may drop the dirty pages of a failed write
+    /// and report the error once, so a later fsync that succeeds would vouch for data
+    /// that never reached the disk. From then on nothing is appended, synced or made
+    /// visible; a restart recovers the log from what the disk holds.
     fn sync_wal(&self) -> StoreResult<()> {
+        self.refuse_after_failed_sync()?;
+        let result = self.fsync_wal_file();
+        if result.is_err() {
+            self.sync_failed.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn refuse_after_failed_sync(&self) -> StoreResult<()> {
+        if self.sync_failed.load(Ordering::SeqCst) {
+            return Err(StoreError::Engine(
+                "an fsync of the event log failed earlier; nothing more is stored until Tessera is restarted (it then recovers the log from disk)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn fsync_wal_file(&self) -> StoreResult<()> {
+        #[cfg(test)]
+        if self.fail_next_sync.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Engine(
+                "fsync: Input/output error (injected)".into(),
+            ));
+        }
         let mut handle = lock(&self.wal_file);
         let path = wal_path(&self.path);
         let current = match std::fs::metadata(&path) {
@@ -1527,6 +1566,32 @@ mod tests {
         assert_eq!(log.last_seq()?, 3);
         log.sync()?;
         assert_eq!(all_payloads(&log), vec!["a", "b", "c", "d"]);
+        Ok(())
+    }
+
+    #[test]
+    fn after_a_failed_fsync_nothing_is_appended_synced_or_shown() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
+        let (log, _) = open_data_dir(dir.path())?;
+        let batch = |id: &str| AppendBatch {
+            events: vec![event(1, id, id)],
+            rejections: vec![],
+        };
+        log.append(&[batch("a")])?;
+        log.append_unsynced(&[batch("b")])?;
+        log.fail_next_sync.store(true, Ordering::SeqCst);
+        assert!(log.sync().is_err());
+        // The next fsync would pass, but it could vouch for pages the failed one lost.
+        assert!(log.sync().is_err());
+        assert!(log.append(&[batch("c")]).is_err());
+        assert!(log.append_unsynced(&[batch("c")]).is_err());
+        assert_eq!(all_payloads(&log), vec!["a"]);
+        assert_eq!(log.last_seq()?, 1);
+        drop(log);
+        // A restart recovers what the disk holds (here all of it: the error was injected).
+        let (log, _) = open_data_dir(dir.path())?;
+        assert_eq!(all_payloads(&log), vec!["a", "b"]);
+        log.append(&[batch("c")])?;
         Ok(())
     }
 
