@@ -606,8 +606,8 @@ impl EventLog for SqliteEventLog {
             if page_rows == 0 {
                 return Ok(matched);
             }
-            let page: Vec<StoredEvent> = {
-                let conn = self.read_connection();
+            // Rows committed but not yet fsynced are cut off by the limit.
+            let (page, limit) = self.read_with_limit(|conn| {
                 let mut statement = conn
                     .prepare_cached(
                         "SELECT seq, source_key, received_at_ms, payload FROM events
@@ -635,12 +635,10 @@ impl EventLog for SqliteEventLog {
                         },
                     )
                     .map_err(engine)?;
-                rows.collect::<Result<_, _>>().map_err(engine)?
-            };
+                rows.collect::<Result<Vec<StoredEvent>, _>>()
+                    .map_err(engine)
+            })?;
             let full_page = page.len() as i64 == page_rows;
-            // Read after the rows: a row committed before them but not yet fsynced
-            // shows in the limit (see `visible_limit`), and it and the rest wait.
-            let limit = self.visible_limit();
             let read = page.len();
             let page: Vec<StoredEvent> = page.into_iter().filter(|e| e.seq <= limit).collect();
             let full_page = full_page && page.len() == read;
@@ -659,43 +657,44 @@ impl EventLog for SqliteEventLog {
     }
 
     fn get(&self, seqs: &[i64]) -> StoreResult<Vec<StoredEvent>> {
-        let conn = self.read_connection();
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT seq, source_key, received_at_ms, payload FROM events WHERE seq = ?1",
-            )
-            .map_err(engine)?;
         let mut sorted = seqs.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        let mut events = Vec::with_capacity(sorted.len());
-        for seq in sorted {
-            let event = statement
-                .query_row([seq], |row| {
-                    Ok(StoredEvent {
-                        seq: row.get(0)?,
-                        source_key: row.get(1)?,
-                        received_at_ms: row.get(2)?,
-                        payload: row.get(3)?,
-                    })
-                })
-                .optional()
+        let (mut events, limit) = self.read_with_limit(|conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT seq, source_key, received_at_ms, payload FROM events WHERE seq = ?1",
+                )
                 .map_err(engine)?;
-            events.extend(event);
-        }
-        let limit = self.visible_limit();
+            let mut events = Vec::with_capacity(sorted.len());
+            for seq in &sorted {
+                let event = statement
+                    .query_row([seq], |row| {
+                        Ok(StoredEvent {
+                            seq: row.get(0)?,
+                            source_key: row.get(1)?,
+                            received_at_ms: row.get(2)?,
+                            payload: row.get(3)?,
+                        })
+                    })
+                    .optional()
+                    .map_err(engine)?;
+                events.extend(event);
+            }
+            Ok(events)
+        })?;
         events.retain(|e| e.seq <= limit);
         Ok(events)
     }
 
     fn last_seq(&self) -> StoreResult<i64> {
-        let conn = self.read_connection();
-        let last: i64 = conn
-            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
-                row.get(0)
+        let (last, limit) = self.read_with_limit(|conn| {
+            conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
+                row.get::<_, i64>(0)
             })
-            .map_err(engine)?;
-        Ok(last.min(self.visible_limit()))
+            .map_err(engine)
+        })?;
+        Ok(last.min(limit))
     }
 
     fn delete_events(&self, seqs: &[i64]) -> StoreResult<u64> {
@@ -860,10 +859,22 @@ fn passive_checkpoint(conn: &Connection) -> StoreResult<(i64, i64)> {
 }
 
 impl SqliteEventLog {
-    /// The reader connection. While a WAL restart is wanted, a read first gives the
-    /// writer's next append a moment to take the reader (the restart needs an
-    /// instant without readers, and a reader that reads again at once would
-    /// otherwise always be first).
+    /// Runs `read` on the reader connection and answers what it read with the highest
+    /// `seq` this process may show of it (`visible_limit`, loaded after the read, which
+    /// is the order that makes it cover every row the read saw). Every read of events
+    /// that are shown or acted on (`scan`, `get`, `last_seq`) goes through here; only
+    /// erasure's search (`find_containing`) sees unsynced rows too, to erase them.
+    fn read_with_limit<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> StoreResult<T>,
+    ) -> StoreResult<(T, i64)> {
+        let result = {
+            let conn = self.read_connection();
+            read(&conn)?
+        };
+        Ok((result, self.visible_limit()))
+    }
+
     /// The highest `seq` this process's readers may see: everything when every append
     /// is fsynced, else up to the last fsynced one. Load it after the read it limits:
     /// an append stores `appended_seq` before its commit, so a row a read saw is
@@ -874,8 +885,6 @@ impl SqliteEventLog {
         if synced >= appended { i64::MAX } else { synced }
     }
 
-    /// fsyncs the write-ahead log (reopened when SQLite replaced the file). No WAL file
-    /// means nothing is in one: SQLite removes it only after checkpointing it all.
     /// Fsyncs the WAL. A failed fsync is final for this process (fail-stop, as
     /// PostgreSQL does since 2018): Linux may drop the dirty pages of a failed write
     /// and report the error once, so a later fsync that succeeds would vouch for data
@@ -899,6 +908,8 @@ impl SqliteEventLog {
         Ok(())
     }
 
+    /// fsyncs the write-ahead log (reopened when SQLite replaced the file). No WAL file
+    /// means nothing is in one: SQLite removes it only after checkpointing it all.
     fn fsync_wal_file(&self) -> StoreResult<()> {
         #[cfg(test)]
         if self.fail_next_sync.swap(false, Ordering::SeqCst) {
@@ -925,6 +936,10 @@ impl SqliteEventLog {
         }
     }
 
+    /// The reader connection. While a WAL restart is wanted, a read first gives the
+    /// writer's next append a moment to take the reader (the restart needs an
+    /// instant without readers, and a reader that reads again at once would
+    /// otherwise always be first).
     fn read_connection(&self) -> MutexGuard<'_, Connection> {
         let started = std::time::Instant::now();
         while self.restart_wanted.load(Ordering::Acquire)
