@@ -498,21 +498,29 @@ mod tests {
         }
     }
 
-    async fn append_once(
-        log: Arc<RecordingLog>,
-    ) -> (Result<AppendOutcome, SubmitError>, Vec<String>) {
-        let (committer, threads) = Committer::start(
-            Arc::clone(&log) as Arc<dyn EventLog>,
+    fn start(log: &Arc<RecordingLog>) -> (Committer, CommitterThreads) {
+        Committer::start(
+            Arc::clone(log) as Arc<dyn EventLog>,
             Arc::new(Metrics::new()),
             CommitterConfig::default(),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let answer = committer.append(one_event()).await;
-        // What had happened when the answer came.
-        let steps = log.steps();
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn stop(threads: CommitterThreads) {
         tokio::task::spawn_blocking(move || threads.shutdown())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    async fn append_once(
+        log: Arc<RecordingLog>,
+    ) -> (Result<AppendOutcome, SubmitError>, Vec<String>) {
+        let (committer, threads) = start(&log);
+        let answer = committer.append(one_event()).await;
+        // What had happened when the answer came.
+        let steps = log.steps();
+        stop(threads).await;
         (answer, steps)
     }
 
@@ -532,12 +540,7 @@ mod tests {
             fail_sync: true,
             ..RecordingLog::default()
         });
-        let (committer, threads) = Committer::start(
-            Arc::clone(&log) as Arc<dyn EventLog>,
-            Arc::new(Metrics::new()),
-            CommitterConfig::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let (committer, threads) = start(&log);
         let answer = committer.append(one_event()).await;
         assert!(matches!(answer, Err(SubmitError::LogFailed)), "{answer:?}");
         assert!(committer.log_failed());
@@ -545,8 +548,6 @@ mod tests {
         let again = committer.append(one_event()).await;
         assert!(matches!(again, Err(SubmitError::LogFailed)), "{again:?}");
         assert_eq!(log.steps(), ["commit 1", "sync start", "sync end"]);
-        tokio::task::spawn_blocking(move || threads.shutdown())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        stop(threads).await;
     }
 }

@@ -1544,6 +1544,14 @@ mod tests {
         }
     }
 
+    /// A batch of one event of source 1 whose messageId and payload are `id`.
+    fn single(id: &str) -> AppendBatch {
+        AppendBatch {
+            events: vec![event(1, id, id)],
+            rejections: vec![],
+        }
+    }
+
     fn all_payloads(log: &SqliteEventLog) -> Vec<String> {
         let mut payloads = Vec::new();
         let result = log.scan(&EventFilter::default(), &mut |e| {
@@ -1558,13 +1566,9 @@ mod tests {
     fn unsynced_appends_stay_hidden_from_readers_until_synced() -> StoreResult<()> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
         let (log, _) = open_data_dir(dir.path())?;
-        let batch = |id: &str| AppendBatch {
-            events: vec![event(1, id, id)],
-            rejections: vec![],
-        };
-        log.append(&[batch("a")])?;
-        log.append_unsynced(&[batch("b")])?;
-        log.append_unsynced(&[batch("c")])?;
+        log.append(&[single("a")])?;
+        log.append_unsynced(&[single("b")])?;
+        log.append_unsynced(&[single("c")])?;
         // Committed (a second connection would see them) but not yet fsynced.
         assert_eq!(all_payloads(&log), vec!["a"]);
         assert_eq!(log.last_seq()?, 1);
@@ -1577,7 +1581,7 @@ mod tests {
         assert_eq!(log.get(&[1, 2, 3])?.len(), 3);
         // A sync with nothing pending is a no-op; the next unsynced append hides again.
         log.sync()?;
-        log.append_unsynced(&[batch("d")])?;
+        log.append_unsynced(&[single("d")])?;
         assert_eq!(log.last_seq()?, 3);
         log.sync()?;
         assert_eq!(all_payloads(&log), vec!["a", "b", "c", "d"]);
@@ -1588,25 +1592,21 @@ mod tests {
     fn after_a_failed_fsync_nothing_is_appended_synced_or_shown() -> StoreResult<()> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
         let (log, _) = open_data_dir(dir.path())?;
-        let batch = |id: &str| AppendBatch {
-            events: vec![event(1, id, id)],
-            rejections: vec![],
-        };
-        log.append(&[batch("a")])?;
-        log.append_unsynced(&[batch("b")])?;
+        log.append(&[single("a")])?;
+        log.append_unsynced(&[single("b")])?;
         log.fail_next_sync.store(true, Ordering::SeqCst);
         assert!(log.sync().is_err());
         // The next fsync would pass, but it could vouch for pages the failed one lost.
         assert!(log.sync().is_err());
-        assert!(log.append(&[batch("c")]).is_err());
-        assert!(log.append_unsynced(&[batch("c")]).is_err());
+        assert!(log.append(&[single("c")]).is_err());
+        assert!(log.append_unsynced(&[single("c")]).is_err());
         assert_eq!(all_payloads(&log), vec!["a"]);
         assert_eq!(log.last_seq()?, 1);
         drop(log);
         // A restart recovers what the disk holds (here all of it: the error was injected).
         let (log, _) = open_data_dir(dir.path())?;
         assert_eq!(all_payloads(&log), vec!["a", "b"]);
-        log.append(&[batch("c")])?;
+        log.append(&[single("c")])?;
         Ok(())
     }
 
