@@ -314,6 +314,44 @@ impl WalFile {
     }
 }
 
+/// Starts writeback of the pages checkpoints copy into the main file, round by round.
+///
+/// A PASSIVE checkpoint that does not reach the WAL's end copies pages without an
+/// fsync; the round that does reach it fsyncs the main file, which then flushes
+/// everything the rounds before it copied (measured: 60-130 MB in one `fdatasync` of
+/// 50-150 ms, and every WAL fsync queued behind it). Asking the kernel to start
+/// writing what each round appended spreads those bytes over the rounds.
+struct EarlyWriteback {
+    file: std::fs::File,
+    /// The main file's size at the last call: what lies past it is new.
+    started_to: u64,
+}
+
+impl EarlyWriteback {
+    fn open(path: &Path) -> StoreResult<Self> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| StoreError::Engine(format!("{}: {e}", path.display())))?;
+        let started_to = file.metadata().map_or(0, |m| m.len());
+        Ok(Self { file, started_to })
+    }
+
+    /// Starts writeback of what was appended to the main file since the last call.
+    /// `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages without
+    /// waiting for it (pages still dirty or being written stay cached). Best effort:
+    /// the checkpoint's fsync makes the copy durable either way.
+    fn start(&mut self) {
+        let Ok(size) = self.file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        let from = self.started_to.min(size);
+        if size > from {
+            let length = std::num::NonZeroU64::new(size - from);
+            let _ = rustix::fs::fadvise(&self.file, from, length, rustix::fs::Advice::DontNeed);
+        }
+        self.started_to = size;
+    }
+}
+
 /// The event log in `events.db`.
 pub struct SqliteEventLog {
     path: PathBuf,
@@ -347,6 +385,8 @@ pub struct SqliteEventLog {
     /// Tests: the next WAL fsync fails as a disk error would make it.
     #[cfg(test)]
     fail_next_sync: AtomicBool,
+    /// Starts the kernel's writeback of what checkpoints copy into `events.db`.
+    writeback: Mutex<EarlyWriteback>,
 }
 
 impl SqliteEventLog {
@@ -415,6 +455,7 @@ impl SqliteEventLog {
             sync_failed: AtomicBool::new(false),
             #[cfg(test)]
             fail_next_sync: AtomicBool::new(false),
+            writeback: Mutex::new(EarlyWriteback::open(path)?),
         })
     }
 
@@ -830,6 +871,7 @@ impl EventLog for SqliteEventLog {
         let mut held_back = 0;
         for _ in 0..rounds {
             let (wal_frames, backfilled) = passive_checkpoint(&conn)?;
+            lock(&self.writeback).start();
             if wal_frames.saturating_mul(EVENTS_PAGE_SIZE) <= self.wal_budget_bytes {
                 return Ok(());
             }
@@ -1884,6 +1926,37 @@ mod tests {
             "an append waited {slowest:?}"
         );
         assert_eq!(log.last_seq()?, 1_200);
+        Ok(())
+    }
+
+    #[test]
+    fn each_checkpoint_round_starts_writeback_of_what_it_appended() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
+        let path = dir.path().join("events.db");
+        let log = SqliteEventLog::open(&path, DedupConfig::default())?;
+        let file_size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        let before = file_size();
+        assert_eq!(lock(&log.writeback).started_to, before);
+        let payload = "x".repeat(1_000);
+        let events: Vec<EventRecord> = (0..2_000)
+            .map(|i| event(1, &format!("m{i}"), &payload))
+            .collect();
+        log.append(&[AppendBatch {
+            events,
+            rejections: Vec::new(),
+        }])?;
+        log.checkpoint()?;
+        // The round copied ~2 MB into the main file; writeback was started up to its end.
+        let after = file_size();
+        assert!(
+            after > before + 1_000_000,
+            "main file grew from {before} to {after}"
+        );
+        assert_eq!(lock(&log.writeback).started_to, after);
+        // A main file that shrank (a truncating checkpoint) is followed down.
+        lock(&log.writeback).started_to = after * 2;
+        lock(&log.writeback).start();
+        assert_eq!(lock(&log.writeback).started_to, after);
         Ok(())
     }
 
