@@ -13,7 +13,8 @@
 # Settings (environment): CONNECTIONS=32 DURATION=20s WARMUP=3s BATCH=100 COMMIT_EVERY=auto
 # LOAD_THREADS=1 (load generator runtime threads) SEQUENTIAL_IDS=0 (1: increasing messageIds
 # instead of random-looking ones) BENCH_TMP=${TMPDIR:-/tmp} (data dirs live here)
-# RESULTS=bench/results/<utc timestamp> KEEP_DATA=0 SKIP_BUILD=0.
+# RESULTS=bench/results/<utc timestamp> KEEP_DATA=0 SKIP_BUILD=0 SETTLE=15 (seconds the disk is
+# left to settle before measuring, after the files of an earlier run were deleted).
 # Results (JSON reports, server log, metrics, CPU snapshots) are written to $RESULTS.
 set -euo pipefail
 
@@ -35,6 +36,7 @@ BENCH_TMP="${BENCH_TMP:-${TMPDIR:-/tmp}}"
 RESULTS="${RESULTS:-$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 KEEP_DATA="${KEEP_DATA:-0}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
+SETTLE="${SETTLE:-15}"
 ID_FLAG=()
 [[ "${SEQUENTIAL_IDS:-0}" == 1 ]] && ID_FLAG=(--sequential-ids)
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -76,6 +78,12 @@ BENCH="$BIN/tessera-bench"
 # does not share the disk with the measured commits (the two runs that started right after a
 # release build had p99 55-66 ms, the six after them 32-46 ms).
 sync
+# Deleting the gigabytes an earlier run left (this one's own files go at its end) makes the
+# root filesystem (mounted with `discard`) hand their blocks back to the host, which keeps the
+# virtual disk slow for several seconds after `rm` and `sync` have returned: measured
+# 2026-12-03, a 3 GB file deleted 3 s before a run gave that run one WAL fsync stall of
+# 370-460 ms (p99.9 370-450 ms); deleted 10 s before, none (p99.9 65 ms). So wait it out.
+sleep "$SETTLE"
 # The machine should be idle: sample /proc/stat over 3 s (a load average would still show the
 # build that just finished).
 read -r -a CPU_A < <(head -1 /proc/stat)
