@@ -130,10 +130,6 @@ pub fn run(args: &ProcessorArgs) -> Result<serde_json::Value> {
             pending.push(EventRecord {
                 source_key: source.key,
                 message_id,
-                message_type: "track",
-                user_id: message["userId"].as_str().map(String::from),
-                anonymous_id: message["anonymousId"].as_str().map(String::from),
-                timestamp_ms: ts,
                 received_at_ms: ts,
                 payload: message.to_string(),
             });

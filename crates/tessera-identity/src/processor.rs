@@ -693,11 +693,8 @@ impl Processor {
                     continue;
                 };
                 if redact_identifiers(&rules.rules, &mut message, &identifiers) {
-                    let text = |key: &str| message.get(key).and_then(scalar_text);
                     rewritten.push(RewrittenEvent {
                         seq: event.seq,
-                        user_id: text("userId"),
-                        anonymous_id: text("anonymousId"),
                         payload: Value::Object(message.clone()).to_string(),
                     });
                 }

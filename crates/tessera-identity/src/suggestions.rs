@@ -257,10 +257,6 @@ pub fn merge_message(
     Ok(EventRecord {
         source_key,
         message_id,
-        message_type: "identify",
-        user_id: None,
-        anonymous_id: None,
-        timestamp_ms: now_ms,
         received_at_ms: now_ms,
         payload: payload.to_string(),
     })

@@ -77,10 +77,6 @@ impl World {
             source_key: self.sources[source],
             payload: normalized.payload,
             message_id: normalized.message_id,
-            message_type: normalized.message_type.as_str(),
-            user_id: normalized.user_id,
-            anonymous_id: normalized.anonymous_id,
-            timestamp_ms: normalized.timestamp.timestamp_millis(),
             received_at_ms: normalized.received_at.timestamp_millis(),
         };
         self.log

@@ -487,10 +487,6 @@ mod tests {
             events: vec![EventRecord {
                 source_key: 1,
                 message_id: "m".into(),
-                message_type: "track",
-                user_id: Some("u".into()),
-                anonymous_id: None,
-                timestamp_ms: 1,
                 received_at_ms: 1,
                 payload: "{}".into(),
             }],

@@ -227,23 +227,16 @@ async fn consent(
             "library": {"name": "tessera-privacy-api"},
         },
     });
-    let (user_id, anonymous_id) = match identifier.id_type.as_str() {
-        "user_id" => (Some(identifier.value.clone()), None),
-        "anonymous_id" => (None, Some(identifier.value.clone())),
+    match identifier.id_type.as_str() {
+        "user_id" => message["userId"] = json!(identifier.value),
+        "anonymous_id" => message["anonymousId"] = json!(identifier.value),
+        // Like an applied merge: no user or anonymous id, nothing new to link.
         _ => {
             message["context"]["externalIds"] = json!([{
                 "id": identifier.value, "type": identifier.id_type,
                 "collection": "users", "encoding": "none",
             }]);
-            // Like an applied merge: no user or anonymous id, nothing new to link.
-            (None, None)
         }
-    };
-    if let Some(user_id) = &user_id {
-        message["userId"] = json!(user_id);
-    }
-    if let Some(anonymous_id) = &anonymous_id {
-        message["anonymousId"] = json!(anonymous_id);
     }
     let message_id = message["messageId"]
         .as_str()
@@ -263,10 +256,6 @@ async fn consent(
             events: vec![EventRecord {
                 source_key: INTERNAL_SOURCE_KEY,
                 message_id: message_id.clone(),
-                message_type: "track",
-                user_id,
-                anonymous_id,
-                timestamp_ms: timestamp.timestamp_millis(),
                 received_at_ms: received.timestamp_millis(),
                 payload,
             }],

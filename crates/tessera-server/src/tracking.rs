@@ -212,10 +212,6 @@ async fn ingest_request(
         batch.events.push(EventRecord {
             source_key: source.key,
             message_id: message.message_id,
-            message_type: message.message_type.as_str(),
-            user_id: message.user_id,
-            anonymous_id: message.anonymous_id,
-            timestamp_ms: message.timestamp.timestamp_millis(),
             received_at_ms,
             payload: message.payload,
         });

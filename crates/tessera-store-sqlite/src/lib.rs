@@ -16,8 +16,11 @@
 //! Duplicate `messageId`s are caught by an in-memory window index ([`DedupConfig`];
 //! see the `dedup` module for why), so the log itself is append-only.
 //!
-//! `seq` is an `AUTOINCREMENT` rowid: SQLite then never reuses a value, even when the
-//! newest events are deleted, so consumers' checkpoints stay valid. See
+//! `seq` is the rowid, handed out by the writer above a high-water mark that erasure
+//! keeps when it deletes the newest events (`log_state`), so a value is never reused
+//! and consumers' checkpoints stay valid. (The first schema used `AUTOINCREMENT`,
+//! which rewrites a 64 KB `sqlite_sequence` page in every commit; such files are
+//! upgraded when opened.) See
 //! `docs/decisions/0001-embedded-store.md` for why SQLite, with the measurements.
 
 mod activation;
@@ -407,16 +410,18 @@ impl SqliteEventLog {
                  PRAGMA wal_autocheckpoint = 0;
                  PRAGMA journal_size_limit = 134217728;
                  CREATE TABLE IF NOT EXISTS events (
-                     seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+                     seq            INTEGER PRIMARY KEY,
                      source_key     INTEGER NOT NULL,
                      message_id     TEXT    NOT NULL,
-                     type           TEXT    NOT NULL,
-                     user_id        TEXT,
-                     anonymous_id   TEXT,
-                     timestamp_ms   INTEGER NOT NULL,
                      received_at_ms INTEGER NOT NULL,
                      appended_at_ms INTEGER NOT NULL,
                      payload        TEXT    NOT NULL
+                 );
+                 -- `seq_high_water`: the highest seq ever appended, kept when erasure
+                 -- deletes the newest events so that no seq is handed out twice.
+                 CREATE TABLE IF NOT EXISTS log_state (
+                     name  TEXT    PRIMARY KEY,
+                     value INTEGER NOT NULL
                  );
                  CREATE TABLE IF NOT EXISTS rejections (
                      id             INTEGER PRIMARY KEY,
@@ -429,6 +434,7 @@ impl SqliteEventLog {
                  );",
             )
             .map_err(engine)?;
+        migrate_events_table(&writer)?;
         let mut index = DedupIndex::new(dedup);
         load_dedup_window(&writer, &mut index)?;
         // What is in the file at open is as durable as it will get: visible from the start.
@@ -465,34 +471,53 @@ impl SqliteEventLog {
     }
 }
 
-/// Events inserted by one statement (9 values each: far below SQLite's limit of 32,766).
+/// Events inserted by one statement (5 values each: far below SQLite's limit of 32,766).
 const ROWS_PER_INSERT: usize = 32;
-/// Values bound per event row.
-const EVENT_COLUMNS: usize = 9;
+/// Values bound per event row (`seq` is left to SQLite, see [`insert_events_sql`]).
+const EVENT_COLUMNS: usize = 5;
 
-/// `INSERT INTO events ... VALUES (...), (...)` for `rows` rows (built once per size).
+/// How the rows of an insert statement get their `seq`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SeqFrom {
+    /// SQLite's next rowid: one above the newest event.
+    Rowid,
+    /// Bound as the first value (after erasure deleted the newest events, see
+    /// [`append_unsynced`](EventLog::append_unsynced)).
+    Bound,
+}
+
+/// `INSERT INTO events ... VALUES (...), (...)` for `rows` rows (built once per kind).
 ///
 /// `OR ROLLBACK`: a failing row rolls back the whole transaction (the append fails
 /// as a whole anyway). With the default `ABORT`, SQLite must be able to undo just the
 /// failed statement, so a statement of many rows keeps a statement journal: a copy of
 /// every 64 KB page it touches, in a temporary file (measured: 3 times the WAL's bytes).
-fn insert_events_sql(rows: usize) -> &'static str {
+/// Binding `seq` does that too (measured: 3.3 KB per event), so the usual statements
+/// leave it to SQLite.
+fn insert_events_sql(rows: usize, seq: SeqFrom) -> &'static str {
     static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static ONE_WITH_SEQ: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static CHUNK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let build = || {
-        let row = format!("({})", ["?"; EVENT_COLUMNS].join(", "));
+        let (seq_column, seq_value) = match seq {
+            SeqFrom::Rowid => ("", ""),
+            SeqFrom::Bound => ("seq, ", "?, "),
+        };
+        let row = format!("({seq_value}{})", ["?"; EVENT_COLUMNS].join(", "));
         format!(
-            "INSERT OR ROLLBACK INTO events (source_key, message_id, type, user_id, anonymous_id,
-                                 timestamp_ms, received_at_ms, appended_at_ms, payload)
+            "INSERT OR ROLLBACK INTO events ({seq_column}source_key, message_id, received_at_ms,
+                                             appended_at_ms, payload)
              VALUES {}",
             vec![row; rows].join(", ")
         )
     };
-    if rows == 1 {
-        ONE.get_or_init(build)
-    } else {
-        debug_assert_eq!(rows, ROWS_PER_INSERT);
-        CHUNK.get_or_init(build)
+    match (rows, seq) {
+        (1, SeqFrom::Rowid) => ONE.get_or_init(build),
+        (1, SeqFrom::Bound) => ONE_WITH_SEQ.get_or_init(build),
+        _ => {
+            debug_assert_eq!((rows, seq == SeqFrom::Rowid), (ROWS_PER_INSERT, true));
+            CHUNK.get_or_init(build)
+        }
     }
 }
 
@@ -505,14 +530,83 @@ fn push_event_values<'a>(
     values.extend_from_slice(&[
         &event.source_key,
         &event.message_id,
-        &event.message_type,
-        &event.user_id,
-        &event.anonymous_id,
-        &event.timestamp_ms,
         &event.received_at_ms,
         appended_at_ms,
         &event.payload,
     ]);
+}
+
+/// The newest event's seq, and the highest seq ever handed out: higher when erasure
+/// deleted the newest events (it keeps the mark in `log_state`). Read inside the
+/// append's transaction, so another process appending is accounted for.
+fn newest_and_high_water(conn: &Connection) -> StoreResult<(i64, i64)> {
+    conn.prepare_cached(
+        "SELECT coalesce((SELECT max(seq) FROM events), 0),
+                coalesce((SELECT value FROM log_state WHERE name = 'seq_high_water'), 0)",
+    )
+    .and_then(|mut statement| statement.query_row([], |row| Ok((row.get(0)?, row.get(1)?))))
+    .map_err(engine)
+}
+
+/// Upgrades an `events` table of the first schema (an `AUTOINCREMENT` seq, and
+/// `type`, `user_id`, `anonymous_id`, `timestamp_ms` columns that nothing read) to the
+/// current one: the rows are copied in one transaction, and the last seq handed out
+/// (`sqlite_sequence`) becomes the high-water mark, so no seq is reused.
+fn migrate_events_table(conn: &Connection) -> StoreResult<()> {
+    let first_schema = |conn: &Connection| -> StoreResult<bool> {
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(engine)?;
+        Ok(sql.contains("AUTOINCREMENT"))
+    };
+    if !first_schema(conn)? {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(engine)?;
+    // Another process may have upgraded the file while this one waited for the lock.
+    let result = first_schema(conn).and_then(|needed| {
+        if !needed {
+            return Ok(0);
+        }
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+            .map_err(engine)?;
+        tracing::info!(
+            rows,
+            "upgrading the event log's table (once; the rows are copied)"
+        );
+        conn.execute_batch(
+            "CREATE TABLE events_upgraded (
+                 seq            INTEGER PRIMARY KEY,
+                 source_key     INTEGER NOT NULL,
+                 message_id     TEXT    NOT NULL,
+                 received_at_ms INTEGER NOT NULL,
+                 appended_at_ms INTEGER NOT NULL,
+                 payload        TEXT    NOT NULL
+             );
+             INSERT INTO events_upgraded
+                 SELECT seq, source_key, message_id, received_at_ms, appended_at_ms, payload
+                 FROM events ORDER BY seq;
+             INSERT INTO log_state (name, value)
+                 SELECT 'seq_high_water', seq FROM sqlite_sequence WHERE name = 'events'
+                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value);
+             DROP TABLE events;
+             ALTER TABLE events_upgraded RENAME TO events;",
+        )
+        .map_err(engine)?;
+        Ok(rows)
+    });
+    match result {
+        Ok(_) => conn.execute_batch("COMMIT").map_err(engine),
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
 }
 
 impl EventLog for SqliteEventLog {
@@ -566,15 +660,33 @@ impl EventLog for SqliteEventLog {
             }
             outcomes.push(outcome);
         }
+        let mut last_inserted = 0;
         {
-            // Many rows per statement: a statement's fixed cost (its run, the
-            // AUTOINCREMENT bookkeeping) is paid once per chunk, not once per event.
-            let mut insert_chunk = tx
-                .prepare_cached(insert_events_sql(ROWS_PER_INSERT))
-                .map_err(engine)?;
-            let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+            // SQLite hands out one above the newest event's seq (no `AUTOINCREMENT`,
+            // which would rewrite its 64 KB `sqlite_sequence` page in every commit).
+            // After erasure deleted the newest events, the first row is placed above
+            // the seqs they had, and the others follow it.
+            let (newest, high_water) = newest_and_high_water(&tx)?;
+            let above_erased = high_water + 1;
             let mut values: Vec<&dyn rusqlite::ToSql> =
-                Vec::with_capacity(ROWS_PER_INSERT * EVENT_COLUMNS);
+                Vec::with_capacity(ROWS_PER_INSERT * EVENT_COLUMNS + 1);
+            let mut rest = &rows[..];
+            if let (Some((first, others)), true) = (rows.split_first(), high_water > newest) {
+                values.push(&above_erased);
+                push_event_values(&mut values, first, &appended_at_ms);
+                tx.prepare_cached(insert_events_sql(1, SeqFrom::Bound))
+                    .and_then(|mut insert| {
+                        insert.execute(rusqlite::params_from_iter(values.iter()))
+                    })
+                    .map_err(engine)?;
+                rest = others;
+            }
+            // Many rows per statement: a statement's fixed cost (its run) is paid once
+            // per chunk, not once per event.
+            let mut insert_chunk = tx
+                .prepare_cached(insert_events_sql(ROWS_PER_INSERT, SeqFrom::Rowid))
+                .map_err(engine)?;
+            let mut chunks = rest.chunks_exact(ROWS_PER_INSERT);
             for chunk in &mut chunks {
                 values.clear();
                 for event in chunk {
@@ -584,13 +696,19 @@ impl EventLog for SqliteEventLog {
                     .execute(rusqlite::params_from_iter(values.iter()))
                     .map_err(engine)?;
             }
-            let mut insert_one = tx.prepare_cached(insert_events_sql(1)).map_err(engine)?;
+            let mut insert_one = tx
+                .prepare_cached(insert_events_sql(1, SeqFrom::Rowid))
+                .map_err(engine)?;
             for event in chunks.remainder() {
                 values.clear();
                 push_event_values(&mut values, event, &appended_at_ms);
                 insert_one
                     .execute(rusqlite::params_from_iter(values.iter()))
                     .map_err(engine)?;
+            }
+            if !rows.is_empty() {
+                // Before the rejections below, which have rowids of their own.
+                last_inserted = tx.last_insert_rowid();
             }
             let mut insert_rejection = tx
                 .prepare_cached(
@@ -612,7 +730,6 @@ impl EventLog for SqliteEventLog {
                     .map_err(engine)?;
             }
         }
-        let last_inserted = tx.last_insert_rowid();
         if !new_keys.is_empty() {
             // Before the commit makes the rows visible: readers hide them until `sync`.
             self.appended_seq.fetch_max(last_inserted, Ordering::SeqCst);
@@ -625,7 +742,7 @@ impl EventLog for SqliteEventLog {
         self.commits.fetch_add(1, Ordering::SeqCst);
         // Only committed keys are remembered: a failed commit leaves the index as it was.
         if !new_keys.is_empty() {
-            dedup.last_seq = conn.last_insert_rowid();
+            dedup.last_seq = last_inserted;
         }
         for key in new_keys {
             dedup.insert(key, appended_at_ms);
@@ -743,6 +860,16 @@ impl EventLog for SqliteEventLog {
         {
             let mut conn = lock(&self.writer);
             let tx = conn.transaction().map_err(engine)?;
+            // The newest events may be among those deleted: remember the highest seq
+            // handed out, so appends never hand it out again.
+            tx.execute(
+                "INSERT INTO log_state (name, value)
+                 SELECT 'seq_high_water', max(seq) FROM events WHERE true
+                 HAVING max(seq) IS NOT NULL
+                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                [],
+            )
+            .map_err(engine)?;
             {
                 let mut delete = tx
                     .prepare_cached("DELETE FROM events WHERE seq = ?1")
@@ -768,19 +895,11 @@ impl EventLog for SqliteEventLog {
             let tx = conn.transaction().map_err(engine)?;
             {
                 let mut update = tx
-                    .prepare_cached(
-                        "UPDATE events SET payload = ?2, user_id = ?3, anonymous_id = ?4
-                         WHERE seq = ?1",
-                    )
+                    .prepare_cached("UPDATE events SET payload = ?2 WHERE seq = ?1")
                     .map_err(engine)?;
                 for event in events {
                     rewritten += update
-                        .execute(params![
-                            event.seq,
-                            event.payload,
-                            event.user_id,
-                            event.anonymous_id
-                        ])
+                        .execute(params![event.seq, event.payload])
                         .map_err(engine)? as u64;
                 }
             }
@@ -1577,10 +1696,6 @@ mod tests {
         EventRecord {
             source_key,
             message_id: message_id.into(),
-            message_type: "track",
-            user_id: Some("u1".into()),
-            anonymous_id: None,
-            timestamp_ms: 1,
             received_at_ms: 1_000,
             payload: payload.into(),
         }
@@ -1696,9 +1811,7 @@ mod tests {
             range
                 .map(|i| {
                     let mut e = event(1, &format!("m{i}"), &i.to_string());
-                    e.user_id = (i % 3 != 0).then(|| format!("u{i}"));
-                    e.anonymous_id = (i % 3 == 0).then(|| format!("a{i}"));
-                    e.timestamp_ms = i as i64;
+                    e.received_at_ms = 5_000 + i as i64;
                     e
                 })
                 .collect()
@@ -1732,20 +1845,21 @@ mod tests {
         assert_eq!(all_payloads(&log), expected);
         let conn = open_connection(&dir.path().join("events.db"))?;
         let mut statement = conn
-            .prepare(
-                "SELECT message_id, user_id, anonymous_id, timestamp_ms FROM events ORDER BY seq",
-            )
+            .prepare("SELECT seq, source_key, message_id, received_at_ms FROM events ORDER BY seq")
             .map_err(engine)?;
-        let rows: Vec<(String, Option<String>, Option<String>, i64)> = statement
+        let rows: Vec<(i64, i64, String, i64)> = statement
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .map_err(engine)?
             .collect::<Result<_, _>>()
             .map_err(engine)?;
+        // Seqs follow each other from 1, whatever else the commit inserted.
         let wanted: Vec<_> = numbered(0..73)
             .into_iter()
-            .map(|e| (e.message_id, e.user_id, e.anonymous_id, e.timestamp_ms))
+            .zip(1..)
+            .map(|(e, seq)| (seq, e.source_key, e.message_id, e.received_at_ms))
             .collect();
         assert_eq!(rows, wanted);
+        assert_eq!(log.last_seq()?, 73);
         assert_eq!(log.recent_rejections(10)?.len(), 1);
         Ok(())
     }
@@ -1957,6 +2071,77 @@ mod tests {
         lock(&log.writeback).started_to = after * 2;
         lock(&log.writeback).start();
         assert_eq!(lock(&log.writeback).started_to, after);
+        Ok(())
+    }
+
+    #[test]
+    fn a_log_of_the_first_schema_is_upgraded_keeping_rows_and_seqs() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
+        let path = dir.path().join("events.db");
+        {
+            // The first schema, with seq 3 handed out and then deleted.
+            let conn = Connection::open(&path).map_err(engine)?;
+            conn.execute_batch(
+                "CREATE TABLE events (
+                     seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+                     source_key     INTEGER NOT NULL,
+                     message_id     TEXT    NOT NULL,
+                     type           TEXT    NOT NULL,
+                     user_id        TEXT,
+                     anonymous_id   TEXT,
+                     timestamp_ms   INTEGER NOT NULL,
+                     received_at_ms INTEGER NOT NULL,
+                     appended_at_ms INTEGER NOT NULL,
+                     payload        TEXT    NOT NULL
+                 );
+                 INSERT INTO events (source_key, message_id, type, user_id, timestamp_ms,
+                                     received_at_ms, appended_at_ms, payload)
+                 VALUES (1, 'a', 'track', 'u1', 5, 10, unixepoch() * 1000, 'pa'),
+                        (1, 'b', 'track', 'u1', 6, 11, unixepoch() * 1000, 'pb'),
+                        (1, 'c', 'track', 'u1', 7, 12, unixepoch() * 1000, 'pc');
+                 DELETE FROM events WHERE seq = 3;",
+            )
+            .map_err(engine)?;
+        }
+        let log = SqliteEventLog::open(&path, DedupConfig::default())?;
+        let conn = open_connection(&path)?;
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(engine)?;
+        assert!(
+            !sql.contains("AUTOINCREMENT") && !sql.contains("user_id"),
+            "{sql}"
+        );
+        let mut kept = Vec::new();
+        log.scan(&EventFilter::default(), &mut |e| {
+            kept.push((e.seq, e.received_at_ms, e.payload));
+            Ok(())
+        })?;
+        assert_eq!(kept, vec![(1, 10, "pa".into()), (2, 11, "pb".into())]);
+        // The kept messageIds are still duplicates, and seq 3 is not handed out again.
+        let outcomes = log.append(&[AppendBatch {
+            events: vec![event(1, "a", "again"), event(1, "d", "pd")],
+            rejections: vec![],
+        }])?;
+        assert_eq!((outcomes[0].appended, outcomes[0].duplicates), (1, 1));
+        assert_eq!(log.last_seq()?, 4);
+        // Erasing the newest event keeps its seq taken, across a restart too (and
+        // opening the file again finds nothing to upgrade).
+        assert_eq!(log.delete_events(&[4])?, 1);
+        drop(log);
+        let log = SqliteEventLog::open(&path, DedupConfig::default())?;
+        log.append(&[single("e"), single("f")])?;
+        let mut seqs = Vec::new();
+        log.scan(&EventFilter::default(), &mut |e| {
+            seqs.push(e.seq);
+            Ok(())
+        })?;
+        // The first row is placed above the erased seq 4, the next follows it.
+        assert_eq!(seqs, vec![1, 2, 5, 6]);
         Ok(())
     }
 

@@ -33,21 +33,16 @@ pub enum StoreError {
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// One event to append: the normalized message and the columns it is found by.
+/// One event to append: the normalized message and what the log keeps beside it.
+///
+/// Nothing else is stored in columns: readers parse the payload, and erasure finds a
+/// person's events by searching it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
     /// Internal key of the source that sent it.
     pub source_key: i64,
     /// The message's `messageId` (unique per source).
     pub message_id: String,
-    /// The message type (`track`, ...).
-    pub message_type: &'static str,
-    /// `userId`, when present.
-    pub user_id: Option<String>,
-    /// `anonymousId`, when present.
-    pub anonymous_id: Option<String>,
-    /// The corrected event time, Unix milliseconds.
-    pub timestamp_ms: i64,
     /// When it was received, Unix milliseconds.
     pub received_at_ms: i64,
     /// The stored message as JSON text.
@@ -107,10 +102,6 @@ pub struct StoredEvent {
 pub struct RewrittenEvent {
     /// The event's position in the log.
     pub seq: i64,
-    /// Its new `userId`.
-    pub user_id: Option<String>,
-    /// Its new `anonymousId`.
-    pub anonymous_id: Option<String>,
     /// Its new message as JSON text.
     pub payload: String,
 }

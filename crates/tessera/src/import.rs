@@ -286,10 +286,6 @@ impl Importer<'_> {
                     source_key: self.source_key,
                     payload: message.payload,
                     message_id: message.message_id,
-                    message_type: message.message_type.as_str(),
-                    user_id: message.user_id,
-                    anonymous_id: message.anonymous_id,
-                    timestamp_ms: message.timestamp.timestamp_millis(),
                     received_at_ms: message.received_at.timestamp_millis(),
                 });
                 if self.pending.len() >= IMPORT_BATCH {
