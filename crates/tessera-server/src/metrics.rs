@@ -350,11 +350,15 @@ impl Metrics {
     /// Whether ingestion is saturated: the writer was busy at least `percent` % of the
     /// recent past and committed within the last 100 ms.
     pub fn ingest_saturated(&self, percent: i64) -> bool {
+        self.ingest_writer_busy_percent.get() >= percent && self.ingest_active()
+    }
+
+    /// Whether the event-log writer committed within the last 100 ms.
+    pub fn ingest_active(&self) -> bool {
         let last = self
             .last_commit_unix_ms
             .load(std::sync::atomic::Ordering::Relaxed);
-        let now = chrono::Utc::now().timestamp_millis();
-        self.ingest_writer_busy_percent.get() >= percent && now - last < 100
+        chrono::Utc::now().timestamp_millis() - last < 100
     }
 
     /// Counts a message or request refused with `code`.
