@@ -46,6 +46,16 @@ use tessera_store::{
     Source, StoreError, StoreResult, StoredEvent, StoredRejection,
 };
 
+/// The columns of `events` (created at open, and by the upgrade of a first-schema file).
+const EVENTS_COLUMNS: &str = "(
+    seq            INTEGER PRIMARY KEY,
+    source_key     INTEGER NOT NULL,
+    message_id     TEXT    NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    appended_at_ms INTEGER NOT NULL,
+    payload        TEXT    NOT NULL
+)";
+
 /// Page size of `events.db` (set when the file is created).
 const EVENTS_PAGE_SIZE: i64 = 65_536;
 /// Checkpoint rounds in a row trying to catch up with the writer (see `checkpoint`).
@@ -398,7 +408,7 @@ impl SqliteEventLog {
     pub fn open(path: &Path, dedup: DedupConfig) -> StoreResult<Self> {
         let writer = open_events_connection(path)?;
         writer
-            .execute_batch(
+            .execute_batch(&format!(
                 "PRAGMA secure_delete = ON;
                  -- Commits do not fsync; `sync` fsyncs the WAL before anything is
                  -- acknowledged (and checkpoints still sync the WAL and the main file).
@@ -409,14 +419,7 @@ impl SqliteEventLog {
                  -- in a committing request; the size cap below bounds the WAL if they lag.
                  PRAGMA wal_autocheckpoint = 0;
                  PRAGMA journal_size_limit = 134217728;
-                 CREATE TABLE IF NOT EXISTS events (
-                     seq            INTEGER PRIMARY KEY,
-                     source_key     INTEGER NOT NULL,
-                     message_id     TEXT    NOT NULL,
-                     received_at_ms INTEGER NOT NULL,
-                     appended_at_ms INTEGER NOT NULL,
-                     payload        TEXT    NOT NULL
-                 );
+                 CREATE TABLE IF NOT EXISTS events {EVENTS_COLUMNS};
                  -- `seq_high_water`: the highest seq ever appended, kept when erasure
                  -- deletes the newest events so that no seq is handed out twice.
                  CREATE TABLE IF NOT EXISTS log_state (
@@ -431,8 +434,8 @@ impl SqliteEventLog {
                      message        TEXT    NOT NULL,
                      message_type   TEXT,
                      message_id     TEXT
-                 );",
-            )
+                 );"
+            ))
             .map_err(engine)?;
         migrate_events_table(&writer)?;
         let mut index = DedupIndex::new(dedup);
@@ -579,15 +582,8 @@ fn migrate_events_table(conn: &Connection) -> StoreResult<()> {
             rows,
             "upgrading the event log's table (once; the rows are copied)"
         );
-        conn.execute_batch(
-            "CREATE TABLE events_upgraded (
-                 seq            INTEGER PRIMARY KEY,
-                 source_key     INTEGER NOT NULL,
-                 message_id     TEXT    NOT NULL,
-                 received_at_ms INTEGER NOT NULL,
-                 appended_at_ms INTEGER NOT NULL,
-                 payload        TEXT    NOT NULL
-             );
+        conn.execute_batch(&format!(
+            "CREATE TABLE events_upgraded {EVENTS_COLUMNS};
              INSERT INTO events_upgraded
                  SELECT seq, source_key, message_id, received_at_ms, appended_at_ms, payload
                  FROM events ORDER BY seq;
@@ -595,8 +591,8 @@ fn migrate_events_table(conn: &Connection) -> StoreResult<()> {
                  SELECT 'seq_high_water', seq FROM sqlite_sequence WHERE name = 'events'
                  ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value);
              DROP TABLE events;
-             ALTER TABLE events_upgraded RENAME TO events;",
-        )
+             ALTER TABLE events_upgraded RENAME TO events;"
+        ))
         .map_err(engine)?;
         Ok(rows)
     });
