@@ -7,6 +7,7 @@
 #   bench_machine_info PARAMS     date, commit, cores, CPU and PARAMS to $RESULTS/machine.txt
 #   bench_start_server DIR LOG    `tessera serve` on a free loopback port with a throwaway
 #                                 admin token; sets PORT, URL, SERVER_PID, TESSERA_ADMIN_TOKEN
+#                                 (TESSERA_BIN picks another build of the server)
 
 bench_setup() {
     local name="$1"
@@ -49,6 +50,6 @@ bench_start_server() {
     PORT="$("$BIN/tessera-bench" free-port)"
     URL="http://127.0.0.1:$PORT"
     export TESSERA_ADMIN_TOKEN="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
-    "$BIN/tessera" serve --data-dir "$1" --listen "127.0.0.1:$PORT" 2>"$2" &
+    "${TESSERA_BIN:-$BIN/tessera}" serve --data-dir "$1" --listen "127.0.0.1:$PORT" 2>"$2" &
     SERVER_PID=$!
 }

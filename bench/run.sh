@@ -14,7 +14,8 @@
 # LOAD_THREADS=1 (load generator runtime threads) SEQUENTIAL_IDS=0 (1: increasing messageIds
 # instead of random-looking ones) BENCH_TMP=${TMPDIR:-/tmp} (data dirs live here)
 # RESULTS=bench/results/<utc timestamp> KEEP_DATA=0 SKIP_BUILD=0 SETTLE=15 (seconds the disk is
-# left to settle before measuring, after the files of an earlier run were deleted).
+# left to settle before measuring, after the files of an earlier run were deleted)
+# TESSERA_BIN=<release dir>/tessera (another build of the server, for side-by-side runs).
 # Results (JSON reports, server log, metrics, CPU snapshots) are written to $RESULTS.
 set -euo pipefail
 
@@ -149,7 +150,7 @@ PORT="$("$BENCH" free-port)"
 URL="http://127.0.0.1:$PORT"
 ADMIN_TOKEN="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 log "starting tessera on $URL (data dir $WORK/data)"
-TESSERA_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN/tessera" serve --data-dir "$WORK/data" \
+TESSERA_ADMIN_TOKEN="$ADMIN_TOKEN" "${TESSERA_BIN:-$BIN/tessera}" serve --data-dir "$WORK/data" \
     --listen "127.0.0.1:$PORT" 2>"$RESULTS/server.log" &
 SERVER_PID=$!
 

@@ -10,6 +10,9 @@
 #    and duplicate deliveries (retries add their backoff to the latency).
 # 3. burst: BURST events as fast as possible, receiver always 2xx: deliveries/s, and in
 #    the same run the same receiver driven directly (the ceiling) and the ratio.
+# 4. probe: one webhook event every 50 ms for SECONDS_RUN s while two other clients each
+#    send 100 events (that no destination takes) every 20 ms: acknowledged -> received
+#    for the probes, on a host kept busy by other traffic.
 #
 # Settings (environment): RATE=1000 SECONDS_RUN=20 FAIL_RATE=0.3 BURST=20000
 # RESULTS=bench/results/activation-<utc timestamp> SKIP_BUILD=0
@@ -38,5 +41,9 @@ log "burst: $BURST events, receiver always 2xx"
 "$BIN/tessera-bench" deliveries --url "$URL" --write-key "$WRITE_KEY" --mode burst \
     --events "$BURST" --fail-rate 0 > "$RESULTS/burst.json"
 cat "$RESULTS/burst.json"
+log "probe: a webhook event every 50 ms beside 2 x 100 events every 20 ms of other traffic"
+"$BIN/tessera-bench" deliveries --url "$URL" --write-key "$WRITE_KEY" --mode probe \
+    --seconds "$SECONDS_RUN" --fail-rate 0 > "$RESULTS/probe.json"
+cat "$RESULTS/probe.json"
 "$BIN/tessera-bench" get --url "$URL" /metrics > "$RESULTS/metrics.txt" 2>/dev/null || true
 log "results in $RESULTS"

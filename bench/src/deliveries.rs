@@ -9,7 +9,11 @@
 //!   the receiver, plus lost and duplicate deliveries;
 //! - `burst`: sends `--events` as fast as it can, then measures deliveries/s from the
 //!   first acknowledgement to the last delivery; in the same run, the same receiver
-//!   is driven directly by this process (same number of connections) for the ceiling.
+//!   is driven directly by this process (same number of connections) for the ceiling;
+//! - `probe`: one event for the webhook every `--probe-interval-ms` while
+//!   `--background-clients` clients each send a batch of `--background-batch` other
+//!   events every `--background-interval-ms` (traffic no destination takes, which keeps
+//!   the processor and the host busy); reports acknowledged → received for the probes.
 
 use crate::http::{Target, admin, basic_auth, send};
 use crate::stats::{percentile_of, unix_ms};
@@ -31,6 +35,8 @@ pub enum Mode {
     Steady,
     /// As fast as possible; deliveries per second against a direct ceiling.
     Burst,
+    /// Probe events beside background traffic; the probes' latency.
+    Probe,
 }
 
 /// Options of `deliveries`.
@@ -66,6 +72,18 @@ pub struct DeliveriesArgs {
     /// The destination's concurrency.
     #[arg(long, default_value_t = 8)]
     pub concurrency: u32,
+    /// Milliseconds between probe events (probe).
+    #[arg(long, default_value_t = 50)]
+    pub probe_interval_ms: u64,
+    /// Clients sending background traffic (probe).
+    #[arg(long, default_value_t = 2)]
+    pub background_clients: u64,
+    /// Events per background request (probe).
+    #[arg(long, default_value_t = 100)]
+    pub background_batch: u64,
+    /// Milliseconds between one client's background requests (probe).
+    #[arg(long, default_value_t = 20)]
+    pub background_interval_ms: u64,
 }
 
 #[derive(Default)]
@@ -178,14 +196,17 @@ pub async fn run(a: &DeliveriesArgs) -> Result<Value> {
     })).await?;
 
     let auth = basic_auth(&a.write_key);
+    if matches!(a.mode, Mode::Probe) {
+        return probe(a, &target, &auth, &log, run_tag).await;
+    }
     let total = match a.mode {
         Mode::Steady => a.rate * a.seconds,
-        Mode::Burst => a.events,
+        Mode::Burst | Mode::Probe => a.events,
     };
     let requests = total.div_ceil(a.batch);
     let interval = match a.mode {
         Mode::Steady => Duration::from_secs_f64(a.batch as f64 / a.rate as f64),
-        Mode::Burst => Duration::ZERO,
+        Mode::Burst | Mode::Probe => Duration::ZERO,
     };
     let acks: Arc<Mutex<HashMap<String, i64>>> = Arc::new(Mutex::new(HashMap::new()));
     let connections = 8u64;
@@ -232,15 +253,40 @@ pub async fn run(a: &DeliveriesArgs) -> Result<Value> {
         task.await.context("sender task")??;
     }
     let sent_seconds = started.elapsed().as_secs_f64();
+    let acks = acks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut report = summarize(a, &acks, &log, sent_seconds).await;
+    if matches!(a.mode, Mode::Burst) {
+        report["direct_ceiling_per_second"] =
+            json!(direct_ceiling(&receiver_url, total, a.batch, connections).await?);
+        let ratio = report["deliveries_per_second"].as_f64().unwrap_or(0.0)
+            / report["direct_ceiling_per_second"]
+                .as_f64()
+                .unwrap_or(1.0)
+                .max(1.0);
+        report["ratio_to_direct"] = json!((ratio * 1000.0).round() / 1000.0);
+    }
+    Ok(report)
+}
+
+/// Waits (up to 180 s) until every acknowledged event was received, then reports
+/// latency from acknowledgement, loss, duplicates and deliveries per second.
+async fn summarize(
+    a: &DeliveriesArgs,
+    acks: &HashMap<String, i64>,
+    log: &Mutex<Received>,
+    sent_seconds: f64,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let done = log.lock().unwrap_or_else(|p| p.into_inner()).accepted.len() as u64;
-        if done >= total || Instant::now() > deadline {
+        let done = {
+            let received = log.lock().unwrap_or_else(|p| p.into_inner());
+            acks.keys().all(|id| received.accepted.contains_key(id))
+        };
+        if done || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let acks = acks.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let received = std::mem::take(&mut *log.lock().unwrap_or_else(|p| p.into_inner()));
     let mut latencies: Vec<i64> = acks
         .iter()
@@ -264,9 +310,9 @@ pub async fn run(a: &DeliveriesArgs) -> Result<Value> {
         .max()
         .unwrap_or(0);
     let delivery_seconds = (last_delivery - first_ack).max(1) as f64 / 1_000.0;
-    let mut report = json!({
-        "mode": match a.mode { Mode::Steady => "steady", Mode::Burst => "burst" },
-        "events": total,
+    json!({
+        "mode": match a.mode { Mode::Steady => "steady", Mode::Burst => "burst", Mode::Probe => "probe" },
+        "events": acks.len(),
         "acknowledged": acks.len(),
         "delivered": received.accepted.len(),
         "lost": lost,
@@ -280,17 +326,79 @@ pub async fn run(a: &DeliveriesArgs) -> Result<Value> {
             "p50": percentile_of(&latencies, 50.0), "p90": percentile_of(&latencies, 90.0),
             "p99": percentile_of(&latencies, 99.0), "max": latencies.last().copied().unwrap_or(0),
         },
-    });
-    if matches!(a.mode, Mode::Burst) {
-        report["direct_ceiling_per_second"] =
-            json!(direct_ceiling(&receiver_url, total, a.batch, connections).await?);
-        let ratio = report["deliveries_per_second"].as_f64().unwrap_or(0.0)
-            / report["direct_ceiling_per_second"]
-                .as_f64()
-                .unwrap_or(1.0)
-                .max(1.0);
-        report["ratio_to_direct"] = json!((ratio * 1000.0).round() / 1000.0);
+    })
+}
+
+/// `probe`: probe events beside background traffic (see the module doc).
+async fn probe(
+    a: &DeliveriesArgs,
+    target: &Target,
+    auth: &str,
+    log: &Mutex<Received>,
+    run_tag: i64,
+) -> Result<Value> {
+    let run_for = Duration::from_secs(a.seconds);
+    let started = Instant::now();
+    let mut background = Vec::new();
+    for client in 0..a.background_clients {
+        let target = target.clone();
+        let auth = auth.to_owned();
+        let (batch, every) = (
+            a.background_batch,
+            Duration::from_millis(a.background_interval_ms.max(1)),
+        );
+        background.push(tokio::spawn(async move {
+            let mut sender = target.connect().await?;
+            let mut sent = 0u64;
+            let mut r = 0u32;
+            while started.elapsed() < run_for {
+                tokio::time::sleep_until((started + every * r).into()).await;
+                r += 1;
+                let items: Vec<Value> = (0..batch)
+                    .map(|i| {
+                        let n = sent + i;
+                        json!({"type": "track", "event": "Background Event",
+                               "anonymousId": format!("bg-{run_tag}-{client}-{}", n % 20_000),
+                               "messageId": format!("bg-{run_tag}-{client}-{n}"),
+                               "properties": {"n": n, "path": format!("/p/{}", n % 311)}})
+                    })
+                    .collect();
+                let body = Bytes::from(json!({"batch": items}).to_string());
+                let req = target.request(Method::POST, "/v1/batch", Some(&auth), body)?;
+                let (status, _, _) = send(&mut sender, req).await?;
+                if !status.is_success() {
+                    bail!("POST /v1/batch (background) answered {status}");
+                }
+                sent += batch;
+            }
+            Ok::<_, anyhow::Error>(sent)
+        }));
     }
+    let mut acks = HashMap::new();
+    let mut sender = target.connect().await?;
+    let every = Duration::from_millis(a.probe_interval_ms.max(1));
+    let mut n = 0u32;
+    while started.elapsed() < run_for {
+        tokio::time::sleep_until((started + every * n).into()).await;
+        let id = format!("probe-{run_tag}-{n}");
+        let body = Bytes::from(json!({"batch": [event(&id, u64::from(n))]}).to_string());
+        let req = target.request(Method::POST, "/v1/batch", Some(auth), body)?;
+        let (status, _, _) = send(&mut sender, req).await?;
+        if !status.is_success() {
+            bail!("POST /v1/batch (probe) answered {status}");
+        }
+        acks.insert(id, unix_ms());
+        n += 1;
+    }
+    let sent_seconds = started.elapsed().as_secs_f64();
+    let mut background_events = 0;
+    for task in background {
+        background_events += task.await.context("background task")??;
+    }
+    let mut report = summarize(a, &acks, log, sent_seconds).await;
+    report["background_events"] = json!(background_events);
+    report["background_events_per_second"] =
+        json!((background_events as f64 / sent_seconds).round());
     Ok(report)
 }
 

@@ -26,8 +26,15 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// Observes deliveries (metrics).
 pub trait Observer: Send + Sync {
-    /// A delivery was accepted; `latency_seconds` from its event's acknowledgement.
+    /// A delivery was accepted; `latency_seconds` from its event's acknowledgement
+    /// (for a delivery caused by an audience change, from the change).
     fn delivered(&self, destination: &str, latency_seconds: f64);
+    /// When the event at `seq` was acknowledged (Unix ms), if the observer knows:
+    /// deliveries measure their latency from there. Otherwise from the event's
+    /// `receivedAt`, a few milliseconds earlier.
+    fn acknowledged_at_ms(&self, _seq: i64) -> Option<i64> {
+        None
+    }
     /// An attempt failed and will be retried.
     fn retrying(&self, destination: &str);
     /// A delivery is dead.

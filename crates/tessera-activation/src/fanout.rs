@@ -227,7 +227,9 @@ impl Activation {
                     &message,
                     &Map::new(),
                     key,
-                    event.received_at_ms,
+                    self.observer
+                        .acknowledged_at_ms(event.seq)
+                        .unwrap_or(event.received_at_ms),
                     None,
                     &mut batch,
                 )?;

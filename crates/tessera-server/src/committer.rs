@@ -299,6 +299,14 @@ fn run_syncer(
         metrics
             .sync_seconds
             .observe(started.elapsed().as_secs_f64());
+        if result.is_ok()
+            && let Some(seq) = log.durable_seq()
+        {
+            // Before the answers: a reader may see the events as soon as they are sent.
+            metrics
+                .acks
+                .record(seq, chrono::Utc::now().timestamp_millis());
+        }
         if let Err(error) = &result {
             // Fail-stop: the log refuses everything from now on (see `EventLog::sync`).
             metrics.event_log_failed.set(1);

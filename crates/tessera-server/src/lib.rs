@@ -4,6 +4,7 @@
 //! [`router`] builds the whole application from an [`AppState`] without a socket, so
 //! tests drive it with `tower::ServiceExt::oneshot`; the binary binds it and serves.
 
+pub mod acks;
 pub mod activation_api;
 pub mod admin;
 pub mod api_error;

@@ -1,6 +1,7 @@
 //! Every counter, gauge and histogram Tessera exposes, defined in one place so that
 //! metrics and logs never drift apart. Rendered at `GET /metrics` in Prometheus text.
 
+use crate::acks::AckTimes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -54,6 +55,8 @@ pub struct Metrics {
     pub sync_seconds: Histogram,
     /// Requests waiting in the ingest queue.
     pub ingest_queue_depth: Gauge,
+    /// Tracking requests being handled now (from their headers to their answer).
+    pub ingest_in_flight: Gauge,
     /// Share of the last second the event-log writer spent committing, in percent.
     pub ingest_writer_busy_percent: Gauge,
     /// When the writer last finished a commit (Unix ms; not exported): a busy share
@@ -67,6 +70,8 @@ pub struct Metrics {
     pub processor_lag: Gauge,
     /// Events the processor applied to profiles.
     pub processor_events: Counter,
+    /// 1 while the processor yields to saturated ingestion (small chunks, rests).
+    pub processor_yielding: Gauge,
     /// Audience membership changes written, by kind (`entered`, `exited`).
     pub audience_changes: Family<KindLabels, Counter>,
     /// Seconds to fold one processor chunk into the audience index and re-evaluate
@@ -88,6 +93,45 @@ pub struct Metrics {
     pub delivery_latency: Family<DestinationLabels, Histogram, fn() -> Histogram>,
     /// 1 while a destination's circuit breaker is open.
     pub destination_breaker_open: Family<DestinationLabels, Gauge>,
+    /// Seconds from an event's acknowledgement to a later stage (`applied`,
+    /// `audience`, `delivered`): the end-to-end latency a user sees.
+    pub ack_latency: Family<StageLabels, Histogram, fn() -> Histogram>,
+    /// When events were acknowledged (not exported; feeds `ack_latency`).
+    pub acks: AckTimes,
+}
+
+/// Buckets of `ack_latency`: 1 ms to about 65 s.
+fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Labels naming a stage an event reaches after its acknowledgement.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `applied` (to its profile), `audience` (a membership change it caused) or
+    /// `delivered` (accepted by a destination).
+    pub stage: String,
+}
+
+/// The stages of `ack_latency`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The processor applied the event to its profile.
+    Applied,
+    /// The event changed an audience membership (realtime).
+    Audience,
+    /// A destination accepted a delivery caused by the event.
+    Delivered,
+}
+
+impl Stage {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Audience => "audience",
+            Self::Delivered => "delivered",
+        }
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -120,6 +164,10 @@ impl tessera_activation::delivery::Observer for Metrics {
                 destination: destination.into(),
             })
             .observe(latency_seconds);
+        self.observe_stage(Stage::Delivered, latency_seconds);
+    }
+    fn acknowledged_at_ms(&self, seq: i64) -> Option<i64> {
+        self.acks.time_of(seq)
     }
     fn retrying(&self, destination: &str) {
         self.delivery_outcome(destination, "retrying");
@@ -216,6 +264,12 @@ impl Metrics {
             "Tracking requests waiting for the event-log writer",
             ingest_queue_depth.clone(),
         );
+        let ingest_in_flight = Gauge::default();
+        registry.register(
+            "ingest_in_flight",
+            "Tracking requests being handled now, from their headers to their answer",
+            ingest_in_flight.clone(),
+        );
         let ingest_writer_busy_percent = Gauge::default();
         registry.register(
             "ingest_writer_busy_percent",
@@ -245,6 +299,12 @@ impl Metrics {
             "processor_events",
             "Events applied to profiles by the processor",
             processor_events.clone(),
+        );
+        let processor_yielding = Gauge::default();
+        registry.register(
+            "processor_yielding",
+            "1 while the processor yields to saturated ingestion: requests are queueing and the event-log writer or the CPU is short",
+            processor_yielding.clone(),
         );
         let audience_changes = Family::<KindLabels, Counter>::default();
         registry.register(
@@ -295,6 +355,13 @@ impl Metrics {
             "1 while a destination's circuit breaker is open",
             destination_breaker_open.clone(),
         );
+        let ack_latency: Family<StageLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(stage_histogram);
+        registry.register(
+            "ack_latency_seconds",
+            "Seconds from an event's acknowledgement to a stage: applied (to its profile), audience (a membership change it caused), delivered (accepted by a destination)",
+            ack_latency.clone(),
+        );
         let events_suppressed = Family::<KindLabels, Counter>::default();
         registry.register(
             "events_suppressed",
@@ -309,6 +376,7 @@ impl Metrics {
             events_suppressed,
             processor_lag,
             processor_events,
+            processor_yielding,
             audience_changes,
             audience_realtime_seconds,
             audience_index_events,
@@ -324,11 +392,33 @@ impl Metrics {
             commit_seconds,
             sync_seconds,
             ingest_queue_depth,
+            ingest_in_flight,
             ingest_writer_busy_percent,
             last_commit_unix_ms: std::sync::atomic::AtomicI64::new(0),
             event_log_bytes,
             event_log_failed,
+            ack_latency,
+            acks: AckTimes::default(),
         }
+    }
+
+    /// Observes each of `seconds` from an event's acknowledgement to `stage`.
+    pub fn observe_stage_many(&self, stage: Stage, seconds: impl IntoIterator<Item = f64>) {
+        let histogram = self.ack_latency.get_or_create(&StageLabels {
+            stage: stage.label().into(),
+        });
+        for value in seconds {
+            histogram.observe(value.max(0.0));
+        }
+    }
+
+    /// Observes `seconds` from an event's acknowledgement to `stage`.
+    pub fn observe_stage(&self, stage: Stage, seconds: f64) {
+        self.ack_latency
+            .get_or_create(&StageLabels {
+                stage: stage.label().into(),
+            })
+            .observe(seconds.max(0.0));
     }
 
     fn delivery_outcome(&self, destination: &str, outcome: &str) {

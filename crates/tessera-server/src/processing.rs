@@ -5,22 +5,28 @@
 //! At start it first builds the audience index from the profile store, so the index
 //! and the processor's checkpoint agree before any new event is applied.
 //!
-//! Ingestion comes first: while ingestion is saturated, the processor applies only a
-//! small chunk (250 events) every 250 ms, so on a small machine a burst is
-//! acknowledged at full speed and profiles catch up after it. Saturated means events
-//! are being committed and either the event-log writer is busy at least 60 % of the
-//! time (its inserts overlap the fsyncs, so near capacity it is busy 60–75 % of the
-//! time, not all of it) or the CPU is: the processor's own thread waited for a CPU at
-//! least a quarter of the time it wanted one (Linux's `/proc/thread-self/schedstat`).
-//! The second covers machines where the HTTP workers, not the writer, use up the
-//! CPU: there the writer stays under 60 % busy while the processor takes cores that
-//! ingestion needs (measured: 0.3–0.5 of 2 cores, and 100–121k instead of 121–145k
-//! events/s). Small and frequent rather than a full chunk a second: a full
-//! chunk holds a core for ~150 ms, which the ingest threads feel as a latency spike.
-//! The lag is visible as `tessera_processor_lag_events`.
+//! Ingestion comes first, but only when it is really saturated: then the processor
+//! applies a small chunk (250 events) every 250 ms, so on a small machine a burst is
+//! acknowledged at full speed and profiles catch up after it. Saturated means
+//! requests are queueing — on average at least [`QUEUEING_REQUESTS`] tracking
+//! requests in flight (by Little's law, arrivals × time in the server: at 10,000
+//! events/s in batches of 100 that is under one; a closed loop of 32 clients at the
+//! server's limit keeps about 30) — and a resource ingestion needs is short: the
+//! event-log writer is busy at least 60 % of the time (its inserts overlap the
+//! fsyncs, so near capacity it is busy 60–75 %, not all of the time), or the CPU is
+//! (the processor's own thread waited for a CPU at least a quarter of the time it
+//! wanted one, from Linux's `/proc/thread-self/schedstat`). A busy CPU alone is not
+//! enough: on a 2-core host a load generator and a webhook receiver at 1,000–10,000
+//! events/s make the processor wait for a CPU too, and yielding then held every event
+//! up to a quarter of a second before identity, audiences and activation saw it.
+//! Small and frequent rather than a full chunk a second: a full chunk holds a core for
+//! ~150 ms, which the ingest threads feel as a latency spike. The lag is visible as
+//! `tessera_processor_lag_events`, the yielding as `tessera_processor_yielding`, and
+//! the latency from acknowledgement as `tessera_ack_latency_seconds`.
 
-use crate::metrics::{KindLabels, Metrics};
+use crate::metrics::{KindLabels, Metrics, Stage};
 use crate::privacy::{ActivationSide, AudienceSide, ErasureError, Privacy, run_open_erasures};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -38,8 +44,13 @@ const SATURATED_INTERVAL: Duration = Duration::from_millis(250);
 /// Events per chunk while ingestion is saturated.
 const SATURATED_CHUNK_EVENTS: usize = 250;
 /// Share of the time the processor's thread wanted a CPU and waited for one, from
-/// which the CPU counts as saturated while ingestion is active.
+/// which the CPU counts as short while ingestion is queueing.
 const SATURATED_CPU_WAIT: f64 = 0.25;
+/// Tracking requests in flight, on average, from which ingestion counts as queueing.
+pub const QUEUEING_REQUESTS: f64 = 8.0;
+/// Weight of the newest sample in the in-flight average (samples come every 20 ms
+/// while resting, after every chunk otherwise).
+const IN_FLIGHT_WEIGHT: f64 = 0.25;
 /// The audience engine's batch work (definitions changed, schedules) runs this often.
 const TICK_INTERVAL: Duration = Duration::from_millis(200);
 /// Queued privacy requests (from the CLI) are looked for this often.
@@ -72,18 +83,10 @@ impl ProcessorThread {
                 let mut last_tick = std::time::Instant::now() - TICK_INTERVAL;
                 let mut last_gauges = std::time::Instant::now() - GAUGE_INTERVAL;
                 let mut last_privacy = std::time::Instant::now();
-                let mut cpu_wait = CpuWait::default();
-                let mut cpu_contended = false;
-                let saturated = |cpu_contended: bool| {
-                    metrics.ingest_saturated(SATURATED_PERCENT)
-                        || (cpu_contended && metrics.ingest_active())
-                };
+                let mut saturation = Saturation::default();
                 while !flag.load(Ordering::SeqCst) {
                     let started = std::time::Instant::now();
-                    if let Some(share) = cpu_wait.sample() {
-                        cpu_contended = share >= SATURATED_CPU_WAIT;
-                    }
-                    let chunk = if saturated(cpu_contended) {
+                    let chunk = if saturation.update(&metrics) {
                         SATURATED_CHUNK_EVENTS
                     } else {
                         CHUNK_EVENTS
@@ -95,7 +98,15 @@ impl ProcessorThread {
                             if report.applied > 0 {
                                 activation.wake_fanout();
                             }
-                            if !realtime(&audiences, &metrics, report.events, report.merges) {
+                            let applied_at = chrono::Utc::now().timestamp_millis();
+                            let acked = acknowledged(&metrics, &report.events, applied_at);
+                            if !realtime_measured(
+                                &audiences,
+                                &metrics,
+                                report.events,
+                                report.merges,
+                                &acked,
+                            ) {
                                 // The index may have missed the chunk: rebuild it from
                                 // the store (which has it) and reconcile on the next tick.
                                 load_audiences(&audiences, &metrics, &flag);
@@ -128,7 +139,7 @@ impl ProcessorThread {
                             // Rest while ingestion is saturated, checking often enough
                             // to resume at full speed as soon as it is not.
                             while !flag.load(Ordering::SeqCst)
-                                && saturated(cpu_contended)
+                                && saturation.update(&metrics)
                                 && started.elapsed() < SATURATED_INTERVAL
                             {
                                 std::thread::sleep(IDLE_WAIT);
@@ -251,6 +262,19 @@ fn realtime(
     events: Vec<(i64, tessera_store::StoredEvent)>,
     merges: Vec<(i64, i64)>,
 ) -> bool {
+    realtime_measured(audiences, metrics, events, merges, &[])
+}
+
+/// [`realtime`], observing each membership change's latency from the acknowledgement
+/// of the newest event of its profile in the chunk (`acked`: profile and
+/// acknowledgement time, see [`acknowledged`]).
+fn realtime_measured(
+    audiences: &AudienceEngine,
+    metrics: &Metrics,
+    events: Vec<(i64, tessera_store::StoredEvent)>,
+    merges: Vec<(i64, i64)>,
+    acked: &[(i64, i64)],
+) -> bool {
     if events.is_empty() && merges.is_empty() {
         return true;
     }
@@ -258,6 +282,18 @@ fn realtime(
     let ok = match audiences.apply(&ProfileChanges { events, merges }) {
         Ok(changes) => {
             count_changes(metrics, &changes);
+            if !changes.is_empty() && !acked.is_empty() {
+                let now = chrono::Utc::now().timestamp_millis();
+                // Later events of a profile come later in the chunk: the newest wins.
+                let newest: HashMap<i64, i64> = acked.iter().copied().collect();
+                metrics.observe_stage_many(
+                    Stage::Audience,
+                    changes
+                        .iter()
+                        .filter_map(|change| newest.get(&change.profile_id))
+                        .map(|&at| seconds_between(at, now)),
+                );
+            }
             true
         }
         Err(error) => {
@@ -270,6 +306,33 @@ fn realtime(
         .audience_realtime_seconds
         .observe(started.elapsed().as_secs_f64());
     ok
+}
+
+/// Observes how long after its acknowledgement each event of a chunk was applied
+/// (`applied_at`, Unix ms); returns the profile and acknowledgement time of those
+/// whose acknowledgement is known, in chunk order.
+fn acknowledged(
+    metrics: &Metrics,
+    events: &[(i64, tessera_store::StoredEvent)],
+    applied_at: i64,
+) -> Vec<(i64, i64)> {
+    let times = metrics
+        .acks
+        .times(events.iter().map(|(_, event)| event.seq));
+    let acked: Vec<(i64, i64)> = events
+        .iter()
+        .zip(times)
+        .filter_map(|((profile, _), at)| Some((*profile, at?)))
+        .collect();
+    metrics.observe_stage_many(
+        Stage::Applied,
+        acked.iter().map(|&(_, at)| seconds_between(at, applied_at)),
+    );
+    acked
+}
+
+fn seconds_between(from_ms: i64, to_ms: i64) -> f64 {
+    (to_ms - from_ms).max(0) as f64 / 1_000.0
 }
 
 fn tick(audiences: &AudienceEngine, metrics: &Metrics) {
@@ -299,6 +362,44 @@ fn index_gauges(audiences: &AudienceEngine, metrics: &Metrics) {
             + memory.symbol_bytes
             + memory.profile_bytes) as i64,
     );
+}
+
+/// Whether ingestion is saturated (see the module doc), from samples the processor
+/// thread takes between chunks.
+#[derive(Default)]
+struct Saturation {
+    cpu_wait: CpuWait,
+    cpu_short: bool,
+    /// Average tracking requests in flight.
+    in_flight: f64,
+}
+
+impl Saturation {
+    /// Takes a sample; `true` while the processor should yield to ingestion. Sets
+    /// `tessera_processor_yielding`.
+    fn update(&mut self, metrics: &Metrics) -> bool {
+        if let Some(share) = self.cpu_wait.sample() {
+            self.cpu_short = share >= SATURATED_CPU_WAIT;
+        }
+        let now = metrics.ingest_in_flight.get().max(0) as f64;
+        self.in_flight += IN_FLIGHT_WEIGHT * (now - self.in_flight);
+        let yielding = yields(
+            metrics.ingest_active(),
+            self.in_flight,
+            metrics.ingest_writer_busy_percent.get(),
+            self.cpu_short,
+        );
+        metrics.processor_yielding.set(i64::from(yielding));
+        yielding
+    }
+}
+
+/// The rule of the module doc: ingestion active and queueing, and the writer or the
+/// CPU short.
+fn yields(active: bool, in_flight: f64, writer_busy_percent: i64, cpu_short: bool) -> bool {
+    active
+        && in_flight >= QUEUEING_REQUESTS
+        && (writer_busy_percent >= SATURATED_PERCENT || cpu_short)
 }
 
 /// How much of the time the calling thread wanted a CPU and waited for one, from
@@ -377,6 +478,45 @@ mod tests {
         assert_eq!(later.wait_share_since(later), None);
         assert_eq!(SchedStat::parse("n/a"), None);
         assert_eq!(SchedStat::parse("12"), None);
+    }
+
+    #[test]
+    fn yields_only_while_requests_queue_and_the_writer_or_the_cpu_is_short() {
+        // A busy host at moderate load: the CPU is short, but requests do not queue.
+        assert!(!yields(true, 1.5, 10, true));
+        // A queue without a short resource (a slow disk): applying costs ingest nothing.
+        assert!(!yields(true, 30.0, 20, false));
+        // Saturated: queueing, and the writer or the CPU short.
+        assert!(yields(true, 30.0, 20, true));
+        assert!(yields(true, 8.0, 60, false));
+        // Nothing committed lately: never.
+        assert!(!yields(false, 30.0, 90, true));
+    }
+
+    #[test]
+    fn saturation_follows_the_in_flight_average() {
+        let metrics = Metrics::new();
+        metrics.ingest_writer_busy_percent.set(80);
+        metrics
+            .last_commit_unix_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        let mut saturation = Saturation::default();
+        // Two requests in flight: a moderate load.
+        metrics.ingest_in_flight.set(2);
+        for _ in 0..20 {
+            assert!(!saturation.update(&metrics));
+        }
+        assert_eq!(metrics.processor_yielding.get(), 0);
+        // Thirty-two: the average passes the threshold within a few samples.
+        metrics.ingest_in_flight.set(32);
+        let samples = (0..20).take_while(|_| !saturation.update(&metrics)).count();
+        assert!(samples < 5, "{samples}");
+        assert_eq!(metrics.processor_yielding.get(), 1);
+        // Back to none: it stops yielding within a few samples.
+        metrics.ingest_in_flight.set(0);
+        let samples = (0..20).take_while(|_| saturation.update(&metrics)).count();
+        assert!(samples < 10, "{samples}");
+        assert_eq!(metrics.processor_yielding.get(), 0);
     }
 
     #[test]

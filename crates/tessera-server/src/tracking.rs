@@ -100,6 +100,7 @@ async fn ingest(
     browser: bool,
 ) -> Response {
     let started = Instant::now();
+    let _in_flight = InFlight::enter(&state.metrics);
     let client_ip = browser
         .then(|| {
             request
@@ -124,6 +125,23 @@ async fn ingest(
         .ingest_latency
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Counts a tracking request in `tessera_ingest_in_flight` while it is handled (also
+/// when the client goes away and the handler is dropped mid-way).
+struct InFlight<'a>(&'a crate::metrics::Metrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a crate::metrics::Metrics) -> Self {
+        metrics.ingest_in_flight.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.ingest_in_flight.dec();
+    }
 }
 
 /// An error answer, with the key of the source when the request was authenticated.

@@ -625,6 +625,10 @@ impl EventLog for SqliteEventLog {
         Ok(())
     }
 
+    fn durable_seq(&self) -> Option<i64> {
+        Some(self.synced_seq.load(Ordering::SeqCst))
+    }
+
     fn append_unsynced(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
         self.refuse_after_failed_sync()?;
         let mut dedup = lock(&self.dedup);

@@ -146,6 +146,13 @@ pub trait EventLog: Send + Sync {
         Ok(())
     }
 
+    /// The highest `seq` known to be durable, when the engine tracks it without a
+    /// read (after [`EventLog::sync`] returned, it covers what that sync made
+    /// durable); `None` when it does not. Latency metrics only.
+    fn durable_seq(&self) -> Option<i64> {
+        None
+    }
+
     /// Calls `visit` for each matching event in log order; returns how many matched.
     /// Reads in pages, so a long export holds no long transaction.
     fn scan(
