@@ -102,6 +102,34 @@ fn event_name(message: &Map<String, Value>) -> Option<&str> {
     }
 }
 
+/// Whether a message passes a destination's filter on what the message itself says
+/// (type, event name, source); the audience part needs its owner (`member_matches`).
+fn message_matches(
+    destination: &Destination,
+    message: &Map<String, Value>,
+    source_key: i64,
+    sources: &HashMap<i64, String>,
+) -> bool {
+    let filter = &destination.filter;
+    let kind = message.get("type").and_then(Value::as_str).unwrap_or("");
+    if !filter.types.is_empty() && !filter.types.iter().any(|t| t == kind) {
+        return false;
+    }
+    if !filter.events.is_empty() {
+        let name = event_name(message).unwrap_or("");
+        if !filter.events.iter().any(|e| e == name) {
+            return false;
+        }
+    }
+    if !filter.sources.is_empty() {
+        let id = sources.get(&source_key).map(String::as_str).unwrap_or("");
+        if !filter.sources.iter().any(|s| s == id) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Template contexts built in one round (a profile's traits are read once).
 struct Contexts {
     sources: HashMap<i64, String>,
@@ -175,14 +203,44 @@ impl Activation {
             cache: HashMap::new(),
         };
 
+        // Names of events a journey starts on or waits for: only those need the
+        // journeys' runs looked up.
+        let journey_events: HashSet<&str> =
+            journeys
+                .iter()
+                .flat_map(|j| {
+                    j.journey.trigger.event.as_deref().into_iter().chain(
+                        j.program.iter().filter_map(|step| match step {
+                            Instruction::WaitFor { event, .. } => Some(event.as_str()),
+                            _ => None,
+                        }),
+                    )
+                })
+                .collect();
         for event in &events {
             let Ok(Value::Object(message)) = serde_json::from_str::<Value>(&event.payload) else {
                 continue;
             };
-            let owner = resolve(&message);
             let name = event_name(&message).map(str::to_owned);
+            // Before the owner is resolved (an identity lookup): most events of a busy
+            // site are for no journey and no destination.
+            let for_journeys = name
+                .as_deref()
+                .is_some_and(|name| journey_events.contains(name));
+            let candidates: Vec<&Arc<Destination>> = destinations
+                .iter()
+                .filter(|d| {
+                    d.enabled
+                        && d.takes_events()
+                        && message_matches(d, &message, event.source_key, &sources)
+                })
+                .collect();
+            if !for_journeys && candidates.is_empty() {
+                continue;
+            }
+            let owner = resolve(&message);
             let message = Value::Object(message);
-            if let (Some(owner), Some(name)) = (owner, &name) {
+            if let (true, Some(owner), Some(name)) = (for_journeys, owner, &name) {
                 for journey in journeys.iter().filter(|j| {
                     j.journey.enabled && j.journey.trigger.event.as_deref() == Some(name)
                 }) {
@@ -211,11 +269,8 @@ impl Activation {
                     }
                 }
             }
-            for destination in destinations
-                .iter()
-                .filter(|d| d.enabled && d.takes_events())
-            {
-                if !self.matches(destination, &message, event.source_key, &sources, owner)? {
+            for destination in candidates {
+                if !self.member_matches(destination, owner)? {
                     continue;
                 }
                 let context = self.context_of(owner, &mut contexts)?;
@@ -305,50 +360,25 @@ impl Activation {
         Ok(handled + woken)
     }
 
-    fn matches(
+    /// Whether `owner` is in the audience the destination's filter names (if any).
+    fn member_matches(
         &self,
         destination: &Destination,
-        message: &Value,
-        source_key: i64,
-        sources: &HashMap<i64, String>,
         owner: Option<ProfileId>,
     ) -> Result<bool, StoreError> {
-        let filter = &destination.filter;
-        let Some(map) = message.as_object() else {
+        let Some(audience) = &destination.filter.member_of else {
+            return Ok(true);
+        };
+        let Some(owner) = owner else {
             return Ok(false);
         };
-        let kind = map.get("type").and_then(Value::as_str).unwrap_or("");
-        if !filter.types.is_empty() && !filter.types.iter().any(|t| t == kind) {
-            return Ok(false);
-        }
-        if !filter.events.is_empty() {
-            let name = event_name(map).unwrap_or("");
-            if !filter.events.iter().any(|e| e == name) {
-                return Ok(false);
-            }
-        }
-        if !filter.sources.is_empty() {
-            let id = sources.get(&source_key).map(String::as_str).unwrap_or("");
-            if !filter.sources.iter().any(|s| s == id) {
-                return Ok(false);
-            }
-        }
-        if let Some(audience) = &filter.member_of {
-            let Some(owner) = owner else {
-                return Ok(false);
-            };
-            let member = self
-                .stores
-                .audiences
-                .store()
-                .memberships(owner)?
-                .iter()
-                .any(|m| m.audience == *audience);
-            if !member {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(self
+            .stores
+            .audiences
+            .store()
+            .memberships(owner)?
+            .iter()
+            .any(|m| m.audience == *audience))
     }
 
     /// A canonical profile and the profiles merged into it: runs and sends made
@@ -751,4 +781,60 @@ fn push_history(run: &mut JourneyRun, entry: Value) {
     let mut history: Vec<Value> = serde_json::from_str(&run.history_json).unwrap_or_default();
     history.push(entry);
     run.history_json = Value::Array(history).to_string();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destination(filter: Value) -> Destination {
+        serde_json::from_value(json!({
+            "id": "hook", "type": "webhook", "settings": {"url": "http://127.0.0.1:9/in"},
+            "filter": filter,
+        }))
+        .unwrap_or_else(|e| panic!("destination: {e}"))
+    }
+
+    fn message(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_message_passes_the_filter_on_its_type_name_and_source_without_its_owner() {
+        let sources = HashMap::from([(1, "web".to_owned()), (2, "shop".to_owned())]);
+        let order = message(json!({"type": "track", "event": "Order Completed"}));
+        let page = message(json!({"type": "page", "name": "Home"}));
+        let identify = message(json!({"type": "identify", "traits": {}}));
+
+        let any = destination(json!({}));
+        assert!(message_matches(&any, &order, 1, &sources));
+        assert!(message_matches(&any, &identify, 1, &sources));
+
+        let orders = destination(json!({"events": ["Order Completed"]}));
+        assert!(message_matches(&orders, &order, 1, &sources));
+        assert!(!message_matches(&orders, &page, 1, &sources));
+        assert!(
+            !message_matches(&orders, &identify, 1, &sources),
+            "no name: no match"
+        );
+
+        let pages = destination(json!({"types": ["page"], "events": ["Home"]}));
+        assert!(message_matches(&pages, &page, 1, &sources));
+        assert!(!message_matches(&pages, &order, 1, &sources));
+
+        let shop = destination(json!({"sources": ["shop"]}));
+        assert!(message_matches(&shop, &order, 2, &sources));
+        assert!(!message_matches(&shop, &order, 1, &sources));
+        assert!(
+            !message_matches(&shop, &order, 3, &sources),
+            "unknown source"
+        );
+
+        // The audience part is left to `member_matches`, which needs the owner.
+        let members = destination(json!({"memberOf": "buyers"}));
+        assert!(message_matches(&members, &order, 1, &sources));
+    }
 }

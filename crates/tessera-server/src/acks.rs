@@ -8,6 +8,9 @@
 //! how long after its acknowledgement an event was applied, changed a membership or
 //! was delivered.
 //!
+//! The committer records the log's durable `seq` once at start, before any append:
+//! that first record only marks where measuring begins.
+//!
 //! Bounded: the oldest records are dropped past [`CAPACITY`] (one record per fsync,
 //! so minutes of history at full load). An event with no record — acknowledged
 //! before this process started, or too long ago — has no time and is not measured.

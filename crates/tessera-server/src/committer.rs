@@ -107,6 +107,13 @@ impl Committer {
                 .event_log_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+        if let Some(seq) = log.durable_seq() {
+            // What is durable already was acknowledged before this process: latency is
+            // measured from the first fsync on.
+            metrics
+                .acks
+                .record(seq, chrono::Utc::now().timestamp_millis());
+        }
         let (committed, to_sync) = std::sync::mpsc::sync_channel(UNSYNCED_GROUPS);
         let writer = {
             let log = Arc::clone(&log);
