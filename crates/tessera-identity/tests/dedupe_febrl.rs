@@ -18,10 +18,7 @@ fn datasets() -> Option<PathBuf> {
     if dir.join("febrl1_records.csv").exists() {
         Some(dir)
     } else {
-        eprintln!(
-            "skipped: {} has no febrl1_records.csv",
-            dir.display()
-        );
+        eprintln!("skipped: {} has no febrl1_records.csv", dir.display());
         None
     }
 }
