@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 import requests
@@ -183,3 +184,35 @@ def test_per_key_rate_limits_answer_429_with_retry_after(server_factory, tmp_pat
     codes = [call(server, "GET", "/api/v1/profiles?identifier=user_id:u", token=reader["token"]).status_code
              for _ in range(6)]
     assert 429 in codes, codes
+
+
+def documented_operation(document, method, path):
+    """The OpenAPI operation whose path template matches `path` (query dropped)."""
+    path = path.split("?", 1)[0]
+    if path in document["paths"]:
+        return document["paths"][path].get(method.lower())
+    for template, item in document["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            return item.get(method.lower())
+    return None
+
+
+def test_openapi_document_is_public_and_names_each_scope(server):
+    r = requests.get(server.url + "/api/openapi.json", timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "application/json"
+    document = r.json()
+    assert document["openapi"].startswith("3.1")
+    for path in ("/v1/identify", "/v1/track", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias",
+                 "/v1/batch", "/v1/import", "/v1/t", "/v1/b"):
+        assert document["paths"][path]["post"]["security"] == [{"writeKey": []}], path
+    # The scopes the document states are the ones the server enforces (checked above).
+    for method, path in ADMIN_ROUTES:
+        operation = documented_operation(document, method, path)
+        assert operation is not None, (method, path)
+        assert operation["security"] == [{"adminToken": ["admin"]}], (method, path)
+    for method, path in PROFILE_ROUTES:
+        operation = documented_operation(document, method, path)
+        assert operation is not None, (method, path)
+        assert all(sorted(scopes) == ["admin", "read:profiles"]
+                   for requirement in operation["security"] for scopes in requirement.values()), (method, path)

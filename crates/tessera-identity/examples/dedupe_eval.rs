@@ -1,7 +1,7 @@
 //! Measures de-duplication accuracy and speed on labelled record sets.
 //!
 //! ```text
-//! cargo run --release -p tessera-identity --example dedupe_eval -- /work/shared/datasets/identity
+//! cargo run --release -p tessera-identity --example dedupe_eval -- "$TESSERA_FEBRL_DIR"
 //! cargo run --release -p tessera-identity --example dedupe_eval -- --csv /tmp/synth_1m.csv
 //! ```
 //!

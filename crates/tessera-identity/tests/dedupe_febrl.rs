@@ -1,6 +1,7 @@
 //! De-duplication accuracy on FEBRL 1 (1,000 records, 500 true pairs), read from
-//! the shared datasets folder beside the repository. The truth columns are used for
-//! scoring only. Skipped, with a message, when the folder is absent.
+//! the folder named by `TESSERA_FEBRL_DIR` (`febrl1_records.csv`, `febrl1_pairs.csv`).
+//! The truth columns are used for scoring only. Skipped, with a message, when the
+//! variable is unset or the folder lacks the set.
 
 #[path = "../examples/support/labelled.rs"]
 mod labelled;
@@ -10,14 +11,14 @@ use tessera_identity::dedupe::evaluate::{bcubed, pairwise};
 use tessera_identity::dedupe::{DedupeConfig, NoProgress, dedupe};
 
 fn datasets() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/identity");
+    let Some(dir) = std::env::var_os("TESSERA_FEBRL_DIR").map(PathBuf::from) else {
+        eprintln!("skipped: set TESSERA_FEBRL_DIR to a folder holding the FEBRL sets as CSV");
+        return None;
+    };
     if dir.join("febrl1_records.csv").exists() {
         Some(dir)
     } else {
-        eprintln!(
-            "skipped: {} not found (the FEBRL sets live in shared/datasets/identity beside the repository)",
-            dir.display()
-        );
+        eprintln!("skipped: {} has no febrl1_records.csv", dir.display());
         None
     }
 }

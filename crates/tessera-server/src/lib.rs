@@ -1,5 +1,6 @@
 //! Tessera's HTTP edge: the Segment-compatible Tracking API, the admin API,
-//! `/healthz` and `/metrics`, over the group-committing ingest pipeline.
+//! `/healthz`, `/metrics` and `/api/openapi.json`, over the group-committing ingest
+//! pipeline.
 //!
 //! [`router`] builds the whole application from an [`AppState`] without a socket, so
 //! tests drive it with `tower::ServiceExt::oneshot`; the binary binds it and serves.
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(activation_api::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(api_error::json_rejections))
@@ -118,6 +120,15 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+/// The OpenAPI 3.1 description of every route, kept beside this crate's manifest; a
+/// test (`tests/openapi.rs`) fails when it and the routers disagree.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// `GET /api/openapi.json`: [`OPENAPI_JSON`], without authentication.
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
 }
 
 async fn not_found() -> ApiError {

@@ -11,7 +11,7 @@
 //!   even after deletions, so a consumer's checkpoint stays valid.
 //! - A repeated `(source, messageId)` is stored once.
 //! - [`EventLog::delete_events`] removes events physically: afterwards no file of the
-//!   engine holds their bytes (needed for erasure, DESIGN.md §3.4).
+//!   engine holds their bytes (needed for erasure, docs/architecture.md).
 
 use std::fmt;
 
