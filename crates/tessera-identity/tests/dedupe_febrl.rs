@@ -1,7 +1,8 @@
 //! De-duplication accuracy on FEBRL 1 (1,000 records, 500 true pairs), read from
-//! the folder named by `TESSERA_FEBRL_DIR` (`febrl1_records.csv`, `febrl1_pairs.csv`).
+//! the folder named by `TESSERA_FEBRL_DIR` (`febrl1_records.csv`, `febrl1_pairs.csv`),
+//! by default the public datasets folder beside the checkout (`shared/datasets/identity`).
 //! The truth columns are used for scoring only. Skipped, with a message, when the
-//! variable is unset or the folder lacks the set.
+//! folder lacks the set.
 
 #[path = "../examples/support/labelled.rs"]
 mod labelled;
@@ -11,10 +12,12 @@ use tessera_identity::dedupe::evaluate::{bcubed, pairwise};
 use tessera_identity::dedupe::{DedupeConfig, NoProgress, dedupe};
 
 fn datasets() -> Option<PathBuf> {
-    let Some(dir) = std::env::var_os("TESSERA_FEBRL_DIR").map(PathBuf::from) else {
-        eprintln!("skipped: set TESSERA_FEBRL_DIR to a folder holding the FEBRL sets as CSV");
-        return None;
-    };
+    // The public datasets folder beside a checkout, unless the variable names another.
+    let dir = std::env::var_os("TESSERA_FEBRL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/identity")
+        });
     if dir.join("febrl1_records.csv").exists() {
         Some(dir)
     } else {

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub ingest_queue_depth: Gauge,
     /// Tracking requests being handled now (from their headers to their answer).
     pub ingest_in_flight: Gauge,
+    /// Most tracking requests in flight at once since the processor last looked (not
+    /// exported; see [`Metrics::take_in_flight_peak`]).
+    ingest_in_flight_peak: std::sync::atomic::AtomicI64,
     /// Share of the last second the event-log writer spent committing, in percent.
     pub ingest_writer_busy_percent: Gauge,
     /// When the writer last finished a commit (Unix ms; not exported): a busy share
@@ -393,6 +396,7 @@ impl Metrics {
             sync_seconds,
             ingest_queue_depth,
             ingest_in_flight,
+            ingest_in_flight_peak: std::sync::atomic::AtomicI64::new(0),
             ingest_writer_busy_percent,
             last_commit_unix_ms: std::sync::atomic::AtomicI64::new(0),
             event_log_bytes,
@@ -400,6 +404,27 @@ impl Metrics {
             ack_latency,
             acks: AckTimes::default(),
         }
+    }
+
+    /// A tracking request started (`tessera_ingest_in_flight` and its peak).
+    pub fn request_started(&self) {
+        let now = self.ingest_in_flight.inc() + 1;
+        self.ingest_in_flight_peak
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A tracking request was answered (or its client went away).
+    pub fn request_finished(&self) {
+        self.ingest_in_flight.dec();
+    }
+
+    /// The most tracking requests in flight at once since the last call (at least as
+    /// many as now).
+    pub fn take_in_flight_peak(&self) -> i64 {
+        self.ingest_in_flight_peak.swap(
+            self.ingest_in_flight.get(),
+            std::sync::atomic::Ordering::Relaxed,
+        )
     }
 
     /// Observes each of `seconds` from an event's acknowledgement to `stage`.

@@ -8,17 +8,19 @@
 //! Ingestion comes first, but only when it is really saturated: then the processor
 //! applies a small chunk (250 events) every 250 ms, so on a small machine a burst is
 //! acknowledged at full speed and profiles catch up after it. Saturated means
-//! requests are queueing — on average at least [`QUEUEING_REQUESTS`] tracking
-//! requests in flight (by Little's law, arrivals × time in the server: at 10,000
-//! events/s in batches of 100 that is under one; a closed loop of 32 clients at the
-//! server's limit keeps about 30) — and a resource ingestion needs is short: the
-//! event-log writer is busy at least 60 % of the time (its inserts overlap the
-//! fsyncs, so near capacity it is busy 60–75 %, not all of the time), or the CPU is
-//! (the processor's own thread waited for a CPU at least a quarter of the time it
-//! wanted one, from Linux's `/proc/thread-self/schedstat`). A busy CPU alone is not
-//! enough: on a 2-core host a load generator and a webhook receiver at 1,000–10,000
-//! events/s make the processor wait for a CPU too, and yielding then held every event
-//! up to a quarter of a second before identity, audiences and activation saw it.
+//! requests are queueing — at least [`QUEUEING_REQUESTS`] tracking requests were in
+//! flight at once within the last [`QUEUEING_HOLD`] (by Little's law, arrivals × time
+//! in the server: at 10,000 events/s in batches of 100 that is one or two; a closed
+//! loop of 32 clients at the server's limit keeps up to 32, though right after a
+//! group is acknowledged only a few, hence the peak, not a sample) — and a resource
+//! ingestion needs is short: the event-log writer is busy at least 60 % of the time
+//! (its inserts overlap the fsyncs, so near capacity it is busy 60–75 %, not all of
+//! the time), or the CPU is (the processor's own thread waited for a CPU at least a
+//! quarter of the time it wanted one, from Linux's `/proc/thread-self/schedstat`). A
+//! busy CPU alone is not enough: on a 2-core host a load generator and a webhook
+//! receiver at 1,000–10,000 events/s make the processor wait for a CPU too, and
+//! yielding then held every event up to a quarter of a second before identity,
+//! audiences and activation saw it.
 //! Small and frequent rather than a full chunk a second: a full chunk holds a core for
 //! ~150 ms, which the ingest threads feel as a latency spike. The lag is visible as
 //! `tessera_processor_lag_events`, the yielding as `tessera_processor_yielding`, and
@@ -46,11 +48,11 @@ const SATURATED_CHUNK_EVENTS: usize = 250;
 /// Share of the time the processor's thread wanted a CPU and waited for one, from
 /// which the CPU counts as short while ingestion is queueing.
 const SATURATED_CPU_WAIT: f64 = 0.25;
-/// Tracking requests in flight, on average, from which ingestion counts as queueing.
-pub const QUEUEING_REQUESTS: f64 = 8.0;
-/// Weight of the newest sample in the in-flight average (samples come every 20 ms
-/// while resting, after every chunk otherwise).
-const IN_FLIGHT_WEIGHT: f64 = 0.25;
+/// Tracking requests in flight at once from which ingestion counts as queueing.
+pub const QUEUEING_REQUESTS: i64 = 16;
+/// Ingestion counts as queueing this long after requests last queued (samples come
+/// every 20 ms while resting, after every chunk otherwise).
+pub const QUEUEING_HOLD: Duration = Duration::from_millis(100);
 /// The audience engine's batch work (definitions changed, schedules) runs this often.
 const TICK_INTERVAL: Duration = Duration::from_millis(200);
 /// Queued privacy requests (from the CLI) are looked for this often.
@@ -370,8 +372,8 @@ fn index_gauges(audiences: &AudienceEngine, metrics: &Metrics) {
 struct Saturation {
     cpu_wait: CpuWait,
     cpu_short: bool,
-    /// Average tracking requests in flight.
-    in_flight: f64,
+    /// When at least [`QUEUEING_REQUESTS`] were last seen in flight at once.
+    last_queueing: Option<std::time::Instant>,
 }
 
 impl Saturation {
@@ -381,11 +383,15 @@ impl Saturation {
         if let Some(share) = self.cpu_wait.sample() {
             self.cpu_short = share >= SATURATED_CPU_WAIT;
         }
-        let now = metrics.ingest_in_flight.get().max(0) as f64;
-        self.in_flight += IN_FLIGHT_WEIGHT * (now - self.in_flight);
+        if metrics.take_in_flight_peak() >= QUEUEING_REQUESTS {
+            self.last_queueing = Some(std::time::Instant::now());
+        }
+        let queueing = self
+            .last_queueing
+            .is_some_and(|at| at.elapsed() < QUEUEING_HOLD);
         let yielding = yields(
             metrics.ingest_active(),
-            self.in_flight,
+            queueing,
             metrics.ingest_writer_busy_percent.get(),
             self.cpu_short,
         );
@@ -396,10 +402,8 @@ impl Saturation {
 
 /// The rule of the module doc: ingestion active and queueing, and the writer or the
 /// CPU short.
-fn yields(active: bool, in_flight: f64, writer_busy_percent: i64, cpu_short: bool) -> bool {
-    active
-        && in_flight >= QUEUEING_REQUESTS
-        && (writer_busy_percent >= SATURATED_PERCENT || cpu_short)
+fn yields(active: bool, queueing: bool, writer_busy_percent: i64, cpu_short: bool) -> bool {
+    active && queueing && (writer_busy_percent >= SATURATED_PERCENT || cpu_short)
 }
 
 /// How much of the time the calling thread wanted a CPU and waited for one, from
@@ -483,39 +487,47 @@ mod tests {
     #[test]
     fn yields_only_while_requests_queue_and_the_writer_or_the_cpu_is_short() {
         // A busy host at moderate load: the CPU is short, but requests do not queue.
-        assert!(!yields(true, 1.5, 10, true));
+        assert!(!yields(true, false, 10, true));
         // A queue without a short resource (a slow disk): applying costs ingest nothing.
-        assert!(!yields(true, 30.0, 20, false));
+        assert!(!yields(true, true, 20, false));
         // Saturated: queueing, and the writer or the CPU short.
-        assert!(yields(true, 30.0, 20, true));
-        assert!(yields(true, 8.0, 60, false));
+        assert!(yields(true, true, 20, true));
+        assert!(yields(true, true, 60, false));
         // Nothing committed lately: never.
-        assert!(!yields(false, 30.0, 90, true));
+        assert!(!yields(false, true, 90, true));
+    }
+
+    /// Marks `n` requests in flight at once, as the tracking handler does.
+    fn in_flight_peak(metrics: &Metrics, n: i64) {
+        for _ in 0..n {
+            metrics.request_started();
+        }
+        for _ in 0..n {
+            metrics.request_finished();
+        }
     }
 
     #[test]
-    fn saturation_follows_the_in_flight_average() {
+    fn saturation_follows_the_peak_of_requests_in_flight() {
         let metrics = Metrics::new();
         metrics.ingest_writer_busy_percent.set(80);
         metrics
             .last_commit_unix_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
         let mut saturation = Saturation::default();
-        // Two requests in flight: a moderate load.
-        metrics.ingest_in_flight.set(2);
-        for _ in 0..20 {
-            assert!(!saturation.update(&metrics));
-        }
+        // A few at once: a moderate load.
+        in_flight_peak(&metrics, 3);
+        assert!(!saturation.update(&metrics));
         assert_eq!(metrics.processor_yielding.get(), 0);
-        // Thirty-two: the average passes the threshold within a few samples.
-        metrics.ingest_in_flight.set(32);
-        let samples = (0..20).take_while(|_| !saturation.update(&metrics)).count();
-        assert!(samples < 5, "{samples}");
+        // Thirty-two at once, even if only for a moment between two samples.
+        in_flight_peak(&metrics, 32);
+        assert_eq!(metrics.ingest_in_flight.get(), 0);
+        assert!(saturation.update(&metrics));
         assert_eq!(metrics.processor_yielding.get(), 1);
-        // Back to none: it stops yielding within a few samples.
-        metrics.ingest_in_flight.set(0);
-        let samples = (0..20).take_while(|_| saturation.update(&metrics)).count();
-        assert!(samples < 10, "{samples}");
+        // Held for a while without a new peak, then released.
+        assert!(saturation.update(&metrics));
+        std::thread::sleep(QUEUEING_HOLD);
+        assert!(!saturation.update(&metrics));
         assert_eq!(metrics.processor_yielding.get(), 0);
     }
 

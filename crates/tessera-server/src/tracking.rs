@@ -133,14 +133,14 @@ struct InFlight<'a>(&'a crate::metrics::Metrics);
 
 impl<'a> InFlight<'a> {
     fn enter(metrics: &'a crate::metrics::Metrics) -> Self {
-        metrics.ingest_in_flight.inc();
+        metrics.request_started();
         Self(metrics)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.ingest_in_flight.dec();
+        self.0.request_finished();
     }
 }
 
