@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
-from tessera_e2e import HTTP_TIMEOUT, assert_error, free_port, run_cli, wait_until
+from tessera_e2e import HTTP_TIMEOUT, assert_error, free_port, metric_value, run_cli, wait_until
 
 WAIT = 30.0
 
@@ -584,3 +584,50 @@ def test_a_destination_created_later_gets_what_comes_after_it(server_factory, re
     got = [json.loads(r["body"])["messageId"] for r in rx.accepted()]
     assert sorted(got) == sorted(want), "only events after the destination existed, each once"
     assert len(deliveries(server, destination="late-hook")) == 5
+
+
+def test_latency_from_acknowledgement_is_exported_per_stage(server_factory, receivers):
+    """`tessera_ack_latency_seconds{stage}` measures, from each event's acknowledgement,
+    when it was applied to its profile, changed an audience membership, and reached a
+    destination; the processor does not yield at this light load."""
+    rx = receivers().start()
+    server = server_factory()
+    source = server.create_source("shop")
+    create(server, "/api/v1/audiences", {"key": "buyers", "definition": 'event "Order Completed" >= 1'})
+
+    def computed():
+        status = server.admin("GET", "/api/v1/audiences/buyers").json()["status"]
+        return status["state"] == "ready" and status["computedAtMs"] is not None
+
+    # Once the new audience's first batch computation ran, its changes are realtime.
+    wait_until(computed, timeout=WAIT, what="the audience computed")
+    create(server, "/api/v1/destinations", {
+        "id": "slo-hook", "type": "webhook", "settings": {"url": rx.url + "/hook"},
+        "filter": {"events": ["Order Completed"]},
+    })
+    orders = [msg("track", userId=f"slo-{i}", event="Order Completed") for i in range(20)]
+    for start in range(0, 20, 5):
+        send_batch(server, source, orders[start:start + 5])
+    want = {m["messageId"] for m in orders}
+    wait_until(lambda: {json.loads(r["body"])["messageId"] for r in rx.accepted()} >= want,
+               timeout=WAIT, what="every order delivered")
+
+    def counts() -> dict[str, float]:
+        return {stage: metric(server, "tessera_ack_latency_seconds_count", stage=stage)
+                for stage in ("applied", "audience", "delivered")}
+
+    # Each order was applied once, made one new profile enter `buyers`, and was
+    # delivered once.
+    wait_until(lambda: counts() == {"applied": 20, "audience": 20, "delivered": 20},
+               timeout=WAIT, what=f"one observation per event and stage, got {counts()}")
+    for stage in ("applied", "audience", "delivered"):
+        total = metric(server, "tessera_ack_latency_seconds_sum", stage=stage)
+        # Measured from the acknowledgement, not from some earlier time: well under
+        # the time the whole test took.
+        assert 0 <= total / 20 < WAIT, (stage, total)
+        buckets = metric_value(server.metrics(), "tessera_ack_latency_seconds_bucket", stage=stage, le="+Inf")
+        assert buckets == 20, (stage, buckets)
+    assert metric(server, "tessera_processor_yielding") == 0
+    assert metric(server, "tessera_ingest_in_flight") == 0, "every request was answered"
+    # The per-destination histogram measures from the acknowledgement too.
+    assert metric(server, "tessera_delivery_latency_seconds_count", destination="slo-hook") == 20
