@@ -14,16 +14,12 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tessera_core::time::SystemClock;
-use tessera_identity::processor::Processor;
-use tessera_server::committer::{Committer, CommitterConfig};
-use tessera_server::metrics::Metrics;
-use tessera_server::sources::SourceResolver;
-use tessera_server::{AppState, OPENAPI_JSON, router};
-use tessera_store::Catalog;
-use tessera_store::profiles::ProfileStore;
-use tessera_store_sqlite::{SqliteProfileStore, open_data_dir};
+use tessera_server::committer::CommitterConfig;
+use tessera_server::{OPENAPI_JSON, router};
+use tessera_store_sqlite::open_data_dir;
 use tower::ServiceExt;
+
+mod support;
 
 /// The methods the document may list for a path, as OpenAPI names them.
 const METHODS: [&str; 6] = ["get", "put", "post", "delete", "patch", "options"];
@@ -237,69 +233,13 @@ fn every_operation_has_a_summary_security_and_the_error_shape() {
 /// The application over an empty store in `dir`.
 fn app(dir: &Path) -> (axum::Router, tessera_server::committer::CommitterThreads) {
     let (events, catalog) = open_data_dir(dir).expect("open store");
-    let events: Arc<dyn tessera_store::EventLog> = Arc::new(events);
-    let catalog: Arc<dyn Catalog> = Arc::new(catalog);
-    let metrics = Arc::new(Metrics::new());
-    let profiles: Arc<dyn ProfileStore> =
-        Arc::new(SqliteProfileStore::open_in(dir).expect("profiles"));
-    let processor = Arc::new(
-        Processor::new(
-            Arc::clone(&events),
-            Arc::clone(&profiles),
-            Arc::clone(&catalog),
-        )
-        .expect("processor"),
-    );
-    let (committer, threads) = Committer::start(
-        Arc::clone(&events),
-        Arc::clone(&metrics),
+    let (state, threads) = support::app_state(
+        dir,
+        Arc::new(events),
+        Arc::new(catalog),
         CommitterConfig::default(),
-    )
-    .expect("start");
-    let audiences = Arc::new(tessera_audience::engine::AudienceEngine::new(
-        Arc::clone(&catalog),
-        Arc::new(tessera_store_sqlite::SqliteAudienceStore::open_in(dir).expect("audiences")),
-        Arc::clone(&profiles),
-        Arc::clone(&events),
-        Arc::new(SystemClock),
-        tessera_audience::engine::EngineOptions::default(),
-    ));
-    let activation = tessera_activation::Activation::new(
-        tessera_activation::Stores {
-            log: Arc::clone(&events),
-            profiles: Arc::clone(&profiles),
-            catalog: Arc::clone(&catalog),
-            store: Arc::new(
-                tessera_store_sqlite::SqliteActivationStore::open_in(dir).expect("activation"),
-            ),
-            audiences: Arc::clone(&audiences),
-        },
-        vec!["marketing".into()],
-        Arc::new(tessera_activation::delivery::NoObserver),
-        None,
-    )
-    .expect("activation");
-    let state = AppState {
-        events,
-        profiles,
-        processor,
-        catalog: Arc::clone(&catalog),
-        committer,
-        metrics,
-        sources: Arc::new(SourceResolver::new(Arc::clone(&catalog))),
-        admin_token_hash: tessera_core::ids::hash_secret("openapi-test-admin-token"),
-        clock: Arc::new(SystemClock),
-        audiences,
-        rate_limiter: Arc::new(tessera_server::rate_limit::RateLimiter::new(None)),
-        privacy: Arc::new(
-            tessera_server::privacy::Privacy::open(
-                Arc::clone(&catalog),
-                tessera_server::privacy::PrivacyConfig::default(),
-            )
-            .expect("privacy"),
-        ),
-        activation,
-    };
+        "openapi-test-admin-token",
+    );
     (router(state), threads)
 }
 

@@ -8,19 +8,17 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
-use tessera_core::time::SystemClock;
-use tessera_identity::processor::Processor;
-use tessera_server::committer::{Committer, CommitterConfig, CommitterThreads};
-use tessera_server::metrics::Metrics;
-use tessera_server::sources::{SourceResolver, create_source};
-use tessera_server::{AppState, router};
-use tessera_store::profiles::ProfileStore;
+use tessera_server::committer::{CommitterConfig, CommitterThreads};
+use tessera_server::router;
+use tessera_server::sources::create_source;
 use tessera_store::{
     AppendBatch, AppendOutcome, Catalog, EventFilter, EventLog, StoreResult, StoredEvent,
     StoredRejection,
 };
-use tessera_store_sqlite::{SqliteProfileStore, open_data_dir};
+use tessera_store_sqlite::open_data_dir;
 use tower::ServiceExt;
+
+mod support;
 
 const ADMIN: &str = "test-admin-token";
 
@@ -48,66 +46,8 @@ impl Harness {
         let write_key = create_source(catalog.as_ref(), "web")
             .expect("source")
             .write_key;
-        let metrics = Arc::new(Metrics::new());
-        let profiles: Arc<dyn ProfileStore> =
-            Arc::new(SqliteProfileStore::open_in(dir.path()).expect("profiles"));
-        let processor = Arc::new(
-            Processor::new(
-                Arc::clone(&events),
-                Arc::clone(&profiles),
-                Arc::clone(&catalog),
-            )
-            .expect("processor"),
-        );
-        let (committer, threads) =
-            Committer::start(Arc::clone(&events), Arc::clone(&metrics), config).expect("start");
-        let audiences = Arc::new(tessera_audience::engine::AudienceEngine::new(
-            Arc::clone(&catalog),
-            Arc::new(
-                tessera_store_sqlite::SqliteAudienceStore::open_in(dir.path()).expect("audiences"),
-            ),
-            Arc::clone(&profiles),
-            Arc::clone(&events),
-            Arc::new(SystemClock),
-            tessera_audience::engine::EngineOptions::default(),
-        ));
-        let activation = tessera_activation::Activation::new(
-            tessera_activation::Stores {
-                log: Arc::clone(&events),
-                profiles: Arc::clone(&profiles),
-                catalog: Arc::clone(&catalog),
-                store: Arc::new(
-                    tessera_store_sqlite::SqliteActivationStore::open_in(dir.path())
-                        .expect("activation"),
-                ),
-                audiences: Arc::clone(&audiences),
-            },
-            vec!["marketing".into()],
-            Arc::new(tessera_activation::delivery::NoObserver),
-            None,
-        )
-        .expect("activation");
-        let state = AppState {
-            events: Arc::clone(&events),
-            profiles: Arc::clone(&profiles),
-            processor,
-            catalog: Arc::clone(&catalog),
-            committer,
-            metrics,
-            sources: Arc::new(SourceResolver::new(Arc::clone(&catalog))),
-            admin_token_hash: tessera_core::ids::hash_secret(ADMIN),
-            clock: Arc::new(SystemClock),
-            audiences,
-            rate_limiter: Arc::new(tessera_server::rate_limit::RateLimiter::new(None)),
-            privacy: Arc::new(
-                tessera_server::privacy::Privacy::open(
-                    Arc::clone(&catalog),
-                    tessera_server::privacy::PrivacyConfig::default(),
-                )
-                .expect("privacy"),
-            ),
-            activation,
-        };
+        let (state, threads) =
+            support::app_state(dir.path(), Arc::clone(&events), catalog, config, ADMIN);
         Self {
             app: router(state),
             events,
