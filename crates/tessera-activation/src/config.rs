@@ -325,6 +325,34 @@ fn yes() -> bool {
 }
 
 impl Kind {
+    /// Where its credentials go: `scheme://host:port` of the URL (webhook, SMS,
+    /// CRM) or of the SMTP server (email); `None` for a file or an unparsable
+    /// address. A masked secret may only be kept while this stays the same.
+    pub fn secret_target(&self) -> Option<String> {
+        let of_url = |url: &str| {
+            let url = reqwest::Url::parse(url).ok()?;
+            Some(format!(
+                "{}://{}:{}",
+                url.scheme(),
+                url.host_str()?.to_ascii_lowercase(),
+                url.port_or_known_default()?
+            ))
+        };
+        match self {
+            Self::Webhook(s) => of_url(&s.url),
+            Self::Sms(s) => of_url(&s.url),
+            Self::Crm(s) => of_url(&s.url),
+            Self::Email(s) => {
+                crate::senders::smtp_endpoint(&s.smtp_url)
+                    .ok()
+                    .map(|(mode, host, port)| {
+                        format!("smtp-{mode}://{}:{port}", host.to_ascii_lowercase())
+                    })
+            }
+            Self::File(_) => None,
+        }
+    }
+
     /// The channel name (`webhook`, `email`, …).
     pub fn channel(&self) -> &'static str {
         match self {
@@ -421,6 +449,38 @@ impl Destination {
         }
         if let Some(cap) = &d.frequency_cap {
             parse_duration_ms(&cap.window)?;
+        }
+        Ok(())
+    }
+
+    /// Renders each of its templates with a sample context: one that already exceeds
+    /// the render budget there is refused (the message names the setting).
+    pub fn check_budgets(&self) -> Result<(), ConfigError> {
+        let templates: Vec<(&str, &Option<String>, bool)> = match &self.kind {
+            Kind::Webhook(s) => vec![("settings.template", &s.template, false)],
+            Kind::Email(s) => vec![
+                ("settings.to", &s.to, false),
+                ("settings.html", &s.html, true),
+                ("settings.unsubscribeUrl", &s.unsubscribe_url, false),
+            ],
+            Kind::Sms(s) => vec![("settings.to", &s.to, false)],
+            Kind::Crm(_) | Kind::File(_) => Vec::new(),
+        };
+        let required: Vec<(&str, &String, bool)> = match &self.kind {
+            Kind::Email(s) => vec![
+                ("settings.subject", &s.subject, false),
+                ("settings.text", &s.text, false),
+            ],
+            Kind::Sms(s) => vec![("settings.body", &s.body, false)],
+            _ => Vec::new(),
+        };
+        let all = templates
+            .into_iter()
+            .filter_map(|(what, t, html)| t.as_ref().map(|t| (what, t, html)))
+            .chain(required);
+        for (what, template, html) in all {
+            crate::render::check_budget(template, html)
+                .map_err(|e| ConfigError(format!("{what}: {e}")))?;
         }
         Ok(())
     }
@@ -554,6 +614,28 @@ pub enum Reentry {
     Always,
     /// When their last entry is older than this (ms).
     After(i64),
+}
+
+impl CompiledJourney {
+    /// Renders each send step's template overrides with a sample context: one that
+    /// already exceeds the render budget there is refused.
+    pub fn check_budgets(&self) -> Result<(), ConfigError> {
+        for (i, instruction) in self.program.iter().enumerate() {
+            if let Instruction::Send(send) = instruction {
+                for (name, value) in &send.overrides {
+                    if let Some(text) = value.as_str() {
+                        crate::render::check_budget(text, name == "html").map_err(|e| {
+                            ConfigError(format!(
+                                "the send to {:?} (instruction {i}), overrides.{name}: {e}",
+                                send.destination
+                            ))
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A validated journey with its program.
