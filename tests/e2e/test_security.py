@@ -135,3 +135,37 @@ def test_a_masked_secret_is_not_sent_to_a_new_place(server_factory, receivers):
     wait_until(lambda: [r for r in rx.accepted() if r["path"] == "/hook"], timeout=WAIT, what="the webhook")
     got = [r for r in rx.accepted() if r["path"] == "/hook"][0]
     assert got["headers"]["x-api-key"] == "n3wkey"
+
+
+def test_header_and_sender_line_breaks_are_refused_at_creation(server_factory):
+    server = server_factory()
+    hook = {"id": "hook", "type": "webhook", "settings": {"url": "http://127.0.0.1:9/x"}}
+    email = {"id": "mail", "type": "email",
+             "settings": {"smtpUrl": "smtp://127.0.0.1:9", "from": "shop@example.com", "subject": "s", "text": "t"}}
+    for body, field in [
+        ({**hook, "settings": {**hook["settings"], "headers": {"X-Key": "a\r\nX-Evil: 1"}}}, "X-Key"),
+        ({**hook, "settings": {**hook["settings"], "headers": {"X-Key": "a\nb"}}}, "X-Key"),
+        ({**hook, "settings": {**hook["settings"], "headers": {"X-Key\r\nX-Evil": "1"}}}, "header name"),
+        ({**hook, "settings": {**hook["settings"], "headers": {"Bad Name": "1"}}}, "header name"),
+        ({**email, "settings": {**email["settings"], "from": "shop@example.com\r\nBcc: all@example.com"}},
+         "settings.from"),
+        ({**email, "settings": {**email["settings"], "from": "not an address"}}, "settings.from"),
+        ({"id": "texts", "type": "sms", "settings": {"url": "http://127.0.0.1:9/s", "from": "+1\r\n", "body": "b"}},
+         "settings.from"),
+    ]:
+        err = assert_error(server.admin("POST", "/api/v1/destinations", json=body), 400, "invalid_activation",
+                           json.dumps(body))
+        assert field in err["message"], err
+    ok = {**hook, "settings": {**hook["settings"], "headers": {"X-Key": "abc def"}}}
+    assert server.admin("POST", "/api/v1/destinations", json=ok).status_code == 201
+    ok = {**email, "settings": {**email["settings"], "from": "Shop <shop@example.com>"}}
+    assert server.admin("POST", "/api/v1/destinations", json=ok).status_code == 201
+
+
+def test_source_names_with_control_characters_are_refused(server_factory):
+    server = server_factory()
+    for name in ["web\nadmin", "we\rb", "a\x1b[31mred", "tab\there", "nul\x00"]:
+        assert_error(server.admin("POST", "/api/v1/sources", json={"name": name}), 400, "invalid_request",
+                     repr(name))
+    assert server.admin("GET", "/api/v1/sources").json()["sources"] == []
+    assert server.admin("POST", "/api/v1/sources", json={"name": "Web – shop (EU)"}).status_code == 201

@@ -63,6 +63,29 @@ pub fn check_key(what: &str, key: &str) -> Result<(), ConfigError> {
     }
 }
 
+fn has_line_break(text: &str) -> bool {
+    text.contains(['\r', '\n', '\0'])
+}
+
+/// A custom header: a valid name, and a string value without line breaks or other
+/// control characters (they would make every request fail, or add headers).
+fn check_header(name: &str, value: &Value) -> Result<(), ConfigError> {
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return err(format!(
+            "settings.headers: {name:?} is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+        ));
+    }
+    match value.as_str() {
+        Some(text) if reqwest::header::HeaderValue::from_str(text).is_ok() => Ok(()),
+        Some(_) => err(format!(
+            "settings.headers.{name}: the value must be visible ASCII on one line (no CR, LF or control characters)"
+        )),
+        None => err(format!(
+            "settings.headers.{name}: the value must be a string"
+        )),
+    }
+}
+
 /// Which events and audience changes reach a destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -387,12 +410,20 @@ impl Destination {
         match &self.kind {
             Kind::Webhook(s) => {
                 url_ok(&s.url, "settings.url")?;
+                for (name, value) in &s.headers {
+                    check_header(name, value)?;
+                }
                 if let Some(t) = &s.template {
                     crate::render::check_template(t)?;
                 }
             }
             Kind::Email(s) => {
                 crate::senders::smtp_endpoint(&s.smtp_url)?;
+                if has_line_break(&s.from) || s.from.parse::<lettre::message::Mailbox>().is_err() {
+                    return err(
+                        "settings.from must be one address such as \"Shop <shop@example.com>\", on one line",
+                    );
+                }
                 for t in [
                     Some(&s.subject),
                     Some(&s.text),
@@ -407,6 +438,9 @@ impl Destination {
             }
             Kind::Sms(s) => {
                 url_ok(&s.url, "settings.url")?;
+                if has_line_break(&s.from) {
+                    return err("settings.from must be on one line");
+                }
                 crate::render::check_template(&s.body)?;
             }
             Kind::Crm(s) => {

@@ -419,6 +419,24 @@ fn url_segment(text: &str) -> String {
         .collect()
 }
 
+/// A URL as it goes between `<` and `>` in `List-Unsubscribe`: angle brackets,
+/// quotes, whitespace and control characters (from a trait value in the template)
+/// are percent-encoded, so a value cannot close the bracket and add a second link.
+fn header_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for c in url.trim().chars() {
+        if c == '<' || c == '>' || c == '"' || c.is_whitespace() || c.is_control() {
+            let mut bytes = [0u8; 4];
+            for b in c.encode_utf8(&mut bytes).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn append_lines(path: &str, lines: &[String]) -> Result<(), std::io::Error> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
@@ -459,7 +477,7 @@ async fn send_email(
     if let Some(url) = text("unsubscribe") {
         builder = builder.raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("List-Unsubscribe"),
-            format!("<{url}>"),
+            format!("<{}>", header_url(&url)),
         ));
     }
     let body = text("text").unwrap_or_default();
@@ -538,6 +556,22 @@ mod tests {
         assert!(smtp_endpoint("http://x").is_err());
         assert!(smtp_endpoint("smtp://:25").is_err());
         assert!(smtp_endpoint("smtp://h:port").is_err());
+    }
+
+    #[test]
+    fn an_unsubscribe_url_cannot_add_a_second_link() {
+        assert_eq!(
+            header_url("https://x.io/u?id=a>, <mailto:evil@x.io"),
+            "https://x.io/u?id=a%3E,%20%3Cmailto:evil@x.io"
+        );
+        assert_eq!(
+            header_url("https://x.io/u?id=1,2&n=\u{e9}"),
+            "https://x.io/u?id=1,2&n=\u{e9}"
+        );
+        assert_eq!(
+            header_url("https://x.io/\r\nBcc: a"),
+            "https://x.io/%0D%0ABcc:%20a"
+        );
     }
 
     #[test]
