@@ -63,6 +63,29 @@ pub fn check_key(what: &str, key: &str) -> Result<(), ConfigError> {
     }
 }
 
+fn has_line_break(text: &str) -> bool {
+    text.contains(['\r', '\n', '\0'])
+}
+
+/// A custom header: a valid name, and a string value without line breaks or other
+/// control characters (they would make every request fail, or add headers).
+fn check_header(name: &str, value: &Value) -> Result<(), ConfigError> {
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return err(format!(
+            "settings.headers: {name:?} is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+        ));
+    }
+    match value.as_str() {
+        Some(text) if reqwest::header::HeaderValue::from_str(text).is_ok() => Ok(()),
+        Some(_) => err(format!(
+            "settings.headers.{name}: the value must be visible ASCII on one line (no CR, LF or control characters)"
+        )),
+        None => err(format!(
+            "settings.headers.{name}: the value must be a string"
+        )),
+    }
+}
+
 /// Which events and audience changes reach a destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -325,6 +348,34 @@ fn yes() -> bool {
 }
 
 impl Kind {
+    /// Where its credentials go: `scheme://host:port` of the URL (webhook, SMS,
+    /// CRM) or of the SMTP server (email); `None` for a file or an unparsable
+    /// address. A masked secret may only be kept while this stays the same.
+    pub fn secret_target(&self) -> Option<String> {
+        let of_url = |url: &str| {
+            let url = reqwest::Url::parse(url).ok()?;
+            Some(format!(
+                "{}://{}:{}",
+                url.scheme(),
+                url.host_str()?.to_ascii_lowercase(),
+                url.port_or_known_default()?
+            ))
+        };
+        match self {
+            Self::Webhook(s) => of_url(&s.url),
+            Self::Sms(s) => of_url(&s.url),
+            Self::Crm(s) => of_url(&s.url),
+            Self::Email(s) => {
+                crate::senders::smtp_endpoint(&s.smtp_url)
+                    .ok()
+                    .map(|(mode, host, port)| {
+                        format!("smtp-{mode}://{}:{port}", host.to_ascii_lowercase())
+                    })
+            }
+            Self::File(_) => None,
+        }
+    }
+
     /// The channel name (`webhook`, `email`, …).
     pub fn channel(&self) -> &'static str {
         match self {
@@ -359,12 +410,20 @@ impl Destination {
         match &self.kind {
             Kind::Webhook(s) => {
                 url_ok(&s.url, "settings.url")?;
+                for (name, value) in &s.headers {
+                    check_header(name, value)?;
+                }
                 if let Some(t) = &s.template {
                     crate::render::check_template(t)?;
                 }
             }
             Kind::Email(s) => {
                 crate::senders::smtp_endpoint(&s.smtp_url)?;
+                if has_line_break(&s.from) || s.from.parse::<lettre::message::Mailbox>().is_err() {
+                    return err(
+                        "settings.from must be one address such as \"Shop <shop@example.com>\", on one line",
+                    );
+                }
                 for t in [
                     Some(&s.subject),
                     Some(&s.text),
@@ -379,6 +438,9 @@ impl Destination {
             }
             Kind::Sms(s) => {
                 url_ok(&s.url, "settings.url")?;
+                if has_line_break(&s.from) {
+                    return err("settings.from must be on one line");
+                }
                 crate::render::check_template(&s.body)?;
             }
             Kind::Crm(s) => {
@@ -421,6 +483,38 @@ impl Destination {
         }
         if let Some(cap) = &d.frequency_cap {
             parse_duration_ms(&cap.window)?;
+        }
+        Ok(())
+    }
+
+    /// Renders each of its templates with a sample context: one that already exceeds
+    /// the render budget there is refused (the message names the setting).
+    pub fn check_budgets(&self) -> Result<(), ConfigError> {
+        let templates: Vec<(&str, &Option<String>, bool)> = match &self.kind {
+            Kind::Webhook(s) => vec![("settings.template", &s.template, false)],
+            Kind::Email(s) => vec![
+                ("settings.to", &s.to, false),
+                ("settings.html", &s.html, true),
+                ("settings.unsubscribeUrl", &s.unsubscribe_url, false),
+            ],
+            Kind::Sms(s) => vec![("settings.to", &s.to, false)],
+            Kind::Crm(_) | Kind::File(_) => Vec::new(),
+        };
+        let required: Vec<(&str, &String, bool)> = match &self.kind {
+            Kind::Email(s) => vec![
+                ("settings.subject", &s.subject, false),
+                ("settings.text", &s.text, false),
+            ],
+            Kind::Sms(s) => vec![("settings.body", &s.body, false)],
+            _ => Vec::new(),
+        };
+        let all = templates
+            .into_iter()
+            .filter_map(|(what, t, html)| t.as_ref().map(|t| (what, t, html)))
+            .chain(required);
+        for (what, template, html) in all {
+            crate::render::check_budget(template, html)
+                .map_err(|e| ConfigError(format!("{what}: {e}")))?;
         }
         Ok(())
     }
@@ -554,6 +648,28 @@ pub enum Reentry {
     Always,
     /// When their last entry is older than this (ms).
     After(i64),
+}
+
+impl CompiledJourney {
+    /// Renders each send step's template overrides with a sample context: one that
+    /// already exceeds the render budget there is refused.
+    pub fn check_budgets(&self) -> Result<(), ConfigError> {
+        for (i, instruction) in self.program.iter().enumerate() {
+            if let Instruction::Send(send) = instruction {
+                for (name, value) in &send.overrides {
+                    if let Some(text) = value.as_str() {
+                        crate::render::check_budget(text, name == "html").map_err(|e| {
+                            ConfigError(format!(
+                                "the send to {:?} (instruction {i}), overrides.{name}: {e}",
+                                send.destination
+                            ))
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A validated journey with its program.

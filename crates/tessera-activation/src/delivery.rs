@@ -11,7 +11,7 @@
 
 use crate::Activation;
 use crate::config::{Destination, Kind};
-use crate::senders::{Attempt, send};
+use crate::senders::{Attempt, render_error, send};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,7 +168,23 @@ pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64
         };
         for (delivery, allowed) in due.into_iter().zip(verdicts) {
             match allowed {
-                Ok(true) => sendable.push(delivery),
+                // Its template went over budget when it was rendered: it can never
+                // be sent. It fails at once (not the receiver's fault, so the
+                // breaker does not count it).
+                Ok(true) => match render_error(&delivery) {
+                    Some(error) => {
+                        activation.observer.dead(&id);
+                        outcomes.push(DeliveryOutcome {
+                            id: delivery.id,
+                            status: DeliveryStatus::Dead,
+                            attempts: delivery.attempts + 1,
+                            next_attempt_ms: now_ms(),
+                            error: Some(error),
+                            delivered_ms: None,
+                        });
+                    }
+                    None => sendable.push(delivery),
+                },
                 Ok(false) => {
                     activation.observer.blocked(&id, "consent");
                     outcomes.push(DeliveryOutcome {

@@ -13,7 +13,8 @@
 
 use crate::Activation;
 use crate::config::{CompiledJourney, Destination, Instruction, Reentry, parse_duration_ms};
-use crate::senders::render_payload;
+use crate::render::RenderError;
+use crate::senders::{RENDER_ERROR_KEY, render_payload};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +32,10 @@ const IDLE_WAIT: Duration = Duration::from_millis(50);
 const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Most instructions one run executes at once (guards against loops).
 const MAX_STEPS: usize = 1_000;
+/// A round that has taken this long handles no further event or change (the rest
+/// wait for the next round), so templates near their budget cannot keep one round
+/// — and a shutdown waiting for it — going for long.
+const ROUND_TIME: Duration = Duration::from_secs(1);
 
 /// Finds the profile a message belongs to (the processor's identity resolution).
 pub type Resolver = dyn Fn(&Map<String, Value>) -> Option<ProfileId> + Send + Sync;
@@ -202,6 +207,8 @@ impl Activation {
             sources: sources.clone(),
             cache: HashMap::new(),
         };
+        let started = std::time::Instant::now();
+        let out_of_time = || started.elapsed() >= ROUND_TIME || self.is_stopping();
 
         // Names of events a journey starts on or waits for: only those need the
         // journeys' runs looked up.
@@ -217,7 +224,12 @@ impl Activation {
                     )
                 })
                 .collect();
+        let mut handled_events = 0;
         for event in &events {
+            if handled_events > 0 && out_of_time() {
+                break;
+            }
+            handled_events += 1;
             let Ok(Value::Object(message)) = serde_json::from_str::<Value>(&event.payload) else {
                 continue;
             };
@@ -291,7 +303,12 @@ impl Activation {
             }
         }
 
+        let mut handled_changes = 0;
         for change in &changes {
+            if (handled_events < events.len() || handled_changes > 0) && out_of_time() {
+                break;
+            }
+            handled_changes += 1;
             let owner = change.change.profile_id;
             let message = self.change_message(change)?;
             if change.change.entered {
@@ -331,16 +348,16 @@ impl Activation {
         }
 
         let mut cursors: Vec<(&str, i64)> = Vec::new();
-        if let Some(last) = events.last() {
+        if let Some(last) = events[..handled_events].last() {
             cursors.push(("events", last.seq));
         } else if !events_matter && applied > events_cursor {
             cursors.push(("events", applied));
         }
-        if let Some(last) = changes.last() {
+        if let Some(last) = changes[..handled_changes].last() {
             cursors.push(("changes", last.seq));
         }
         // Rows of events the processor had not applied yet are read again next round.
-        let handled = events.len() + changes.len();
+        let handled = handled_events + handled_changes;
         if !batch.deliveries.is_empty() || !cursors.is_empty() {
             self.store.enqueue(&batch.deliveries, &cursors)?;
         }
@@ -530,6 +547,12 @@ impl Activation {
         if status == DeliveryStatus::Pending {
             match render_payload(destination, &full, message, overrides) {
                 Ok(rendered) => payload = rendered.to_string(),
+                // Queued as pending with the error in place of the message: the
+                // destination's worker fails it (dead, with the error) without
+                // sending, like any delivery that can never work.
+                Err(error @ RenderError::Budget(_)) => {
+                    payload = json!({ RENDER_ERROR_KEY: error.to_string() }).to_string();
+                }
                 Err(error) => {
                     status = DeliveryStatus::Blocked;
                     reason = Some(format!("nothing to send: {error}"));

@@ -49,6 +49,13 @@ pub enum ActivationError {
     /// It exists already.
     #[error("{0}")]
     Exists(String),
+    /// A template's render of a sample context exceeds the render budget (fuel,
+    /// output size or nesting).
+    #[error("{0}")]
+    TemplateBudget(ConfigError),
+    /// A masked secret (`"***"`) was kept while the place it is sent to changed.
+    #[error("{0}")]
+    SecretRequired(String),
     /// A store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -274,6 +281,9 @@ impl Activation {
         create: bool,
     ) -> Result<Option<Arc<Destination>>, ActivationError> {
         destination.validate(&self.purposes)?;
+        destination
+            .check_budgets()
+            .map_err(ActivationError::TemplateBudget)?;
         let previous = self.destination(&destination.id);
         match (&previous, create) {
             (Some(_), true) => {
@@ -391,6 +401,9 @@ impl Activation {
     ) -> Result<Option<Arc<CompiledJourney>>, ActivationError> {
         let ids: Vec<String> = self.destinations().iter().map(|d| d.id.clone()).collect();
         let compiled = journey.compile(&ids)?;
+        compiled
+            .check_budgets()
+            .map_err(ActivationError::TemplateBudget)?;
         let previous = self.journey(&journey.key);
         match (&previous, create) {
             (Some(_), true) => {

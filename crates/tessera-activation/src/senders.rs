@@ -6,7 +6,7 @@
 //!   SMS `{"to", "body"}`; CRM `{"id", "properties"}`; file `{"line": …}`.
 
 use crate::config::{ConfigError, CrmSettings, Destination, Kind};
-use crate::render::{render_html, render_text};
+use crate::render::{RenderError, render_html, render_text};
 use hmac::{Hmac, Mac};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
@@ -66,13 +66,16 @@ pub fn smtp_endpoint(url: &str) -> Result<(&'static str, String, u16), ConfigErr
 
 /// Renders what a destination sends for one event. `context` is the template
 /// context (profile, traits, event); `message` the Segment-style event; `overrides`
-/// replace settings (journey sends).
+/// replace settings (journey sends). A template over its budget is
+/// [`RenderError::Budget`]; anything else that leaves nothing to send is
+/// [`RenderError::Failed`].
 pub fn render_payload(
     destination: &Destination,
     context: &Value,
     message: &Value,
     overrides: &Map<String, Value>,
-) -> Result<Value, String> {
+) -> Result<Value, RenderError> {
+    let nothing = |why: &str| RenderError::Failed(why.to_string());
     let setting = |name: &str, default: Option<&str>| -> Option<String> {
         overrides
             .get(name)
@@ -85,8 +88,11 @@ pub fn render_payload(
             let body = match setting("template", s.template.as_deref()) {
                 Some(template) => {
                     let text = render_text(&template, context)?;
-                    serde_json::from_str(&text)
-                        .map_err(|e| format!("the webhook template did not produce JSON: {e}"))?
+                    serde_json::from_str(&text).map_err(|e| {
+                        RenderError::Failed(format!(
+                            "the webhook template did not produce JSON: {e}"
+                        ))
+                    })?
                 }
                 None => message.clone(),
             };
@@ -98,7 +104,7 @@ pub fn render_payload(
                 context,
             )?;
             if to.trim().is_empty() {
-                return Err("the person has no email address (traits.email)".into());
+                return Err(nothing("the person has no email address (traits.email)"));
             }
             let html = setting("html", s.html.as_deref())
                 .map(|t| render_html(&t, context))
@@ -120,7 +126,7 @@ pub fn render_payload(
                 context,
             )?;
             if to.trim().is_empty() {
-                return Err("the person has no phone number (traits.phone)".into());
+                return Err(nothing("the person has no phone number (traits.phone)"));
             }
             Ok(json!({
                 "to": to.trim(),
@@ -133,7 +139,7 @@ pub fn render_payload(
 }
 
 /// The CRM upsert: mapped traits, except those the CRM owns or sent itself.
-fn crm_payload(settings: &CrmSettings, context: &Value) -> Result<Value, String> {
+fn crm_payload(settings: &CrmSettings, context: &Value) -> Result<Value, RenderError> {
     let traits = context.get("traits").and_then(Value::as_object);
     let sources = context.get("traitSources").and_then(Value::as_object);
     let crm_source = settings.crm_source.as_deref();
@@ -164,8 +170,26 @@ fn crm_payload(settings: &CrmSettings, context: &Value) -> Result<Value, String>
     };
     match id {
         Some(id) if !id.is_null() => Ok(json!({ "id": id, "properties": properties })),
-        _ => Err("the person has no email address (traits.email) to match the CRM contact".into()),
+        _ => Err(RenderError::Failed(
+            "the person has no email address (traits.email) to match the CRM contact".into(),
+        )),
     }
+}
+
+/// The key of a payload that holds no message but the reason its render failed
+/// (a template over budget): such a delivery is not sent but fails.
+pub const RENDER_ERROR_KEY: &str = "renderError";
+
+/// The render failure stored in place of a delivery's payload, if any.
+pub fn render_error(delivery: &Delivery) -> Option<String> {
+    if !delivery.new.payload.contains(RENDER_ERROR_KEY) {
+        return None;
+    }
+    serde_json::from_str::<Value>(&delivery.new.payload)
+        .ok()?
+        .get(RENDER_ERROR_KEY)?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// HTTP and SMTP clients shared by the delivery workers.
@@ -395,6 +419,24 @@ fn url_segment(text: &str) -> String {
         .collect()
 }
 
+/// A URL as it goes between `<` and `>` in `List-Unsubscribe`: angle brackets,
+/// quotes, whitespace and control characters (from a trait value in the template)
+/// are percent-encoded, so a value cannot close the bracket and add a second link.
+fn header_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for c in url.trim().chars() {
+        if c == '<' || c == '>' || c == '"' || c.is_whitespace() || c.is_control() {
+            let mut bytes = [0u8; 4];
+            for b in c.encode_utf8(&mut bytes).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn append_lines(path: &str, lines: &[String]) -> Result<(), std::io::Error> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
@@ -435,7 +477,7 @@ async fn send_email(
     if let Some(url) = text("unsubscribe") {
         builder = builder.raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("List-Unsubscribe"),
-            format!("<{url}>"),
+            format!("<{}>", header_url(&url)),
         ));
     }
     let body = text("text").unwrap_or_default();
@@ -514,6 +556,22 @@ mod tests {
         assert!(smtp_endpoint("http://x").is_err());
         assert!(smtp_endpoint("smtp://:25").is_err());
         assert!(smtp_endpoint("smtp://h:port").is_err());
+    }
+
+    #[test]
+    fn an_unsubscribe_url_cannot_add_a_second_link() {
+        assert_eq!(
+            header_url("https://x.io/u?id=a>, <mailto:evil@x.io"),
+            "https://x.io/u?id=a%3E,%20%3Cmailto:evil@x.io"
+        );
+        assert_eq!(
+            header_url("https://x.io/u?id=1,2&n=\u{e9}"),
+            "https://x.io/u?id=1,2&n=\u{e9}"
+        );
+        assert_eq!(
+            header_url("https://x.io/\r\nBcc: a"),
+            "https://x.io/%0D%0ABcc:%20a"
+        );
     }
 
     #[test]

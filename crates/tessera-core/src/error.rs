@@ -112,6 +112,13 @@ error_codes! {
     PrivacyRequestNotFound => ("privacy_request_not_found", 404),
     /// A destination or journey definition is invalid (the message says where).
     InvalidActivation => ("invalid_activation", 400),
+    /// A template of the destination or journey exceeds the render budget already
+    /// with sample data (too many steps, too much output or too deep nesting); make
+    /// it do less.
+    TemplateOverBudget => ("template_over_budget", 400),
+    /// The update keeps a masked secret (`"***"`) but changes where it would be sent
+    /// (URL scheme, host or port, SMTP server); send the secret again.
+    SecretRequired => ("secret_required", 400),
     /// No destination has that id.
     DestinationNotFound => ("destination_not_found", 404),
     /// A destination with that id exists (or journeys still use it).

@@ -60,6 +60,8 @@ fn activation_error(error: ActivationError, journey: bool) -> ApiError {
         ActivationError::NotFound(m) => ApiError::new(ErrorCode::DestinationNotFound, m),
         ActivationError::Exists(m) if journey => ApiError::new(ErrorCode::JourneyExists, m),
         ActivationError::Exists(m) => ApiError::new(ErrorCode::DestinationConflict, m),
+        ActivationError::TemplateBudget(e) => ApiError::new(ErrorCode::TemplateOverBudget, e.0),
+        ActivationError::SecretRequired(m) => ApiError::new(ErrorCode::SecretRequired, m),
         ActivationError::Store(e) => ApiError::internal(e),
     }
 }
@@ -196,7 +198,7 @@ async fn update_destination(
     }
     // Secrets shown as *** are kept as they were.
     let previous = find_destination(&state, &id)?;
-    keep_secrets(&mut destination, &previous);
+    keep_secrets(&mut destination, &previous)?;
     let saved = destination.clone();
     change(&state, false, move |a| a.save_destination(saved, false)).await?;
     record_audit(
@@ -210,12 +212,16 @@ async fn update_destination(
     Ok(Json(destination_json(&state, &destination)?))
 }
 
-fn keep_secrets(next: &mut Destination, previous: &Destination) {
+/// Puts the stored secrets back where the update shows them masked (`"***"`) —
+/// refused when the destination now sends somewhere else (another scheme, host or
+/// port), which would hand the stored secret to that place.
+fn keep_secrets(next: &mut Destination, previous: &Destination) -> Result<(), ApiError> {
     let (Ok(mut value), Ok(before)) =
         (serde_json::to_value(&*next), serde_json::to_value(previous))
     else {
-        return;
+        return Ok(());
     };
+    let mut kept: Vec<String> = Vec::new();
     if let (Some(settings), Some(old)) = (
         value.get_mut("settings").and_then(Value::as_object_mut),
         before.get("settings").and_then(Value::as_object),
@@ -225,6 +231,7 @@ fn keep_secrets(next: &mut Destination, previous: &Destination) {
                 && let Some(old) = old.get(secret)
             {
                 settings.insert(secret.into(), old.clone());
+                kept.push(format!("settings.{secret}"));
             }
         }
         let old_headers = old.get("headers").and_then(Value::as_object).cloned();
@@ -237,13 +244,29 @@ fn keep_secrets(next: &mut Destination, previous: &Destination) {
                     && let Some(old) = old_headers.get(name)
                 {
                     *value = old.clone();
+                    kept.push(format!("settings.headers.{name}"));
                 }
             }
+        }
+    }
+    if !kept.is_empty() {
+        let (before, after) = (previous.kind.secret_target(), next.kind.secret_target());
+        if before.is_none() || before != after {
+            return Err(ApiError::new(
+                ErrorCode::SecretRequired,
+                format!(
+                    "{} {} masked (\"***\") but the destination now sends to {}: send the secret itself again",
+                    kept.join(", "),
+                    if kept.len() == 1 { "is" } else { "are" },
+                    after.as_deref().unwrap_or("another place"),
+                ),
+            ));
         }
     }
     if let Ok(restored) = serde_json::from_value(value) {
         *next = restored;
     }
+    Ok(())
 }
 
 async fn delete_destination(

@@ -62,6 +62,15 @@ pub fn create_source(catalog: &dyn Catalog, name: &str) -> Result<CreatedSource,
         )
         .into());
     }
+    // Names are shown in logs, terminals and metrics labels: no line breaks, escape
+    // sequences or other control characters.
+    if name.chars().any(char::is_control) {
+        return Err(UserError::new(
+            ErrorCode::InvalidRequest,
+            "\"name\" must not contain control characters (line breaks, tabs, escapes)",
+        )
+        .into());
+    }
     let write_key = new_write_key();
     let source = catalog.create_source(&NewSource {
         id: new_source_id(),

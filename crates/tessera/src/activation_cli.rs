@@ -132,6 +132,8 @@ fn user_error(error: tessera_activation::ActivationError) -> anyhow::Error {
         tessera_activation::ActivationError::Config(_) => "invalid_activation",
         tessera_activation::ActivationError::NotFound(_) => "not_found",
         tessera_activation::ActivationError::Exists(_) => "conflict",
+        tessera_activation::ActivationError::TemplateBudget(_) => "template_over_budget",
+        tessera_activation::ActivationError::SecretRequired(_) => "secret_required",
         tessera_activation::ActivationError::Store(_) => "internal_error",
     };
     anyhow!("[{code}] {error}")

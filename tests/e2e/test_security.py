@@ -1,0 +1,171 @@
+"""Hardening end to end: what an admin's mistake (or an attacker with an admin token)
+can do to Tessera, against the real binary with real receivers.
+
+- Templates have a render budget: one that is too costly already with sample data is
+  refused when saved; one that is too costly only with some person's data fails that
+  delivery alone, and other destinations and shutdown are not held up.
+- A masked secret cannot be sent to a new place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from tessera_e2e import assert_error, wait_until
+from test_activation import Receiver, create, deliveries, msg, receivers, send_batch  # noqa: F401 (fixture)
+
+WAIT = 30.0
+
+BOMB = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+# Costly only when the event says so (the sample event has no `n`).
+DATA_BOMB = ('{"n": "{% for i in range(event.properties.n | default(1)) %}'
+             '{% for j in range(event.properties.n | default(1)) %}x{% endfor %}{% endfor %}"}')
+
+
+def test_a_template_over_budget_is_refused_when_saved(server_factory):
+    server = server_factory()
+    email = {"smtpUrl": "smtp://127.0.0.1:9", "from": "shop@example.com", "subject": "Hi", "text": "t"}
+    for body in [
+        {"id": "hook", "type": "webhook", "settings": {"url": "http://127.0.0.1:9/x", "template": BOMB}},
+        {"id": "mail", "type": "email", "settings": {**email, "text": BOMB}},
+        # 10 MB of output: over the output cap.
+        {"id": "mail", "type": "email", "settings": {**email, "html": "{{ 'x' * 10000000 }}"}},
+        {"id": "sms", "type": "sms", "settings": {"url": "http://127.0.0.1:9/x", "from": "+1", "body": BOMB}},
+    ]:
+        started = time.monotonic()
+        err = assert_error(server.admin("POST", "/api/v1/destinations", json=body), 400, "template_over_budget",
+                           body["id"])
+        assert "settings." in err["message"], err
+        assert time.monotonic() - started < 5
+    assert server.admin("GET", "/api/v1/destinations").json()["destinations"] == []
+    create(server, "/api/v1/destinations", {"id": "hook", "type": "webhook",
+                                            "settings": {"url": "http://127.0.0.1:9/x"}})
+    journey = {"key": "j", "trigger": {"event": "A"},
+               "steps": [{"send": {"destination": "hook", "overrides": {"template": BOMB}}}]}
+    err = assert_error(server.admin("POST", "/api/v1/journeys", json=journey), 400, "template_over_budget")
+    assert "overrides.template" in err["message"], err
+    # The server is still fine and stops promptly.
+    assert server.admin("GET", "/api/v1/destinations").status_code == 200
+    assert server.terminate(timeout=10) == 0
+
+
+def test_a_template_over_budget_with_some_data_fails_only_that_delivery(server_factory, receivers):
+    heavy_rx, plain_rx = receivers().start(), receivers().start()
+    server = server_factory()
+    source = server.create_source("app")
+    create(server, "/api/v1/destinations", {"id": "heavy", "type": "webhook",
+                                            "settings": {"url": heavy_rx.url + "/h", "template": DATA_BOMB}})
+    create(server, "/api/v1/destinations", {"id": "plain", "type": "webhook",
+                                            "settings": {"url": plain_rx.url + "/p"}})
+    user = f"u-{uuid.uuid4().hex[:6]}"
+    send_batch(server, source, [msg("track", userId=user, event="Big", properties={"n": 100000})]
+               + [msg("track", userId=user, event=f"Small {i}", properties={"n": 2}) for i in range(5)])
+    wait_until(lambda: len(plain_rx.accepted()) == 6, timeout=WAIT, what="every event at the plain webhook")
+    wait_until(lambda: len(heavy_rx.accepted()) == 5, timeout=WAIT, what="the small events at the heavy webhook")
+    dead = deliveries(server, destination="heavy", status="dead")
+    assert len(dead) == 1, dead
+    assert "over budget" in dead[0]["lastError"] and dead[0]["attempts"] == 1, dead[0]
+    assert [json.loads(r["body"]) for r in heavy_rx.accepted()] == [{"n": "xxxx"}] * 5
+    # Retrying it by hand fails it again, without sending anything.
+    r = server.admin("POST", "/api/v1/deliveries/retry", json={"destination": "heavy"})
+    assert r.status_code == 200, r.text
+    wait_until(lambda: deliveries(server, destination="heavy", status="dead"), timeout=WAIT, what="dead again")
+    assert len(heavy_rx.requests) == 5
+    # A burst of costly events does not stop the other destination or shutdown.
+    send_batch(server, source, [msg("track", userId=user, event="Big", properties={"n": 100000})
+                                for _ in range(200)])
+    wait_until(lambda: len(plain_rx.accepted()) == 206, timeout=WAIT, what="the burst at the plain webhook")
+    started = time.monotonic()
+    assert server.terminate(timeout=15) == 0
+    assert time.monotonic() - started < 10
+
+
+def receiver_destinations(rx: Receiver) -> list[dict]:
+    return [
+        {"id": "hook", "type": "webhook",
+         "settings": {"url": rx.url + "/hook", "secret": "s3cret", "headers": {"X-Api-Key": "k3y"}}},
+        {"id": "texts", "type": "sms",
+         "settings": {"url": rx.url + "/sms", "username": "AC1", "password": "tok", "from": "+1", "body": "hi"}},
+        {"id": "crm", "type": "crm",
+         "settings": {"url": rx.url + "/crm", "shape": "generic", "token": "crm-token", "mapping": {"a": "a"}}},
+        {"id": "mail", "type": "email",
+         "settings": {"smtpUrl": "smtps://127.0.0.1:2465", "username": "u", "password": "pw",
+                      "from": "shop@example.com", "subject": "s", "text": "t"}},
+    ]
+
+
+def test_a_masked_secret_is_not_sent_to_a_new_place(server_factory, receivers):
+    rx = receivers().start()
+    server = server_factory()
+    for body in receiver_destinations(rx):
+        create(server, "/api/v1/destinations", body)
+    port = rx.port
+    moves = {
+        "hook": [("url", f"http://attacker.example:{port}/hook"), ("url", f"https://127.0.0.1:{port}/hook"),
+                 ("url", f"http://127.0.0.1:{port + 1}/hook")],
+        "texts": [("url", f"http://attacker.example:{port}/sms")],
+        "crm": [("url", f"http://[::1]:{port}/crm")],
+        "mail": [("smtpUrl", "smtps://attacker.example:2465"), ("smtpUrl", "smtp://127.0.0.1:2465"),
+                 ("smtpUrl", "smtps://127.0.0.1:465")],
+    }
+    for id_, changes in moves.items():
+        shown = server.admin("GET", f"/api/v1/destinations/{id_}").json()
+        assert "***" in json.dumps(shown["settings"]), shown
+        for field, value in changes:
+            body = {k: shown[k] for k in ("id", "type", "settings")}
+            body["settings"] = {**shown["settings"], field: value}
+            err = assert_error(server.admin("PUT", f"/api/v1/destinations/{id_}", json=body), 400,
+                               "secret_required", f"{id_} {field}={value}")
+            assert "***" in err["message"] and "again" in err["message"], err
+            after = server.admin("GET", f"/api/v1/destinations/{id_}").json()
+            assert after["settings"][field] == shown["settings"][field], "the refused update changed nothing"
+    # The same place (another path, a different letter case in the host) keeps the masked secret.
+    shown = server.admin("GET", "/api/v1/destinations/hook").json()
+    body = {k: shown[k] for k in ("id", "type", "settings")}
+    body["settings"] = {**shown["settings"], "url": f"http://127.0.0.1:{port}/other"}
+    assert server.admin("PUT", "/api/v1/destinations/hook", json=body).status_code == 200
+    # A new place with the secret given again is fine.
+    body["settings"] = {**shown["settings"], "url": f"http://localhost:{port}/hook", "secret": "n3w",
+                        "headers": {"X-Api-Key": "n3wkey"}}
+    assert server.admin("PUT", "/api/v1/destinations/hook", json=body).status_code == 200
+    source = server.create_source("app")
+    send_batch(server, source, [msg("track", userId="u1", event="Ping")])
+    wait_until(lambda: [r for r in rx.accepted() if r["path"] == "/hook"], timeout=WAIT, what="the webhook")
+    got = [r for r in rx.accepted() if r["path"] == "/hook"][0]
+    assert got["headers"]["x-api-key"] == "n3wkey"
+
+
+def test_header_and_sender_line_breaks_are_refused_at_creation(server_factory):
+    server = server_factory()
+    hook = {"id": "hook", "type": "webhook", "settings": {"url": "http://127.0.0.1:9/x"}}
+    email = {"id": "mail", "type": "email",
+             "settings": {"smtpUrl": "smtp://127.0.0.1:9", "from": "shop@example.com", "subject": "s", "text": "t"}}
+    for body, field in [
+        ({**hook, "settings": {**hook["settings"], "headers": {"X-Key": "a\r\nX-Evil: 1"}}}, "X-Key"),
+        ({**hook, "settings": {**hook["settings"], "headers": {"X-Key": "a\nb"}}}, "X-Key"),
+        ({**hook, "settings": {**hook["settings"], "headers": {"X-Key\r\nX-Evil": "1"}}}, "header name"),
+        ({**hook, "settings": {**hook["settings"], "headers": {"Bad Name": "1"}}}, "header name"),
+        ({**email, "settings": {**email["settings"], "from": "shop@example.com\r\nBcc: all@example.com"}},
+         "settings.from"),
+        ({**email, "settings": {**email["settings"], "from": "not an address"}}, "settings.from"),
+        ({"id": "texts", "type": "sms", "settings": {"url": "http://127.0.0.1:9/s", "from": "+1\r\n", "body": "b"}},
+         "settings.from"),
+    ]:
+        err = assert_error(server.admin("POST", "/api/v1/destinations", json=body), 400, "invalid_activation",
+                           json.dumps(body))
+        assert field in err["message"], err
+    ok = {**hook, "settings": {**hook["settings"], "headers": {"X-Key": "abc def"}}}
+    assert server.admin("POST", "/api/v1/destinations", json=ok).status_code == 201
+    ok = {**email, "settings": {**email["settings"], "from": "Shop <shop@example.com>"}}
+    assert server.admin("POST", "/api/v1/destinations", json=ok).status_code == 201
+
+
+def test_source_names_with_control_characters_are_refused(server_factory):
+    server = server_factory()
+    for name in ["web\nadmin", "we\rb", "a\x1b[31mred", "tab\there", "nul\x00"]:
+        assert_error(server.admin("POST", "/api/v1/sources", json={"name": name}), 400, "invalid_request",
+                     repr(name))
+    assert server.admin("GET", "/api/v1/sources").json()["sources"] == []
+    assert server.admin("POST", "/api/v1/sources", json={"name": "Web – shop (EU)"}).status_code == 201
