@@ -51,8 +51,9 @@ const SATURATED_CPU_WAIT: f64 = 0.25;
 /// Tracking requests in flight at once from which ingestion counts as queueing.
 pub const QUEUEING_REQUESTS: i64 = 16;
 /// Ingestion counts as queueing this long after requests last queued (samples come
-/// every 20 ms while resting, after every chunk otherwise).
-pub const QUEUEING_HOLD: Duration = Duration::from_millis(100);
+/// every 20 ms while resting, after every chunk otherwise): long enough not to flap
+/// between two groups of a saturating load, far shorter than a burst.
+pub const QUEUEING_HOLD: Duration = Duration::from_millis(500);
 /// The audience engine's batch work (definitions changed, schedules) runs this often.
 const TICK_INTERVAL: Duration = Duration::from_millis(200);
 /// Queued privacy requests (from the CLI) are looked for this often.
@@ -88,7 +89,7 @@ impl ProcessorThread {
                 let mut saturation = Saturation::default();
                 while !flag.load(Ordering::SeqCst) {
                     let started = std::time::Instant::now();
-                    let chunk = if saturation.update(&metrics) {
+                    let chunk = if saturation.update(&metrics, true) {
                         SATURATED_CHUNK_EVENTS
                     } else {
                         CHUNK_EVENTS
@@ -141,7 +142,7 @@ impl ProcessorThread {
                             // Rest while ingestion is saturated, checking often enough
                             // to resume at full speed as soon as it is not.
                             while !flag.load(Ordering::SeqCst)
-                                && saturation.update(&metrics)
+                                && saturation.update(&metrics, false)
                                 && started.elapsed() < SATURATED_INTERVAL
                             {
                                 std::thread::sleep(IDLE_WAIT);
@@ -378,9 +379,12 @@ struct Saturation {
 
 impl Saturation {
     /// Takes a sample; `true` while the processor should yield to ingestion. Sets
-    /// `tessera_processor_yielding`.
-    fn update(&mut self, metrics: &Metrics) -> bool {
-        if let Some(share) = self.cpu_wait.sample() {
+    /// `tessera_processor_yielding`. `after_work`: the thread applied a chunk since
+    /// the last call, so its CPU wait says something; while it rests, the little it
+    /// runs is favoured by the scheduler (a waking sleeper) and would read as a free
+    /// CPU.
+    fn update(&mut self, metrics: &Metrics, after_work: bool) -> bool {
+        if after_work && let Some(share) = self.cpu_wait.sample() {
             self.cpu_short = share >= SATURATED_CPU_WAIT;
         }
         if metrics.take_in_flight_peak() >= QUEUEING_REQUESTS {
@@ -517,17 +521,17 @@ mod tests {
         let mut saturation = Saturation::default();
         // A few at once: a moderate load.
         in_flight_peak(&metrics, 3);
-        assert!(!saturation.update(&metrics));
+        assert!(!saturation.update(&metrics, true));
         assert_eq!(metrics.processor_yielding.get(), 0);
         // Thirty-two at once, even if only for a moment between two samples.
         in_flight_peak(&metrics, 32);
         assert_eq!(metrics.ingest_in_flight.get(), 0);
-        assert!(saturation.update(&metrics));
+        assert!(saturation.update(&metrics, true));
         assert_eq!(metrics.processor_yielding.get(), 1);
         // Held for a while without a new peak, then released.
-        assert!(saturation.update(&metrics));
+        assert!(saturation.update(&metrics, false));
         std::thread::sleep(QUEUEING_HOLD);
-        assert!(!saturation.update(&metrics));
+        assert!(!saturation.update(&metrics, false));
         assert_eq!(metrics.processor_yielding.get(), 0);
     }
 
