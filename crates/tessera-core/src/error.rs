@@ -79,6 +79,10 @@ error_codes! {
     AllMessagesRejected => ("all_messages_rejected", 400),
     /// The ingest queue is full; retry after the `Retry-After` seconds.
     Overloaded => ("overloaded", 503),
+    /// The server has as many open connections as it takes; retry shortly.
+    TooManyConnections => ("too_many_connections", 503),
+    /// The request body did not arrive in time (see `body_timeout_ms`); send it again.
+    RequestTimeout => ("request_timeout", 408),
     /// The server is shutting down; retry against another node or later.
     ShuttingDown => ("shutting_down", 503),
     /// An fsync of the event log failed: this server stores nothing more until it is

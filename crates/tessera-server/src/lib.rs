@@ -11,6 +11,7 @@ pub mod admin;
 pub mod api_error;
 pub mod audiences;
 pub mod committer;
+pub mod connections;
 pub mod metrics;
 pub mod privacy;
 pub mod privacy_api;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub privacy: Arc<privacy::Privacy>,
     /// Destinations, the outbox, journeys.
     pub activation: Arc<tessera_activation::Activation>,
+    /// Deadlines and permits of request bodies (see [`connections`]).
+    pub bodies: Arc<connections::BodyGate>,
 }
 
 /// The whole HTTP application.
@@ -145,17 +148,14 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Serves the application on `listener` until `shutdown` completes, then stops
+/// Serves the application on `listener` with the default [connection
+/// limits](connections::ConnectionLimits) until `shutdown` completes, then stops
 /// accepting and waits for in-flight requests to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let limits = connections::fit_to_file_limit(connections::ConnectionLimits::default());
+    connections::serve(listener, state, limits, shutdown).await
 }

@@ -55,6 +55,10 @@ pub struct Metrics {
     pub sync_seconds: Histogram,
     /// Requests waiting in the ingest queue.
     pub ingest_queue_depth: Gauge,
+    /// Open HTTP connections.
+    pub connections_open: Gauge,
+    /// Connections answered 503 `too_many_connections` and closed.
+    pub connections_refused: Counter,
     /// Tracking requests being handled now (from their headers to their answer).
     pub ingest_in_flight: Gauge,
     /// Most tracking requests in flight at once since the processor last looked (not
@@ -267,6 +271,18 @@ impl Metrics {
             "Tracking requests waiting for the event-log writer",
             ingest_queue_depth.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Open HTTP connections",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections over the connection cap, answered 503 too_many_connections and closed",
+            connections_refused.clone(),
+        );
         let ingest_in_flight = Gauge::default();
         registry.register(
             "ingest_in_flight",
@@ -395,6 +411,8 @@ impl Metrics {
             commit_seconds,
             sync_seconds,
             ingest_queue_depth,
+            connections_open,
+            connections_refused,
             ingest_in_flight,
             ingest_in_flight_peak: std::sync::atomic::AtomicI64::new(0),
             ingest_writer_busy_percent,

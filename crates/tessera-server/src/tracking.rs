@@ -161,9 +161,36 @@ async fn ingest_request(
         None => None,
     };
     let source_key = source.as_ref().map(|s| s.key);
-    let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES + 1)
-        .await
-        .map_err(|_| (too_large(kind, None), source_key))?;
+    // A stranger's body (no key in the headers) is read before anyone knows whether
+    // its key is good: only so many at once, so strangers cannot fill the memory.
+    let _keyless = match &header_key {
+        Some(_) => None,
+        None => Some(state.bodies.keyless.try_acquire().map_err(|_| {
+            let error = ApiError::new(
+                ErrorCode::Overloaded,
+                "too many requests without a write key in their headers are being read: retry shortly, or send the key as the HTTP Basic user",
+            );
+            (error, None)
+        })?),
+    };
+    let raw = match tokio::time::timeout(
+        state.bodies.timeout,
+        axum::body::to_bytes(body, MAX_BATCH_BYTES + 1),
+    )
+    .await
+    {
+        Ok(read) => read.map_err(|_| (too_large(kind, None), source_key))?,
+        Err(_) => {
+            let error = ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the body did not arrive within {} ms: send it again, faster",
+                    state.bodies.timeout.as_millis()
+                ),
+            );
+            return Err((error, source_key));
+        }
+    };
     state.metrics.request_bytes.inc_by(raw.len() as u64);
     let decoded = decode_body(headers, raw, kind).map_err(|e| (e, source_key))?;
     let mut parsed = parse_request(&decoded, kind).map_err(|e| (e.into(), source_key))?;

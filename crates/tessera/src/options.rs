@@ -27,6 +27,15 @@ pub struct ServeArgs {
     /// Tracking requests that may wait for the event-log writer before new ones get 503 [default: 256]
     #[arg(long, env = "TESSERA_QUEUE_CAPACITY")]
     pub queue_capacity: Option<usize>,
+    /// Open connections at most; more get 503 too_many_connections [default: 10000, lowered to fit the open-file limit]
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Milliseconds a client has to send a request's headers, and an idle keep-alive connection is kept [default: 10000]
+    #[arg(long, env = "TESSERA_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds a client has to send a tracking request's body; then 408 request_timeout [default: 30000]
+    #[arg(long, env = "TESSERA_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<u64>,
 }
 
 /// The `tessera.toml` file.
@@ -52,6 +61,27 @@ pub struct FileConfig {
     /// Destinations defined at start.
     #[serde(default)]
     pub activation: ActivationFileConfig,
+    /// Limits of the HTTP listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]` in `tessera.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Open connections at most; one more is answered 503 `too_many_connections` and
+    /// closed (default 10000; lowered at start to fit the process's open-file limit).
+    pub max_connections: Option<usize>,
+    /// Milliseconds a client has to send a request's headers; also how long an idle
+    /// keep-alive connection is kept (default 10000).
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds a client has to send a tracking request's body, then 408
+    /// `request_timeout` (default 30000).
+    pub body_timeout_ms: Option<u64>,
+    /// Tracking requests reading a body whose write key is not in the headers, at
+    /// once; more get 503 `overloaded` (default 64).
+    pub keyless_bodies: Option<usize>,
 }
 
 /// `[activation]` in `tessera.toml`.
@@ -122,6 +152,8 @@ pub struct IngestConfig {
 /// Options after merging flags, environment, file and defaults.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Limits of the HTTP listener.
+    pub connection_limits: tessera_server::connections::ConnectionLimits,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Listen address.
@@ -188,7 +220,32 @@ impl Settings {
                 );
             }
         }
+        let connection_limits = {
+            let default = tessera_server::connections::ConnectionLimits::default();
+            let ms = std::time::Duration::from_millis;
+            tessera_server::connections::ConnectionLimits {
+                max_connections: serve
+                    .max_connections
+                    .or(file.http.max_connections)
+                    .unwrap_or(default.max_connections)
+                    .max(1),
+                header_timeout: serve
+                    .header_timeout_ms
+                    .or(file.http.header_timeout_ms)
+                    .map_or(default.header_timeout, |t| ms(t.max(1))),
+                body_timeout: serve
+                    .body_timeout_ms
+                    .or(file.http.body_timeout_ms)
+                    .map_or(default.body_timeout, |t| ms(t.max(1))),
+                keyless_bodies: file
+                    .http
+                    .keyless_bodies
+                    .unwrap_or(default.keyless_bodies)
+                    .max(1),
+            }
+        };
         Ok(Self {
+            connection_limits,
             destinations: file.activation.destinations.clone(),
             privacy,
             rate_limit,

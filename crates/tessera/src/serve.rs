@@ -151,6 +151,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         )),
         privacy,
         activation,
+        bodies: Arc::new(tessera_server::connections::BodyGate::new(
+            &settings.connection_limits,
+        )),
     };
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -169,7 +172,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let _ = signalled.send(true);
     });
     let mut graceful = on_signal.clone();
-    let server = tessera_server::serve(listener, state, async move {
+    let limits = tessera_server::connections::fit_to_file_limit(settings.connection_limits);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_timeout_ms = limits.header_timeout.as_millis() as u64,
+        body_timeout_ms = limits.body_timeout.as_millis() as u64,
+        "connection limits"
+    );
+    let server = tessera_server::connections::serve(listener, state, limits, async move {
         let _ = graceful.changed().await;
     });
     tokio::select! {

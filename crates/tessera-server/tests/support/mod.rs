@@ -79,6 +79,7 @@ pub fn app_state(
             .expect("privacy"),
         ),
         activation,
+        bodies: Arc::new(tessera_server::connections::BodyGate::default()),
     };
     (state, threads)
 }
