@@ -5,15 +5,18 @@ can do to Tessera, against the real binary with real receivers.
   refused when saved; one that is too costly only with some person's data fails that
   delivery alone, and other destinations and shutdown are not held up.
 - A masked secret cannot be sent to a new place.
+- The data directory is private: 0700, its files 0600, an existing one narrowed at start.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 import uuid
 
-from tessera_e2e import assert_error, wait_until
+from tessera_e2e import assert_error, assert_ok, new_id, wait_until
 from test_activation import Receiver, create, deliveries, msg, receivers, send_batch  # noqa: F401 (fixture)
 
 WAIT = 30.0
@@ -169,3 +172,35 @@ def test_source_names_with_control_characters_are_refused(server_factory):
                      repr(name))
     assert server.admin("GET", "/api/v1/sources").json()["sources"] == []
     assert server.admin("POST", "/api/v1/sources", json={"name": "Web – shop (EU)"}).status_code == 201
+
+
+def _modes(data_dir):
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in data_dir.iterdir()}
+
+
+def test_the_data_directory_is_private_and_narrowed_at_start(server_factory, tmp_path):
+    data_dir = tmp_path / "private-data"
+    server = server_factory(data_dir=data_dir)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    source = server.create_source("private")
+    assert_ok(server.post("/v1/track", {"userId": "u1", "event": "Viewed", "messageId": new_id()},
+                          write_key=source.write_key), "track")
+    modes = _modes(data_dir)
+    assert {"events.db", "events.db-wal", "tessera.db", "serve.lock"} <= set(modes), modes
+    assert all(mode == 0o600 for mode in modes.values()), modes
+    assert server.terminate() == 0
+
+    # A directory of an older version (or copied with the usual modes) is narrowed.
+    os.chmod(data_dir, 0o755)
+    for name in modes:
+        if (data_dir / name).exists():
+            os.chmod(data_dir / name, 0o644)
+    server.start()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    log = server.log_text()
+    assert "narrowed" in log and f"{data_dir} from 0755 to 0700" in log, server.log_tail()
+    assert f"{data_dir / 'events.db'} from 0644 to 0600" in log, server.log_tail()
+    assert_ok(server.post("/v1/track", {"userId": "u2", "event": "Viewed", "messageId": new_id()},
+                          write_key=source.write_key), "track")
+    modes = _modes(data_dir)
+    assert all(mode == 0o600 for mode in modes.values()), modes
