@@ -5,6 +5,8 @@ can do to Tessera, against the real binary with real receivers.
   refused when saved; one that is too costly only with some person's data fails that
   delivery alone, and other destinations and shutdown are not held up.
 - A masked secret cannot be sent to a new place.
+- Requests the HTTP parser refuses (URI too long, too many headers, not HTTP) get a
+  JSON error body like every other error.
 - The data directory is private: 0700, its files 0600, an existing one narrowed at start.
 """
 
@@ -12,11 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import time
 import uuid
 
-from tessera_e2e import assert_error, assert_ok, new_id, wait_until
+import requests
+
+from tessera_e2e import assert_error, assert_ok, export_events, new_id, wait_until
 from test_activation import Receiver, create, deliveries, msg, receivers, send_batch  # noqa: F401 (fixture)
 
 WAIT = 30.0
@@ -204,3 +209,42 @@ def test_the_data_directory_is_private_and_narrowed_at_start(server_factory, tmp
                           write_key=source.write_key), "track")
     modes = _modes(data_dir)
     assert all(mode == 0o600 for mode in modes.values()), modes
+
+
+def _raw_exchange(server, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(request)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+def test_the_parsers_own_rejections_answer_json(server_factory):
+    server = server_factory()
+    for request, status, code in [
+        (b"GET /v1/" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n",
+         431, "headers_too_large"),
+        (b"GARBAGE\r\n\r\n", 400, "invalid_request"),
+        (b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400, "invalid_request"),
+    ]:
+        response = _raw_exchange(server, request)
+        head, _, body = response.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        assert lines[0].startswith(f"HTTP/1.1 {status} "), response[:300]
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        assert headers["content-type"] == "application/json", response[:300]
+        assert int(headers["content-length"]) == len(body), response[:300]
+        error = json.loads(body)
+        assert error["code"] == code and error["message"], error
+    # The connection's other responses are untouched, and the server still serves.
+    assert_error(requests.get(server.url + "/v1/" + "a" * 20000, timeout=10), 404, "not_found")
+    assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+    # The wrapped connections still tell the browser routes the client's address.
+    source = server.create_source("browser")
+    message_id = new_id()
+    assert_ok(server.post("/v1/t", {"userId": "u1", "event": "Viewed", "messageId": message_id},
+                          write_key=source.write_key), "browser track")
+    stored = [e for e in export_events(server.data_dir) if e["messageId"] == message_id]
+    assert stored and stored[0]["context"]["ip"] == "127.0.0.1", stored

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod api_error;
 pub mod audiences;
 pub mod committer;
+pub mod http_errors;
 pub mod metrics;
 pub mod privacy;
 pub mod privacy_api;
@@ -153,8 +154,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        http_errors::JsonErrorsListener(listener),
+        router(state).into_make_service_with_connect_info::<http_errors::ClientAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
