@@ -148,6 +148,9 @@ error_codes! {
     HeadersTooLarge => ("headers_too_large", 431),
     /// An input file could not be read or parsed.
     InvalidInputFile => ("invalid_input_file", 400),
+    /// A CLI command that must not run beside a server (`tessera replay`) found one
+    /// running on the data directory: stop it first.
+    ServerRunning => ("server_running", 409),
     /// Something failed inside Tessera; the detail is in the server log.
     InternalError => ("internal_error", 500),
 }

@@ -66,12 +66,13 @@ pub struct ServeLock {
 }
 
 impl ServeLock {
-    /// Takes the lock for `tessera serve`; fails when another server holds it.
+    /// Takes the lock for `tessera serve`; fails when another server (or a replay)
+    /// holds it.
     pub fn hold(data_dir: &Path) -> anyhow::Result<Self> {
         Self::try_hold(data_dir)?.ok_or_else(|| {
             anyhow!(
-                "another `tessera serve` is using the data directory {} (it holds {SERVE_LOCK}); \
-                 stop it or give this one its own --data-dir",
+                "another `tessera serve` (or a `tessera replay`) is using the data directory {} \
+                 (it holds {SERVE_LOCK}); stop it or give this one its own --data-dir",
                 data_dir.display()
             )
         })
