@@ -339,3 +339,37 @@ def test_export_of_a_data_dir_that_does_not_exist_is_an_error(cli, tmp_path):
     """A mistyped --data-dir must not look like an empty store."""
     cp = cli("export", "events", data_dir=tmp_path / "no-such-dir")
     assert cp.returncode != 0 and cp.stdout.strip() == "" and cp.stderr.strip(), (cp.returncode, cp.stderr)
+
+
+def test_replay_refuses_while_a_server_runs_and_changes_nothing(cli, server, source, data_dir):
+    user = f"replay-{uuid.uuid4().hex[:8]}"
+    batch = {"batch": [
+        {"type": "identify", "userId": user, "traits": {"plan": "pro"}, "messageId": new_id()},
+        {"type": "track", "userId": user, "event": "Order Completed", "properties": {"revenue": 12.5},
+         "messageId": new_id()},
+    ]}
+    assert_ok(server.post("/v1/batch", batch, write_key=source.write_key))
+
+    def current():
+        return server.admin("GET", "/api/v1/profiles", params={"identifier": f"user_id:{user}"}).json()
+
+    wait_until(lambda: (current().get("computedTraits") or {}).get("total_orders") == 1,
+               timeout=15, interval=0.1, what="the order counted")
+    before = current()
+
+    result = cli("replay", data_dir=data_dir)
+    assert result.returncode != 0, result.stderr
+    assert "server_running" in result.stderr and "tessera serve" in result.stderr, result.stderr
+    assert "Replayed" not in result.stderr, result.stderr
+
+    time.sleep(1.0)
+    after = current()
+    assert after["computedTraits"]["total_orders"] == 1, after
+    assert after["computedTraits"].get("lifetime_value") == before["computedTraits"].get("lifetime_value"), after
+    assert after["eventCount"] == before["eventCount"] == 2, after
+
+    # With the server stopped, replay runs.
+    server.terminate()
+    result = cli("replay", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "Replayed 2 events into 1 profiles" in result.stderr, result.stderr

@@ -5,15 +5,23 @@ can do to Tessera, against the real binary with real receivers.
   refused when saved; one that is too costly only with some person's data fails that
   delivery alone, and other destinations and shutdown are not held up.
 - A masked secret cannot be sent to a new place.
+- Requests the HTTP parser refuses (URI too long, too many headers, not HTTP) get a
+  JSON error body like every other error.
+- The data directory is private: 0700, its files 0600, an existing one narrowed at start.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import stat
 import time
 import uuid
 
-from tessera_e2e import assert_error, wait_until
+import requests
+
+from tessera_e2e import assert_error, assert_ok, export_events, new_id, wait_until
 from test_activation import Receiver, create, deliveries, msg, receivers, send_batch  # noqa: F401 (fixture)
 
 WAIT = 30.0
@@ -169,3 +177,74 @@ def test_source_names_with_control_characters_are_refused(server_factory):
                      repr(name))
     assert server.admin("GET", "/api/v1/sources").json()["sources"] == []
     assert server.admin("POST", "/api/v1/sources", json={"name": "Web – shop (EU)"}).status_code == 201
+
+
+def _modes(data_dir):
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in data_dir.iterdir()}
+
+
+def test_the_data_directory_is_private_and_narrowed_at_start(server_factory, tmp_path):
+    data_dir = tmp_path / "private-data"
+    server = server_factory(data_dir=data_dir)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    source = server.create_source("private")
+    assert_ok(server.post("/v1/track", {"userId": "u1", "event": "Viewed", "messageId": new_id()},
+                          write_key=source.write_key), "track")
+    modes = _modes(data_dir)
+    assert {"events.db", "events.db-wal", "tessera.db", "serve.lock"} <= set(modes), modes
+    assert all(mode == 0o600 for mode in modes.values()), modes
+    assert server.terminate() == 0
+
+    # A directory of an older version (or copied with the usual modes) is narrowed.
+    os.chmod(data_dir, 0o755)
+    for name in modes:
+        if (data_dir / name).exists():
+            os.chmod(data_dir / name, 0o644)
+    server.start()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    log = server.log_text()
+    assert "narrowed" in log and f"{data_dir} from 0755 to 0700" in log, server.log_tail()
+    assert f"{data_dir / 'events.db'} from 0644 to 0600" in log, server.log_tail()
+    assert_ok(server.post("/v1/track", {"userId": "u2", "event": "Viewed", "messageId": new_id()},
+                          write_key=source.write_key), "track")
+    modes = _modes(data_dir)
+    assert all(mode == 0o600 for mode in modes.values()), modes
+
+
+def _raw_exchange(server, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(request)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+def test_the_parsers_own_rejections_answer_json(server_factory):
+    server = server_factory()
+    for request, status, code in [
+        (b"GET /v1/" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n",
+         431, "headers_too_large"),
+        (b"GARBAGE\r\n\r\n", 400, "invalid_request"),
+        (b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400, "invalid_request"),
+    ]:
+        response = _raw_exchange(server, request)
+        head, _, body = response.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        assert lines[0].startswith(f"HTTP/1.1 {status} "), response[:300]
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        assert headers["content-type"] == "application/json", response[:300]
+        assert int(headers["content-length"]) == len(body), response[:300]
+        error = json.loads(body)
+        assert error["code"] == code and error["message"], error
+    # The connection's other responses are untouched, and the server still serves.
+    assert_error(requests.get(server.url + "/v1/" + "a" * 20000, timeout=10), 404, "not_found")
+    assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+    # The wrapped connections still tell the browser routes the client's address.
+    source = server.create_source("browser")
+    message_id = new_id()
+    assert_ok(server.post("/v1/t", {"userId": "u1", "event": "Viewed", "messageId": message_id},
+                          write_key=source.write_key), "browser track")
+    stored = [e for e in export_events(server.data_dir) if e["messageId"] == message_id]
+    assert stored and stored[0]["context"]["ip"] == "127.0.0.1", stored

@@ -98,7 +98,7 @@ error_codes! {
     RateLimited => ("rate_limited", 429),
     /// No API token has that id.
     TokenNotFound => ("token_not_found", 404),
-    /// A request parameter is missing or invalid.
+    /// A request parameter is missing or invalid, or the request is not well-formed HTTP/1.1.
     InvalidRequest => ("invalid_request", 400),
     /// No source has that id.
     SourceNotFound => ("source_not_found", 404),
@@ -146,8 +146,15 @@ error_codes! {
     NotFound => ("not_found", 404),
     /// The path exists but not for this HTTP method.
     MethodNotAllowed => ("method_not_allowed", 405),
+    /// The request's path and query are over 64 KB.
+    UriTooLong => ("uri_too_long", 414),
+    /// The request has too many headers (over 100) or too large ones.
+    HeadersTooLarge => ("headers_too_large", 431),
     /// An input file could not be read or parsed.
     InvalidInputFile => ("invalid_input_file", 400),
+    /// A CLI command that must not run beside a server (`tessera replay`) found one
+    /// running on the data directory: stop it first.
+    ServerRunning => ("server_running", 409),
     /// Something failed inside Tessera; the detail is in the server log.
     InternalError => ("internal_error", 500),
 }

@@ -18,6 +18,14 @@ use std::fmt;
 /// The most characters a `messageId` may have.
 pub const MAX_MESSAGE_ID_CHARS: usize = 100;
 
+/// The earliest time a clock-skew corrected `timestamp` is stored as,
+/// 0000-01-01T00:00:00.000Z in Unix milliseconds: the first instant of a four-digit
+/// ISO-8601 year, the range the API accepts, so what is stored can be sent again.
+pub const MIN_CORRECTED_TIMESTAMP_MS: i64 = -62_167_219_200_000;
+/// The latest time a clock-skew corrected `timestamp` is stored as,
+/// 9999-12-31T23:59:59.999Z in Unix milliseconds.
+pub const MAX_CORRECTED_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
 /// The six Segment message types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageType {
@@ -254,15 +262,24 @@ pub fn normalize(
     let timestamp = match (original, sent_at) {
         // The device clock may be wrong; the time elapsed between the event and its
         // sending is not. Segment's rule: receivedAt - (sentAt - originalTimestamp).
-        (Some(original), Some(sent_at)) => received_at
-            .checked_sub_signed(sent_at - original)
-            .ok_or_else(|| {
-                checker.reject(
-                    ErrorCode::InvalidTimestamp,
-                    "\"sentAt\" and \"timestamp\" are too far apart to correct the clock skew"
-                        .into(),
-                )
-            })?,
+        // A correction outside four-digit years (a `sentAt` or `timestamp` years off)
+        // is clamped to them and flagged as `context.tessera.timestampClamped`.
+        (Some(original), Some(sent_at)) => {
+            let corrected = received_at
+                .checked_sub_signed(sent_at - original)
+                .ok_or_else(|| {
+                    checker.reject(
+                        ErrorCode::InvalidTimestamp,
+                        "\"sentAt\" and \"timestamp\" are too far apart to correct the clock skew"
+                            .into(),
+                    )
+                })?;
+            let (clamped, changed) = clamp_corrected(corrected);
+            if changed {
+                flag_clamped_timestamp(&mut body);
+            }
+            clamped
+        }
         (Some(original), None) => original,
         (None, _) => received_at,
     };
@@ -404,6 +421,38 @@ fn merge_defaults<'a>(
         }
     }
     body.set(field, Value::Object(own));
+}
+
+/// A corrected time within [`MIN_CORRECTED_TIMESTAMP_MS`]..=[`MAX_CORRECTED_TIMESTAMP_MS`],
+/// and whether it had to be moved there.
+fn clamp_corrected(corrected: DateTime<Utc>) -> (DateTime<Utc>, bool) {
+    let millis = corrected.timestamp_millis();
+    let bounded = millis.clamp(MIN_CORRECTED_TIMESTAMP_MS, MAX_CORRECTED_TIMESTAMP_MS);
+    if bounded == millis {
+        return (corrected, false);
+    }
+    (
+        DateTime::from_timestamp_millis(bounded).unwrap_or(corrected),
+        true,
+    )
+}
+
+/// Sets `context.tessera.timestampClamped` to true, keeping the rest of `context`.
+fn flag_clamped_timestamp(body: &mut MessageFields<'_>) {
+    let mut context = match body.get("context").map(Cow::into_owned) {
+        Some(Value::Object(context)) => context,
+        _ => Map::new(),
+    };
+    let tessera = context
+        .entry("tessera")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !tessera.is_object() {
+        *tessera = Value::Object(Map::new());
+    }
+    if let Value::Object(tessera) = tessera {
+        tessera.insert("timestampClamped".into(), Value::Bool(true));
+    }
+    body.set("context", Value::Object(context));
 }
 
 fn set_context_ip(body: &mut MessageFields<'_>, ip: &str) {
@@ -607,6 +656,69 @@ mod tests {
         assert_eq!(body["timestamp"], "2026-11-23T11:59:50.000Z");
         assert_eq!(body["originalTimestamp"], "2026-11-23T10:59:50.000Z");
         assert_eq!(body["sentAt"], "2026-11-23T11:00:00.000Z");
+    }
+
+    #[test]
+    fn a_correction_outside_four_digit_years_is_clamped_and_flagged() {
+        for (timestamp, sent_at, stored) in [
+            // Corrected into year -7974 and year 12026.
+            (
+                "0001-01-01T00:00:00Z",
+                "9999-01-01T00:00:00Z",
+                "0000-01-01T00:00:00.000Z",
+            ),
+            (
+                "9999-01-01T00:00:00Z",
+                "0001-01-01T00:00:00Z",
+                "9999-12-31T23:59:59.999Z",
+            ),
+        ] {
+            let normalized = run(
+                json!({"userId": "u", "event": "E", "context": {"ip": "1.2.3.4"},
+                       "timestamp": timestamp, "sentAt": sent_at}),
+                Some(MessageType::Track),
+            )
+            .unwrap_or_else(|r| panic!("{r:?}"));
+            let body = body_of(&normalized);
+            assert_eq!(body["timestamp"], stored);
+            assert_eq!(format_timestamp(normalized.timestamp), stored);
+            assert_eq!(body["originalTimestamp"], timestamp);
+            assert_eq!(body["context"]["tessera"]["timestampClamped"], true);
+            assert_eq!(body["context"]["ip"], "1.2.3.4");
+            // What is stored can be sent again.
+            assert!(parse_timestamp(stored).is_some());
+        }
+        // A correction within the range is not flagged.
+        let normalized = run(
+            json!({"userId": "u", "event": "E",
+                   "timestamp": "0001-01-01T00:00:00Z", "sentAt": "0001-01-01T00:00:10Z"}),
+            Some(MessageType::Track),
+        )
+        .unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(!body_of(&normalized).contains_key("context"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn corrected_timestamps_stay_within_four_digit_years(
+            timestamp in MIN_CORRECTED_TIMESTAMP_MS..=MAX_CORRECTED_TIMESTAMP_MS,
+            sent_at in MIN_CORRECTED_TIMESTAMP_MS..=MAX_CORRECTED_TIMESTAMP_MS,
+        ) {
+            let text = |ms: i64| DateTime::from_timestamp_millis(ms).map(format_timestamp).unwrap_or_default();
+            let normalized = run(
+                json!({"userId": "u", "event": "E", "timestamp": text(timestamp), "sentAt": text(sent_at)}),
+                Some(MessageType::Track),
+            );
+            let normalized = normalized.map_err(|r| proptest::test_runner::TestCaseError::fail(format!("{r:?}")))?;
+            let millis = normalized.timestamp.timestamp_millis();
+            proptest::prop_assert!((MIN_CORRECTED_TIMESTAMP_MS..=MAX_CORRECTED_TIMESTAMP_MS).contains(&millis));
+            let body = body_of(&normalized);
+            let stored = body["timestamp"].as_str().unwrap_or_default().to_string();
+            proptest::prop_assert_eq!(parse_timestamp(&stored).map(|t| t.timestamp_millis()), Some(millis));
+            let expected = at("2026-11-23T12:00:00Z").timestamp_millis() - (sent_at - timestamp);
+            let flagged = body.get("context").is_some_and(|c| c["tessera"]["timestampClamped"] == true);
+            proptest::prop_assert_eq!(flagged, expected != millis);
+        }
     }
 
     #[test]

@@ -163,10 +163,14 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(crate::http_errors::ClientAddr(peer)));
             app.clone().oneshot(request.map(axum::body::Body::new))
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        // The parser's own bodiless 4xx (414, 431, 400, 408) leave with a JSON body.
+        let io = TokioIo::new(crate::http_errors::JsonErrorsIo::new(stream));
+        let connection = graceful.watch(http.serve_connection(io, service));
         let metrics = Arc::clone(&state.metrics);
         tokio::spawn(async move {
             metrics.connections_open.inc();

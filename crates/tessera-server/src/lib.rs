@@ -12,6 +12,7 @@ pub mod api_error;
 pub mod audiences;
 pub mod committer;
 pub mod connections;
+pub mod http_errors;
 pub mod metrics;
 pub mod privacy;
 pub mod privacy_api;

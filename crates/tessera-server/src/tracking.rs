@@ -27,7 +27,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::io::Read;
-use std::net::SocketAddr;
 use std::time::Instant;
 use tessera_core::message::MessageType;
 use tessera_core::request::{BodyKind, MAX_BATCH_BYTES, parse_request};
@@ -105,8 +104,8 @@ async fn ingest(
         .then(|| {
             request
                 .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip().to_string())
+                .get::<ConnectInfo<crate::http_errors::ClientAddr>>()
+                .map(|info| info.0.0.ip().to_string())
         })
         .flatten();
     let (parts, body) = request.into_parts();

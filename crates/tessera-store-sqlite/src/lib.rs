@@ -26,11 +26,13 @@
 mod activation;
 mod audiences;
 mod dedup;
+mod private;
 mod profiles;
 
 pub use activation::SqliteActivationStore;
 pub use audiences::SqliteAudienceStore;
 pub use dedup::DedupConfig;
+pub use private::secure_data_dir;
 pub use profiles::SqliteProfileStore;
 
 use dedup::{DedupIndex, dedup_key};
@@ -223,12 +225,7 @@ pub fn open_data_dir_with(
     dir: &Path,
     dedup: DedupConfig,
 ) -> StoreResult<(SqliteEventLog, SqliteCatalog)> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        StoreError::Engine(format!(
-            "cannot create data directory {}: {e}",
-            dir.display()
-        ))
-    })?;
+    secure_data_dir(dir)?;
     Ok((
         SqliteEventLog::open(&dir.join("events.db"), dedup)?,
         SqliteCatalog::open(&dir.join("tessera.db"))?,
@@ -246,6 +243,7 @@ fn now_ms() -> i64 {
 fn open_events_connection(path: &Path) -> StoreResult<Connection> {
     let fresh = !path.exists();
     if fresh {
+        private::create_private_file(path)?;
         let conn = Connection::open(path).map_err(engine)?;
         conn.execute_batch(&format!("PRAGMA page_size = {EVENTS_PAGE_SIZE}; VACUUM;"))
             .map_err(engine)?;
@@ -260,7 +258,7 @@ pub(crate) fn open_writer_and_reader(
     file: &str,
     setup: &str,
 ) -> StoreResult<(Connection, Connection)> {
-    std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Engine(e.to_string()))?;
+    secure_data_dir(data_dir)?;
     let path = data_dir.join(file);
     let writer = open_connection(&path)?;
     // Erasure must leave no trace in the file: deleted content is overwritten.
@@ -272,6 +270,8 @@ pub(crate) fn open_writer_and_reader(
 }
 
 pub(crate) fn open_connection(path: &Path) -> StoreResult<Connection> {
+    // Created private before SQLite creates it (and its -wal and -shm files) 0644.
+    private::create_private_file(path)?;
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE

@@ -95,7 +95,20 @@ fn parse_identifier(processor: &Processor, text: &str) -> anyhow::Result<Identif
 }
 
 /// `tessera replay`: deletes all derived state and rebuilds it from the whole log.
+///
+/// Refused while a server runs on the data directory: its audience index and
+/// computed traits, kept in memory, would count the replayed events a second time.
+/// The server's lock is held meanwhile, so no server starts halfway through.
 pub fn replay(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let Some(_no_server) = crate::privacy_cli::ServeLock::try_hold(data_dir)? else {
+        bail!(
+            "[{}] a `tessera serve` is running on the data directory {} (it holds serve.lock): \
+             replaying beside it would count events twice in its audiences and computed traits. \
+             Stop the server, run `tessera replay`, then start the server again",
+            tessera_core::ErrorCode::ServerRunning.as_str(),
+            data_dir.display()
+        );
+    };
     let (processor, profiles) = open(data_dir)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(

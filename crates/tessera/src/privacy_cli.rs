@@ -66,12 +66,13 @@ pub struct ServeLock {
 }
 
 impl ServeLock {
-    /// Takes the lock for `tessera serve`; fails when another server holds it.
+    /// Takes the lock for `tessera serve`; fails when another server (or a replay)
+    /// holds it.
     pub fn hold(data_dir: &Path) -> anyhow::Result<Self> {
         Self::try_hold(data_dir)?.ok_or_else(|| {
             anyhow!(
-                "another `tessera serve` is using the data directory {} (it holds {SERVE_LOCK}); \
-                 stop it or give this one its own --data-dir",
+                "another `tessera serve` (or a `tessera replay`) is using the data directory {} \
+                 (it holds {SERVE_LOCK}); stop it or give this one its own --data-dir",
                 data_dir.display()
             )
         })
@@ -79,13 +80,16 @@ impl ServeLock {
 
     /// Takes the lock if no server holds it.
     pub fn try_hold(data_dir: &Path) -> anyhow::Result<Option<Self>> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        tessera_store_sqlite::secure_data_dir(data_dir)?;
         let path = data_dir.join(SERVE_LOCK);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut options = File::options();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         match file.try_lock() {

@@ -36,7 +36,7 @@ pub enum SourcesCommand {
 }
 
 fn open_catalog(data_dir: &Path) -> anyhow::Result<SqliteCatalog> {
-    std::fs::create_dir_all(data_dir)?;
+    tessera_store_sqlite::secure_data_dir(data_dir)?;
     Ok(SqliteCatalog::open(&data_dir.join("tessera.db"))?)
 }
 

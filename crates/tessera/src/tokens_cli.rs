@@ -32,7 +32,7 @@ pub enum TokensCommand {
 
 /// Runs a token subcommand.
 pub fn run(data_dir: &Path, command: TokensCommand) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(data_dir)?;
+    tessera_store_sqlite::secure_data_dir(data_dir)?;
     let catalog = SqliteCatalog::open(&data_dir.join("tessera.db"))?;
     match command {
         TokensCommand::Create { name, scopes } => {
