@@ -94,7 +94,7 @@ BUSY_PCT=$(awk -v a="${CPU_A[*]}" -v b="${CPU_B[*]}" 'BEGIN {
     n = split(a, x); split(b, y); t = 0
     for (i = 2; i <= n && i <= 9; i++) t += y[i] - x[i]
     idle = (y[5] - x[5]) + (y[6] - x[6])
-    printf "%d", t > 0 ? 100 * (t - idle) / t : 0 }')
+    printf "%d", (t > 0 ? 100 * (t - idle) / t : 0) }')
 if (( BUSY_PCT > 10 )); then
     log "warning: the machine is ${BUSY_PCT}% busy before the run: something else is using the CPU"
 fi
