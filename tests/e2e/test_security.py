@@ -248,3 +248,25 @@ def test_the_parsers_own_rejections_answer_json(server_factory):
                           write_key=source.write_key), "browser track")
     stored = [e for e in export_events(server.data_dir) if e["messageId"] == message_id]
     assert stored and stored[0]["context"]["ip"] == "127.0.0.1", stored
+
+
+def test_a_short_admin_token_is_refused_and_the_log_says_which_token_is_in_force(server_factory, tmp_path):
+    import subprocess
+
+    from tessera_e2e import free_port, tessera_bin
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+    env["TESSERA_ADMIN_TOKEN"] = "x"
+    started = subprocess.run(
+        [str(tessera_bin()), "serve", "--data-dir", str(tmp_path / "short"),
+         "--listen", f"127.0.0.1:{free_port()}"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0
+    assert "TESSERA_ADMIN_TOKEN is 1 characters; use at least 16" in started.stderr, started.stderr
+    # A long enough one is taken, and the log names its origin, never its value.
+    server = server_factory()
+    log = server.log_text()
+    assert "admin token: TESSERA_ADMIN_TOKEN from the environment" in log
+    assert server.admin("GET", "/api/v1/sources").status_code == 200
+    from tessera_e2e import ADMIN_TOKEN
+    assert ADMIN_TOKEN not in log

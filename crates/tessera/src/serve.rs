@@ -22,6 +22,8 @@ use tessera_store::{Catalog, EventLog};
 use tessera_store_sqlite::{SqliteActivationStore, SqliteAudienceStore, SqliteProfileStore};
 
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+/// Shortest admin token accepted from the environment: it unlocks everything.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The file, in the data directory, that holds a generated admin token (mode 0600).
@@ -51,7 +53,30 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     )?);
 
     let env_token = std::env::var("TESSERA_ADMIN_TOKEN").ok();
+    if let Some(token) = env_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let length = token.chars().count();
+        if length < MIN_ADMIN_TOKEN_CHARS {
+            anyhow::bail!(
+                "TESSERA_ADMIN_TOKEN is {length} characters; use at least {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -hex 16`), or unset it to use the generated token"
+            );
+        }
+    }
     let (admin_token_hash, how) = establish_admin_token(catalog.as_ref(), env_token.as_deref())?;
+    // Which token is in force, never its value.
+    match &how {
+        AdminToken::FromEnvironment => {
+            tracing::info!("admin token: TESSERA_ADMIN_TOKEN from the environment");
+        }
+        AdminToken::Existing => tracing::info!(
+            file = %settings.data_dir.join(ADMIN_TOKEN_FILE).display(),
+            "admin token: the one generated on the first start (TESSERA_ADMIN_TOKEN is not set)"
+        ),
+        AdminToken::Generated(_) => {}
+    }
     if let AdminToken::Generated(token) = &how {
         let path = settings.data_dir.join(ADMIN_TOKEN_FILE);
         write_private_file(&path, token)?;
