@@ -270,3 +270,50 @@ def test_a_short_admin_token_is_refused_and_the_log_says_which_token_is_in_force
     assert server.admin("GET", "/api/v1/sources").status_code == 200
     from tessera_e2e import ADMIN_TOKEN
     assert ADMIN_TOKEN not in log
+
+
+def test_destinations_cannot_reach_cloud_metadata_addresses(server_factory):
+    """Refused when saved (literal addresses and metadata names) and when a receiver
+    redirects there; loopback receivers stay allowed."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    server = server_factory()
+    for url in ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/",
+                "http://metadata.google.internal/computeMetadata/v1/"]:
+        r = server.admin("POST", "/api/v1/destinations", json={
+            "id": "meta", "type": "webhook", "settings": {"url": url}})
+        body = assert_error(r, 400, "invalid_activation", url)
+        assert "metadata" in body["message"], body
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(307)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        source = server.create_source("web")
+        r = server.admin("POST", "/api/v1/destinations", json={
+            "id": "redirected", "type": "webhook",
+            "settings": {"url": f"http://127.0.0.1:{httpd.server_address[1]}/hook"},
+            "filter": {"events": ["Order Completed"]},
+            "delivery": {"maxAttempts": 1}})
+        assert r.status_code == 201, r.text
+        send_batch(server, source, [msg("track", userId="u1", event="Order Completed")])
+
+        def dead():
+            rows = deliveries(server, destination="redirected")
+            return rows if rows and rows[0]["status"] == "dead" else None
+
+        rows = wait_until(dead, timeout=WAIT, what="the redirected delivery dead")
+        assert "denied address" in (rows[0].get("lastError") or ""), rows[0]
+    finally:
+        httpd.shutdown()

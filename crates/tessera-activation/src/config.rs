@@ -401,10 +401,15 @@ impl Destination {
             ));
         }
         let url_ok = |url: &str, what: &str| {
-            if url.starts_with("http://") || url.starts_with("https://") {
-                Ok(())
-            } else {
-                err(format!("{what} must be an http:// or https:// URL"))
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return err(format!("{what} must be an http:// or https:// URL"));
+            }
+            match reqwest::Url::parse(url) {
+                Err(error) => err(format!("{what} is not a URL: {error}")),
+                Ok(parsed) => match crate::network::denied_host(&parsed) {
+                    Some(why) => err(format!("{what}: {why}")),
+                    None => Ok(()),
+                },
             }
         };
         match &self.kind {

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod delivery;
 pub mod fanout;
+pub mod network;
 pub mod render;
 pub mod senders;
 

@@ -203,6 +203,8 @@ impl Clients {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(crate::network::GuardedResolver)
+            .redirect(crate::network::redirect_policy())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self { http }
@@ -244,6 +246,16 @@ fn parse_retry_after(text: &str) -> Option<Duration> {
 }
 
 fn transport_error(error: &reqwest::Error) -> Attempt {
+    // A denied address (a name resolving to one, a redirect to one) fails for good,
+    // saying why; other details stay out of the error (they may hold the URL).
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if text.contains(crate::network::DENIED) {
+            return Attempt::Fail { error: text };
+        }
+        source = cause.source();
+    }
     let kind = if error.is_timeout() {
         "timeout"
     } else if error.is_connect() {
@@ -284,6 +296,20 @@ pub async fn send(
         .map(|d| serde_json::from_str(&d.new.payload).unwrap_or(Value::Null))
         .collect();
     let one = |attempt: Attempt| vec![attempt; group.len()];
+    // Literal addresses skip the resolver's check: a destination stored before the
+    // rule, or edited in the store, is refused here.
+    let target = match &destination.kind {
+        Kind::Webhook(s) => Some(&s.url),
+        Kind::Sms(s) => Some(&s.url),
+        Kind::Crm(s) => Some(&s.url),
+        _ => None,
+    };
+    if let Some(why) = target
+        .and_then(|url| reqwest::Url::parse(url).ok())
+        .and_then(|url| crate::network::denied_host(&url))
+    {
+        return one(Attempt::Fail { error: why });
+    }
     match &destination.kind {
         Kind::Webhook(s) => {
             let (body, key) = if group.len() == 1 {
