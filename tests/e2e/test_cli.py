@@ -373,3 +373,23 @@ def test_replay_refuses_while_a_server_runs_and_changes_nothing(cli, server, sou
     result = cli("replay", data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     assert "Replayed 2 events into 1 profiles" in result.stderr, result.stderr
+
+
+def test_a_port_in_use_stops_serve_before_a_token_is_generated(server_factory, tmp_path):
+    import os
+    import subprocess
+
+    from tessera_e2e import tessera_bin
+
+    first = server_factory()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+    fresh = tmp_path / "second"
+    started = subprocess.run(
+        [str(tessera_bin()), "serve", "--data-dir", str(fresh), "--listen", f"127.0.0.1:{first.port}"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{first.port}" in started.stderr, started.stderr
+    assert "--listen" in started.stderr and "TESSERA_LISTEN" in started.stderr
+    # Nothing was generated or shown for a server that never ran.
+    assert "shown only now" not in started.stderr
+    assert not (fresh / "admin-token").exists()

@@ -50,11 +50,8 @@ pub fn denied_host(url: &reqwest::Url) -> Option<String> {
     let host = url.host_str()?;
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = literal.parse::<IpAddr>() {
-        return denied_ip(ip).then(|| {
-            format!(
-                "{ip} is a link-local or cloud metadata address, {DENIED}"
-            )
-        });
+        return denied_ip(ip)
+            .then(|| format!("{ip} is a link-local or cloud metadata address, {DENIED}"));
     }
     let name = host.trim_end_matches('.').to_ascii_lowercase();
     METADATA_NAMES

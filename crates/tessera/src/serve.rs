@@ -31,6 +31,15 @@ const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Runs the server until a shutdown signal.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // First, so a port in use stops us before anything is opened, generated or printed.
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: another program (or another Tessera) may use that port; choose another with --listen 127.0.0.1:PORT or TESSERA_LISTEN",
+                settings.listen
+            )
+        })?;
     // While it runs, the CLI hands privacy requests to it instead of doing them itself.
     let _serving = crate::privacy_cli::ServeLock::hold(&settings.data_dir)?;
     let (events, catalog) =
@@ -181,9 +190,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         )),
     };
 
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     tracing::info!(
         address = %listener.local_addr()?,
         data_dir = %settings.data_dir.display(),
