@@ -3,7 +3,8 @@
 //! pipeline.
 //!
 //! [`router`] builds the whole application from an [`AppState`] without a socket, so
-//! tests drive it with `tower::ServiceExt::oneshot`; the binary binds it and serves.
+//! tests drive it with `tower::ServiceExt::oneshot`; the binary serves it through
+//! [`connections::serve`], the listener with limits.
 
 pub mod acks;
 pub mod activation_api;
@@ -147,16 +148,4 @@ async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "this endpoint does not take that HTTP method (tracking endpoints take POST)",
     )
-}
-
-/// Serves the application on `listener` with the default [connection
-/// limits](connections::ConnectionLimits) until `shutdown` completes, then stops
-/// accepting and waits for in-flight requests to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let limits = connections::fit_to_file_limit(connections::ConnectionLimits::default());
-    connections::serve(listener, state, limits, shutdown).await
 }
