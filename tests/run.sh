@@ -14,7 +14,10 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "cargo test (unit, property and in-process HTTP tests)"
+step "layout: no crate's modules import each other in a circle"
+python3 tests/lint/module_cycles.py
+
+step "cargo test (unit, property and in-process HTTP tests, the store contract suite)"
 cargo test --workspace --quiet
 
 step "release binary"

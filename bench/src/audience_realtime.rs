@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_store::EventLog;
 
 /// Options of `audience-realtime`.
 #[derive(Args, Clone)]
@@ -203,11 +202,9 @@ pub async fn run(a: &RealtimeArgs) -> Result<Value> {
     }
 
     // The event that created each profile: its receivedAt and its batch's ack.
-    let (log, _) = tessera_store_sqlite::open_data_dir_with(
-        &a.data_dir,
-        tessera_store_sqlite::DedupConfig::READ_ONLY,
-    )
-    .context("opening the server's data directory read-only")?;
+    let log = tessera_runtime::open_stores(tessera_runtime::StoreOptions::read_only(&a.data_dir))
+        .and_then(|stores| stores.events())
+        .context("opening the server's data directory read-only")?;
     let acks = acks.lock().await.clone();
     let mut from_ack = Vec::new();
     let mut from_receipt = Vec::new();

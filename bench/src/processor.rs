@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_identity::processor::Processor;
-use tessera_store::profiles::ProfileStore;
-use tessera_store::{AppendBatch, Catalog, EventLog, EventRecord, NewSource};
-use tessera_store_sqlite::{DedupConfig, SqliteProfileStore, open_data_dir_with};
+use tessera_runtime::{StoreOptions, open_stores};
+use tessera_store::{AppendBatch, EventRecord, NewSource};
+use tessera_store_sqlite::DedupConfig;
 
 use crate::stats::thousands;
 
@@ -100,7 +100,8 @@ pub fn run(args: &ProcessorArgs) -> Result<serde_json::Value> {
         "{} exists: give a new directory",
         args.dir.display()
     );
-    let (log, catalog) = open_data_dir_with(&args.dir, DedupConfig::default())?;
+    let stores = open_stores(StoreOptions::writer(&args.dir, DedupConfig::default()))?;
+    let (log, catalog) = (stores.events()?, stores.catalog()?);
     let source = catalog.create_source(&NewSource {
         id: "src_bench".into(),
         name: "bench".into(),
@@ -108,8 +109,6 @@ pub fn run(args: &ProcessorArgs) -> Result<serde_json::Value> {
         write_key_prefix: "bnch".into(),
         created_at_ms: 0,
     })?;
-    let log: Arc<dyn EventLog> = Arc::new(log);
-    let catalog: Arc<dyn Catalog> = Arc::new(catalog);
 
     let started = Instant::now();
     let mut rng = Rng(args.seed);
@@ -153,7 +152,7 @@ pub fn run(args: &ProcessorArgs) -> Result<serde_json::Value> {
         thousands(args.people)
     );
 
-    let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfileStore::open_in(&args.dir)?);
+    let profiles = stores.profiles()?;
     let processor = Processor::new(Arc::clone(&log), Arc::clone(&profiles), catalog)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();

@@ -6,10 +6,7 @@ use serde_json::{Map, Value};
 use tessera_audience::ast::Condition;
 use tessera_audience::language::parse_definition;
 
-/// A definition problem, with what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub use crate::error::ConfigError;
 
 fn err<T>(message: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(message.into()))
@@ -365,13 +362,9 @@ impl Kind {
             Self::Webhook(s) => of_url(&s.url),
             Self::Sms(s) => of_url(&s.url),
             Self::Crm(s) => of_url(&s.url),
-            Self::Email(s) => {
-                crate::senders::smtp_endpoint(&s.smtp_url)
-                    .ok()
-                    .map(|(mode, host, port)| {
-                        format!("smtp-{mode}://{}:{port}", host.to_ascii_lowercase())
-                    })
-            }
+            Self::Email(s) => smtp_endpoint(&s.smtp_url).ok().map(|(mode, host, port)| {
+                format!("smtp-{mode}://{}:{port}", host.to_ascii_lowercase())
+            }),
             Self::File(_) => None,
         }
     }
@@ -423,7 +416,7 @@ impl Destination {
                 }
             }
             Kind::Email(s) => {
-                crate::senders::smtp_endpoint(&s.smtp_url)?;
+                smtp_endpoint(&s.smtp_url)?;
                 if has_line_break(&s.from) || s.from.parse::<lettre::message::Mailbox>().is_err() {
                     return err(
                         "settings.from must be one address such as \"Shop <shop@example.com>\", on one line",
@@ -794,6 +787,34 @@ fn compile_steps(
         }
     }
     Ok(())
+}
+
+/// Parses an SMTP URL into (mode, host, port).
+pub fn smtp_endpoint(url: &str) -> Result<(&'static str, String, u16), ConfigError> {
+    let (mode, rest, default_port) = if let Some(rest) = url.strip_prefix("smtp+starttls://") {
+        ("starttls", rest, 587)
+    } else if let Some(rest) = url.strip_prefix("smtps://") {
+        ("tls", rest, 465)
+    } else if let Some(rest) = url.strip_prefix("smtp://") {
+        ("plain", rest, 25)
+    } else {
+        return Err(ConfigError(
+            "settings.smtpUrl must be smtp://host:port (plain), smtp+starttls://host:port or smtps://host:port".into(),
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse()
+                .map_err(|_| ConfigError(format!("settings.smtpUrl: {port:?} is not a port")))?,
+        ),
+        None => (rest, default_port),
+    };
+    if host.is_empty() {
+        return Err(ConfigError("settings.smtpUrl has no host".into()));
+    }
+    Ok((mode, host.to_string(), port))
 }
 
 #[cfg(test)]

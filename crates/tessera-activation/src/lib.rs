@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod delivery;
+pub mod error;
 pub mod fanout;
 pub mod network;
 pub mod render;
@@ -32,11 +33,6 @@ use tessera_audience::engine::AudienceEngine;
 use tessera_store::activation::ActivationStore;
 use tessera_store::profiles::{ProfileId, ProfileStore};
 use tessera_store::{Catalog, EventLog, StoreError};
-
-/// Catalog settings prefix of destination definitions.
-pub const DESTINATION_PREFIX: &str = "destination:";
-/// Catalog settings prefix of journey definitions.
-pub const JOURNEY_PREFIX: &str = "journey:";
 
 /// An activation error.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +129,7 @@ impl Activation {
         for (_, text) in self
             .stores
             .catalog
-            .settings_with_prefix(DESTINATION_PREFIX)?
+            .settings_with_prefix(tessera_store::keys::DESTINATION_PREFIX)?
         {
             match serde_json::from_str::<Destination>(&text) {
                 Ok(d) => {
@@ -146,7 +142,11 @@ impl Activation {
         }
         let ids: Vec<String> = destinations.keys().cloned().collect();
         let mut journeys = HashMap::new();
-        for (_, text) in self.stores.catalog.settings_with_prefix(JOURNEY_PREFIX)? {
+        for (_, text) in self
+            .stores
+            .catalog
+            .settings_with_prefix(tessera_store::keys::JOURNEY_PREFIX)?
+        {
             match serde_json::from_str::<Journey>(&text).map(|j| j.compile(&ids)) {
                 Ok(Ok(j)) => {
                     journeys.insert(j.journey.key.clone(), Arc::new(j));
@@ -303,9 +303,14 @@ impl Activation {
         }
         let text =
             serde_json::to_string(&destination).map_err(|e| StoreError::Engine(e.to_string()))?;
-        self.stores
-            .catalog
-            .set_setting(&format!("{DESTINATION_PREFIX}{}", destination.id), &text)?;
+        self.stores.catalog.set_setting(
+            &format!(
+                "{}{}",
+                tessera_store::keys::DESTINATION_PREFIX,
+                destination.id
+            ),
+            &text,
+        )?;
         self.reload()?;
         self.notify(&destination.id);
         Ok(previous)
@@ -338,7 +343,7 @@ impl Activation {
         }
         self.stores
             .catalog
-            .delete_setting(&format!("{DESTINATION_PREFIX}{id}"))?;
+            .delete_setting(&format!("{}{id}", tessera_store::keys::DESTINATION_PREFIX))?;
         self.reload()?;
         self.notify(id);
         // What it had queued is not sent by a later destination reusing the id.
@@ -430,9 +435,10 @@ impl Activation {
                 "journey changed",
             )?;
         }
-        self.stores
-            .catalog
-            .set_setting(&format!("{JOURNEY_PREFIX}{}", journey.key), &text)?;
+        self.stores.catalog.set_setting(
+            &format!("{}{}", tessera_store::keys::JOURNEY_PREFIX, journey.key),
+            &text,
+        )?;
         self.reload()?;
         Ok(previous)
     }
@@ -452,7 +458,7 @@ impl Activation {
         )?;
         self.stores
             .catalog
-            .delete_setting(&format!("{JOURNEY_PREFIX}{key}"))?;
+            .delete_setting(&format!("{}{key}", tessera_store::keys::JOURNEY_PREFIX))?;
         self.reload()?;
         Ok(previous)
     }

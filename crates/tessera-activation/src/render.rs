@@ -15,7 +15,7 @@
 //! ([`check_budget`]); one that exceeds it only with some person's data fails that
 //! delivery ([`RenderError::Budget`]).
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde_json::{Value, json};
 use std::io::Write;

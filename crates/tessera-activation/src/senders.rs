@@ -5,7 +5,7 @@
 //! - webhook `{"body": …}`; email `{"to", "subject", "text", "html", "unsubscribe"}`;
 //!   SMS `{"to", "body"}`; CRM `{"id", "properties"}`; file `{"line": …}`.
 
-use crate::config::{ConfigError, CrmSettings, Destination, Kind};
+use crate::config::{CrmSettings, Destination, Kind, smtp_endpoint};
 use crate::render::{RenderError, render_html, render_text};
 use hmac::{Hmac, Mac};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
@@ -34,34 +34,6 @@ pub enum Attempt {
         /// What went wrong.
         error: String,
     },
-}
-
-/// Parses an SMTP URL into (mode, host, port).
-pub fn smtp_endpoint(url: &str) -> Result<(&'static str, String, u16), ConfigError> {
-    let (mode, rest, default_port) = if let Some(rest) = url.strip_prefix("smtp+starttls://") {
-        ("starttls", rest, 587)
-    } else if let Some(rest) = url.strip_prefix("smtps://") {
-        ("tls", rest, 465)
-    } else if let Some(rest) = url.strip_prefix("smtp://") {
-        ("plain", rest, 25)
-    } else {
-        return Err(ConfigError(
-            "settings.smtpUrl must be smtp://host:port (plain), smtp+starttls://host:port or smtps://host:port".into(),
-        ));
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse()
-                .map_err(|_| ConfigError(format!("settings.smtpUrl: {port:?} is not a port")))?,
-        ),
-        None => (rest, default_port),
-    };
-    if host.is_empty() {
-        return Err(ConfigError("settings.smtpUrl has no host".into()));
-    }
-    Ok((mode, host.to_string(), port))
 }
 
 /// Renders what a destination sends for one event. `context` is the template

@@ -15,7 +15,8 @@
 //! diffs against the current members, so repeating an evaluation announces nothing.
 
 use crate::ast::{Condition, Test, TimeRef, Window};
-use crate::batch::{Bitset, Parallelism, evaluate};
+use crate::batch::{Parallelism, evaluate};
+use crate::bitset::Bitset;
 use crate::computed::ComputedTrait;
 use crate::eval::{Context, Plan};
 use crate::index::{EventInput, ProfileIndex, ProfileInput, Slot};
@@ -30,13 +31,6 @@ use tessera_core::time::Clock;
 use tessera_store::audiences::{AudienceStore, MembershipChange};
 use tessera_store::profiles::{ProfileId, ProfileStore};
 use tessera_store::{Catalog, EventLog, StoreError, StoredEvent};
-
-/// Catalog setting prefix of audience definitions.
-pub const AUDIENCE_PREFIX: &str = "audience/";
-/// Catalog setting prefix of computed trait definitions.
-pub const COMPUTED_PREFIX: &str = "computed_trait/";
-/// Catalog setting of the RFM configuration.
-pub const RFM_SETTING: &str = "rfm";
 
 /// A stored audience.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -551,10 +545,15 @@ impl AudienceEngine {
 
     /// Reads the definitions from the catalog when they changed there.
     fn reload_definitions(&self, state: &mut State) -> Result<bool, EngineError> {
-        let mut stored = self.catalog.settings_with_prefix(AUDIENCE_PREFIX)?;
-        stored.extend(self.catalog.settings_with_prefix(COMPUTED_PREFIX)?);
-        if let Some(rfm) = self.catalog.setting(RFM_SETTING)? {
-            stored.push((RFM_SETTING.into(), rfm));
+        let mut stored = self
+            .catalog
+            .settings_with_prefix(tessera_store::keys::AUDIENCE_PREFIX)?;
+        stored.extend(
+            self.catalog
+                .settings_with_prefix(tessera_store::keys::COMPUTED_TRAIT_PREFIX)?,
+        );
+        if let Some(rfm) = self.catalog.setting(tessera_store::keys::RFM)? {
+            stored.push((tessera_store::keys::RFM.into(), rfm));
         }
         if state.loaded_from.as_ref() == Some(&stored) {
             return Ok(false);
@@ -566,7 +565,7 @@ impl AudienceEngine {
         let mut audiences = Vec::new();
         let mut rfm_config = RfmConfig::default();
         for (name, text) in &stored {
-            if name.starts_with(COMPUTED_PREFIX) {
+            if name.starts_with(tessera_store::keys::COMPUTED_TRAIT_PREFIX) {
                 match serde_json::from_str::<ComputedTrait>(text) {
                     Ok(c) => {
                         computed.insert(c.key.clone(), c);
@@ -575,7 +574,7 @@ impl AudienceEngine {
                         tracing::error!(%name, %error, "stored computed trait unreadable; ignored")
                     }
                 }
-            } else if name.starts_with(AUDIENCE_PREFIX) {
+            } else if name.starts_with(tessera_store::keys::AUDIENCE_PREFIX) {
                 match serde_json::from_str::<AudienceDefinition>(text) {
                     Ok(a) => audiences.push(a),
                     Err(error) => {
@@ -1053,7 +1052,7 @@ impl AudienceEngine {
         }
         if self
             .catalog
-            .setting(&format!("{AUDIENCE_PREFIX}{key}"))?
+            .setting(&format!("{}{key}", tessera_store::keys::AUDIENCE_PREFIX))?
             .is_some()
         {
             return Err(EngineError::Exists(format!(
@@ -1102,7 +1101,10 @@ impl AudienceEngine {
     }
 
     fn save(&self, audience: &AudienceDefinition) -> Result<(), EngineError> {
-        self.store_definition(&format!("{AUDIENCE_PREFIX}{}", audience.key), audience)
+        self.store_definition(
+            &format!("{}{}", tessera_store::keys::AUDIENCE_PREFIX, audience.key),
+            audience,
+        )
     }
 
     /// Stores a definition in the catalog and reloads every definition from it.
@@ -1129,7 +1131,7 @@ impl AudienceEngine {
         }
         if !self
             .catalog
-            .delete_setting(&format!("{AUDIENCE_PREFIX}{key}"))?
+            .delete_setting(&format!("{}{key}", tessera_store::keys::AUDIENCE_PREFIX))?
         {
             return Err(not_found(key));
         }
@@ -1163,7 +1165,7 @@ impl AudienceEngine {
     pub fn get(&self, key: &str) -> Result<AudienceDefinition, EngineError> {
         let text = self
             .catalog
-            .setting(&format!("{AUDIENCE_PREFIX}{key}"))?
+            .setting(&format!("{}{key}", tessera_store::keys::AUDIENCE_PREFIX))?
             .ok_or_else(|| not_found(key))?;
         serde_json::from_str(&text)
             .map_err(|e| EngineError::Store(StoreError::Engine(e.to_string())))
@@ -1173,7 +1175,7 @@ impl AudienceEngine {
     pub fn list(&self) -> Result<Vec<AudienceDefinition>, EngineError> {
         Ok(self
             .catalog
-            .settings_with_prefix(AUDIENCE_PREFIX)?
+            .settings_with_prefix(tessera_store::keys::AUDIENCE_PREFIX)?
             .into_iter()
             .filter_map(|(_, text)| serde_json::from_str(&text).ok())
             .collect())
@@ -1261,15 +1263,22 @@ impl AudienceEngine {
                 definition.key
             )));
         }
-        self.store_definition(&format!("{COMPUTED_PREFIX}{}", definition.key), definition)
+        self.store_definition(
+            &format!(
+                "{}{}",
+                tessera_store::keys::COMPUTED_TRAIT_PREFIX,
+                definition.key
+            ),
+            definition,
+        )
     }
 
     /// Deletes a stored computed trait (a preset comes back).
     pub fn delete_computed(&self, key: &str) -> Result<(), EngineError> {
-        if !self
-            .catalog
-            .delete_setting(&format!("{COMPUTED_PREFIX}{key}"))?
-        {
+        if !self.catalog.delete_setting(&format!(
+            "{}{key}",
+            tessera_store::keys::COMPUTED_TRAIT_PREFIX
+        ))? {
             return Err(EngineError::NotFound(format!(
                 "no stored computed trait \"{key}\""
             )));
@@ -1287,7 +1296,7 @@ impl AudienceEngine {
     /// Stores the RFM settings; the model is recomputed at once.
     pub fn set_rfm_config(&self, config: &RfmConfig) -> Result<(), EngineError> {
         let text = serde_json::to_string(config).map_err(|e| StoreError::Engine(e.to_string()))?;
-        self.catalog.set_setting(RFM_SETTING, &text)?;
+        self.catalog.set_setting(tessera_store::keys::RFM, &text)?;
         let mut state = self.write();
         self.reload_definitions(&mut state)?;
         Ok(())

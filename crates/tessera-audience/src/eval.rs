@@ -7,7 +7,7 @@
 //! and every relative time to an absolute one, so both evaluators compare integers.
 
 use crate::ast::{Condition, CountOp, CountTest, EventCondition, Window};
-use crate::batch::Bitset;
+use crate::bitset::Bitset;
 use crate::computed::{CompiledComputed, ComputedTrait};
 use crate::index::{CompactEvent, ProfileIndex, Slot};
 use crate::rfm::{RFM_TRAITS, RfmModel};

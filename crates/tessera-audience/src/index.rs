@@ -13,7 +13,7 @@
 //! - an event's properties are interned as a whole ([`PropertySets`]): product events
 //!   repeat the same sku/category/price, so most events share a set.
 
-use crate::batch::Bitset;
+use crate::bitset::Bitset;
 use crate::scalar::{Scalar, Sym, Symbols, flatten, to_scalar};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -22,8 +22,7 @@ use std::sync::Arc;
 use tessera_core::time::parse_timestamp;
 use tessera_store::profiles::ProfileId;
 
-/// A dense index of a profile in the index.
-pub type Slot = u32;
+pub use crate::bitset::Slot;
 
 /// One event as the index keeps it: 16 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -603,6 +602,13 @@ impl ProfileIndex {
     /// The live profiles.
     pub fn alive(&self) -> &Bitset {
         &self.alive
+    }
+
+    /// The live profiles as a set over every slot of the index.
+    pub fn alive_slots(&self) -> Bitset {
+        let mut set = self.alive.clone();
+        set.resize(self.slot_count());
+        set
     }
 
     /// Whether a slot holds a live profile.

@@ -14,6 +14,7 @@
 
 pub mod ast;
 pub mod batch;
+pub mod bitset;
 pub mod computed;
 pub mod engine;
 pub mod eval;

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use tessera_audience::ast::{
     Condition, CountOp, CountTest, Duration, EventCondition, Test, TimeRef, ValueTest, Window,
 };
-use tessera_audience::batch::{Bitset, Parallelism, evaluate};
+use tessera_audience::batch::{Parallelism, evaluate};
+use tessera_audience::bitset::Bitset;
 use tessera_audience::computed::ComputedTrait;
 use tessera_audience::eval::{Context, Plan};
 use tessera_audience::index::{EventInput, ProfileIndex, ProfileInput};

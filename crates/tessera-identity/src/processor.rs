@@ -25,12 +25,6 @@ use tessera_store::{
     Catalog, EventFilter, EventLog, RewrittenEvent, StoreError, StoreResult, StoredEvent,
 };
 
-/// Catalog setting holding the identity rules as JSON.
-pub const RULES_SETTING: &str = "identity_rules";
-/// Catalog setting holding the identifiers an operator unlinked, as a JSON array of
-/// `"type:value"` strings.
-pub const UNLINKED_SETTING: &str = "identity_unlinked";
-
 /// Rules plus the operator's unlinked identifiers: what [`apply_event`] needs.
 #[derive(Debug, Clone)]
 pub struct ProcessingRules {
@@ -340,8 +334,9 @@ impl Processor {
     fn refresh_rules(&self) -> Result<(), ProcessorError> {
         let current = self.current_rules();
         let stored = (
-            self.catalog.setting(RULES_SETTING)?,
-            self.catalog.setting(UNLINKED_SETTING)?,
+            self.catalog.setting(tessera_store::keys::IDENTITY_RULES)?,
+            self.catalog
+                .setting(tessera_store::keys::IDENTITY_UNLINKED)?,
         );
         if stored != current.stored_text {
             let reloaded = load_rules(self.catalog.as_ref())?;
@@ -512,7 +507,8 @@ impl Processor {
     pub fn set_rules(&self, rules: IdentityRules) -> Result<(), ProcessorError> {
         let compiled = rules.compile()?;
         let text = serde_json::to_string(&rules).map_err(|e| StoreError::Engine(e.to_string()))?;
-        self.catalog.set_setting(RULES_SETTING, &text)?;
+        self.catalog
+            .set_setting(tessera_store::keys::IDENTITY_RULES, &text)?;
         let mut next = (*self.current_rules()).clone();
         next.rules = compiled;
         next.stored_text.0 = Some(text);
@@ -544,7 +540,8 @@ impl Processor {
         let mut list: Vec<String> = next.unlinked.iter().map(ToString::to_string).collect();
         list.sort();
         let text = serde_json::to_string(&list).map_err(|e| StoreError::Engine(e.to_string()))?;
-        self.catalog.set_setting(UNLINKED_SETTING, &text)?;
+        self.catalog
+            .set_setting(tessera_store::keys::IDENTITY_UNLINKED, &text)?;
         next.stored_text.1 = Some(text);
         let next = Arc::new(next);
         if let Ok(mut slot) = self.rules.write() {
@@ -746,7 +743,8 @@ impl Processor {
             list.sort();
             let text =
                 serde_json::to_string(&list).map_err(|e| StoreError::Engine(e.to_string()))?;
-            self.catalog.set_setting(UNLINKED_SETTING, &text)?;
+            self.catalog
+                .set_setting(tessera_store::keys::IDENTITY_UNLINKED, &text)?;
             next.stored_text.1 = Some(text);
             if let Ok(mut slot) = self.rules.write() {
                 *slot = Arc::new(next);
@@ -780,8 +778,8 @@ pub fn stored_rules(catalog: &dyn Catalog) -> Result<CompiledRules, ProcessorErr
 
 fn load_rules(catalog: &dyn Catalog) -> Result<ProcessingRules, ProcessorError> {
     let stored_text = (
-        catalog.setting(RULES_SETTING)?,
-        catalog.setting(UNLINKED_SETTING)?,
+        catalog.setting(tessera_store::keys::IDENTITY_RULES)?,
+        catalog.setting(tessera_store::keys::IDENTITY_UNLINKED)?,
     );
     let rules: IdentityRules = match &stored_text.0 {
         Some(text) => serde_json::from_str(text).map_err(|e| {

@@ -11,7 +11,7 @@
 //!   a person's runs with their history.
 
 use crate::AppState;
-use crate::admin::{Admin, record_audit};
+use crate::admin::Admin;
 use crate::api_error::ApiError;
 use axum::Json;
 use axum::Router;
@@ -28,6 +28,7 @@ use tessera_activation::config::{Destination, Journey};
 use tessera_activation::delivery::payload_json;
 use tessera_activation::{ActivationError, run_json};
 use tessera_core::ErrorCode;
+use tessera_runtime::audit::record_audit;
 use tessera_store::activation::{Delivery, DeliveryFilter, DeliveryStatus};
 
 /// The activation routes.

@@ -12,7 +12,6 @@
 
 use crate::AppState;
 use crate::api_error::ApiError;
-use crate::sources::{SourceError, create_source, disable_source};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -28,7 +27,9 @@ use std::collections::HashMap;
 use tessera_core::ErrorCode;
 use tessera_core::ids::{hash_secret, new_api_token, new_token_id};
 use tessera_core::time::format_millis;
-use tessera_store::{ApiToken, AuditEntry, NewApiToken, Source};
+use tessera_runtime::audit::record_audit;
+use tessera_runtime::sources::{SourceError, create_source, disable_source};
+use tessera_store::{ApiToken, NewApiToken, Source};
 
 /// The admin routes.
 pub fn router() -> Router<AppState> {
@@ -140,29 +141,6 @@ impl FromRequestParts<AppState> for ProfileReader {
             return Err(crate::tracking::rate_limited());
         }
         Ok(ProfileReader)
-    }
-}
-
-/// Appends to the audit log. A failure is logged (the action itself is done).
-pub fn record_audit(
-    catalog: &dyn tessera_store::Catalog,
-    actor: &str,
-    action: &str,
-    target: &str,
-    before: Option<&Value>,
-    after: Option<&Value>,
-) {
-    let entry = AuditEntry {
-        id: 0,
-        at_ms: chrono::Utc::now().timestamp_millis(),
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        before: before.map(Value::to_string),
-        after: after.map(Value::to_string),
-    };
-    if let Err(error) = catalog.append_audit(&entry) {
-        tracing::error!(%error, action, "could not append to the audit log");
     }
 }
 

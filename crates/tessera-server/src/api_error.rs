@@ -4,11 +4,11 @@
 //! `rejected` for batches). Internal errors answer a generic 500 and log the detail:
 //! the client learns nothing it could not act on, the operator learns everything.
 
-use crate::committer::SubmitError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tessera_core::{ErrorCode, UserError};
+use tessera_runtime::committer::SubmitError;
 
 /// An error answered to an HTTP client.
 #[derive(Debug)]

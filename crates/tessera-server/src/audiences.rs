@@ -5,7 +5,7 @@
 //! are accepted as the text form or as JSON; errors point at the place in the text.
 
 use crate::AppState;
-use crate::admin::{Admin, record_audit};
+use crate::admin::Admin;
 use crate::api_error::ApiError;
 use axum::Json;
 use axum::Router;
@@ -25,6 +25,7 @@ use tessera_audience::language::parse_definition;
 use tessera_audience::rfm::RfmConfig;
 use tessera_core::ErrorCode;
 use tessera_core::time::format_millis;
+use tessera_runtime::audit::record_audit;
 use tessera_store::audiences::StoredChange;
 
 /// The audience routes.

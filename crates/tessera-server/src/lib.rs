@@ -6,27 +6,18 @@
 //! tests drive it with `tower::ServiceExt::oneshot`; the binary serves it through
 //! [`connections::serve`], the listener with limits.
 
-pub mod acks;
 pub mod activation_api;
 pub mod admin;
 pub mod api_error;
 pub mod audiences;
-pub mod committer;
 pub mod connections;
 pub mod http_errors;
-pub mod metrics;
-pub mod privacy;
 pub mod privacy_api;
-pub mod processing;
 pub mod profiles;
 pub mod rate_limit;
-pub mod sources;
 pub mod tracking;
 
 use crate::api_error::ApiError;
-use crate::committer::Committer;
-use crate::metrics::Metrics;
-use crate::sources::SourceResolver;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
@@ -37,6 +28,9 @@ use tessera_audience::engine::AudienceEngine;
 use tessera_core::ErrorCode;
 use tessera_core::time::Clock;
 use tessera_identity::processor::Processor;
+use tessera_runtime::committer::Committer;
+use tessera_runtime::metrics::Metrics;
+use tessera_runtime::sources::SourceResolver;
 use tessera_store::profiles::ProfileStore;
 use tessera_store::{Catalog, EventLog};
 
@@ -66,7 +60,7 @@ pub struct AppState {
     /// Per-key request limits.
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
     /// Suppression of erased identifiers, privacy configuration.
-    pub privacy: Arc<privacy::Privacy>,
+    pub privacy: Arc<tessera_runtime::privacy::Privacy>,
     /// Destinations, the outbox, journeys.
     pub activation: Arc<tessera_activation::Activation>,
     /// Deadlines and permits of request bodies (see [`connections`]).

@@ -1,7 +1,7 @@
 //! The privacy API (admin scope): access exports, erasures and consent.
 //!
 //! - `POST /api/v1/privacy/exports` `{"identifier": "email:ada@example.com"}` → the
-//!   access document (see [`crate::privacy::export_document`]).
+//!   access document (see [`tessera_runtime::privacy::export_document`]).
 //! - `POST /api/v1/privacy/erasures` `{"identifier": "…"}` → `202 {"id", "status"}`;
 //!   `GET /api/v1/privacy/erasures/{id}` → its progress (`pending`, `running`,
 //!   `completed`, `failed`) and, once completed, what was removed (counts only).
@@ -10,11 +10,8 @@
 //!   log (so replay keeps it), answered `202 {"messageId"}`.
 
 use crate::AppState;
-use crate::admin::{Admin, record_audit};
+use crate::admin::Admin;
 use crate::api_error::ApiError;
-use crate::privacy::{
-    PrivacyStores, export_document, parse_identifier, record_export, request_erasure, request_json,
-};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -26,6 +23,10 @@ use serde_json::{Map, Value, json};
 use tessera_core::{ErrorCode, ids};
 use tessera_identity::identifiers::Identifier;
 use tessera_identity::suggestions::INTERNAL_SOURCE_KEY;
+use tessera_runtime::audit::record_audit;
+use tessera_runtime::privacy::{
+    PrivacyStores, export_document, parse_identifier, record_export, request_erasure, request_json,
+};
 use tessera_store::{AppendBatch, EventRecord, PrivacyRequestKind};
 
 /// The privacy routes.

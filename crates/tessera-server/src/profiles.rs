@@ -11,7 +11,7 @@
 //! (`/api/v1/identity/rules`, `/unlink`, `/conflicts`).
 
 use crate::AppState;
-use crate::admin::{Admin, ProfileReader, record_audit};
+use crate::admin::{Admin, ProfileReader};
 use crate::api_error::ApiError;
 use axum::Json;
 use axum::Router;
@@ -31,6 +31,7 @@ use tessera_identity::rules::IdentityRules;
 use tessera_identity::suggestions::{
     INTERNAL_SOURCE_KEY, SuggestionError, merge_message, suggest_merges,
 };
+use tessera_runtime::audit::record_audit;
 use tessera_store::profiles::{ProfileId, ProfileSummary};
 
 /// The profile and identity routes.
@@ -468,10 +469,11 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
         .into_iter()
         .map(|m| json!({"key": m.audience, "since": format_millis(m.since_ms)}))
         .collect();
-    let consent = crate::privacy::consent_json(state.profiles.as_ref(), summary.id, &|key| {
-        json!(source(key))
-    })
-    .map_err(ApiError::internal)?;
+    let consent =
+        tessera_runtime::privacy::consent_json(state.profiles.as_ref(), summary.id, &|key| {
+            json!(source(key))
+        })
+        .map_err(ApiError::internal)?;
     Ok(json!({
         "id": summary.id,
         "requestedId": (id != summary.id).then_some(id),

@@ -13,10 +13,8 @@
 //! `tessera_events_rejected_total`, and kept in the rejected-events view. Only when no
 //! message of a batch is valid is the answer 400 `all_messages_rejected`.
 
+use crate::AppState;
 use crate::api_error::ApiError;
-use crate::privacy::Screened;
-use crate::sources::SourceLookupError;
-use crate::{AppState, metrics::RequestLabels};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -31,6 +29,9 @@ use std::time::Instant;
 use tessera_core::message::MessageType;
 use tessera_core::request::{BodyKind, MAX_BATCH_BYTES, parse_request};
 use tessera_core::{ErrorCode, Rejection};
+use tessera_runtime::metrics::RequestLabels;
+use tessera_runtime::privacy::Screened;
+use tessera_runtime::sources::SourceLookupError;
 use tessera_store::{AppendBatch, EventRecord, RejectionRecord, Source};
 use tower_http::cors::{Any, CorsLayer};
 
@@ -128,10 +129,10 @@ async fn ingest(
 
 /// Counts a tracking request in `tessera_ingest_in_flight` while it is handled (also
 /// when the client goes away and the handler is dropped mid-way).
-struct InFlight<'a>(&'a crate::metrics::Metrics);
+struct InFlight<'a>(&'a tessera_runtime::metrics::Metrics);
 
 impl<'a> InFlight<'a> {
-    fn enter(metrics: &'a crate::metrics::Metrics) -> Self {
+    fn enter(metrics: &'a tessera_runtime::metrics::Metrics) -> Self {
         metrics.request_started();
         Self(metrics)
     }

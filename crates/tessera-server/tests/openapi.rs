@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tessera_server::committer::CommitterConfig;
+use tessera_runtime::committer::CommitterConfig;
 use tessera_server::{OPENAPI_JSON, router};
 use tessera_store_sqlite::open_data_dir;
 use tower::ServiceExt;
@@ -231,7 +231,7 @@ fn every_operation_has_a_summary_security_and_the_error_shape() {
 }
 
 /// The application over an empty store in `dir`.
-fn app(dir: &Path) -> (axum::Router, tessera_server::committer::CommitterThreads) {
+fn app(dir: &Path) -> (axum::Router, tessera_runtime::committer::CommitterThreads) {
     let (events, catalog) = open_data_dir(dir).expect("open store");
     let (state, threads) = support::app_state(
         dir,

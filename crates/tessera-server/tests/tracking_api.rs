@@ -8,9 +8,9 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
-use tessera_server::committer::{CommitterConfig, CommitterThreads};
+use tessera_runtime::committer::{CommitterConfig, CommitterThreads};
+use tessera_runtime::sources::create_source;
 use tessera_server::router;
-use tessera_server::sources::create_source;
 use tessera_store::{
     AppendBatch, AppendOutcome, Catalog, EventFilter, EventLog, StoreResult, StoredEvent,
     StoredRejection,

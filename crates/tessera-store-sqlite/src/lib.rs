@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+use tessera_store::keys;
 use tessera_store::{
     ApiToken, AppendBatch, AppendOutcome, AuditEntry, Catalog, EventFilter, EventLog, EventRecord,
     NewApiToken, NewSource, PrivacyRequest, PrivacyRequestKind, RejectionRecord, RewrittenEvent,
@@ -98,8 +99,24 @@ pub(crate) fn wait_for_locks(conn: &mut Connection, limit: Duration) -> StoreRes
     .map_err(engine)
 }
 
+/// A SQLite error as a [`StoreError`] of the kind a caller can act on.
 pub(crate) fn engine(error: rusqlite::Error) -> StoreError {
-    StoreError::Engine(error.to_string())
+    use rusqlite::ErrorCode as Code;
+    let text = error.to_string();
+    match error.sqlite_error_code() {
+        Some(
+            Code::DatabaseBusy
+            | Code::DatabaseLocked
+            | Code::DiskFull
+            | Code::SystemIoFailure
+            | Code::CannotOpen
+            | Code::OutOfMemory
+            | Code::FileLockingProtocolFailed,
+        ) => StoreError::Unavailable(text),
+        Some(Code::ConstraintViolation) => StoreError::Conflict(text),
+        Some(Code::DatabaseCorrupt | Code::NotADatabase) => StoreError::Corrupt(text),
+        _ => StoreError::Engine(text),
+    }
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,6 +231,12 @@ fn truncate_wal_holding<G>(conn: &mut Connection, mut hold: impl FnMut() -> G) -
     outcome
 }
 
+/// The event log's file in the data directory.
+pub const EVENTS_FILE: &str = "events.db";
+/// The catalog's file (sources, settings, tokens, definitions, audit) in the data
+/// directory.
+pub const CATALOG_FILE: &str = "tessera.db";
+
 /// Opens both stores of a data directory with the default dedup window, creating
 /// it and the schema when missing.
 pub fn open_data_dir(dir: &Path) -> StoreResult<(SqliteEventLog, SqliteCatalog)> {
@@ -227,8 +250,8 @@ pub fn open_data_dir_with(
 ) -> StoreResult<(SqliteEventLog, SqliteCatalog)> {
     secure_data_dir(dir)?;
     Ok((
-        SqliteEventLog::open(&dir.join("events.db"), dedup)?,
-        SqliteCatalog::open(&dir.join("tessera.db"))?,
+        SqliteEventLog::open(&dir.join(EVENTS_FILE), dedup)?,
+        SqliteCatalog::open(&dir.join(CATALOG_FILE))?,
     ))
 }
 
@@ -1239,6 +1262,39 @@ fn source_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
     })
 }
 
+/// Renames settings written under an earlier key prefix ([`keys::RENAMED`]); a key
+/// already present under today's name wins.
+fn rename_settings(conn: &Connection) -> StoreResult<()> {
+    for (old, new) in keys::RENAMED {
+        let pattern = format!("{}%", old.replace('%', "\\%").replace('_', "\\_"));
+        let count: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM settings WHERE name LIKE ?1 ESCAPE '\\'",
+                [&pattern],
+                |r| r.get(0),
+            )
+            .map_err(engine)?;
+        if count == 0 {
+            continue;
+        }
+        let tx = conn.unchecked_transaction().map_err(engine)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO settings (name, value)
+             SELECT ?2 || substr(name, length(?3) + 1), value FROM settings
+             WHERE name LIKE ?1 ESCAPE '\\'",
+            rusqlite::params![pattern, new, old],
+        )
+        .map_err(engine)?;
+        tx.execute(
+            "DELETE FROM settings WHERE name LIKE ?1 ESCAPE '\\'",
+            [&pattern],
+        )
+        .map_err(engine)?;
+        tx.commit().map_err(engine)?;
+    }
+    Ok(())
+}
+
 impl SqliteCatalog {
     /// Opens (or creates) the catalog file.
     pub fn open(path: &Path) -> StoreResult<Self> {
@@ -1314,6 +1370,7 @@ impl SqliteCatalog {
             conn.execute_batch("ALTER TABLE privacy_requests ADD COLUMN plan_json TEXT;")
                 .map_err(engine)?;
         }
+        rename_settings(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -2192,6 +2249,53 @@ mod tests {
         })?;
         assert!(last > seqs[1], "seq {last} reused after deletion");
         Ok(())
+    }
+
+    #[test]
+    fn settings_under_an_earlier_prefix_are_renamed_when_the_catalog_opens() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
+        let path = dir.path().join("tessera.db");
+        {
+            let catalog = SqliteCatalog::open(&path)?;
+            catalog.set_setting("destination:hook", "old")?;
+            catalog.set_setting("journey:welcome", "old journey")?;
+            catalog.set_setting("destination/kept", "new")?;
+            catalog.set_setting("destination:kept", "stale")?;
+        }
+        let catalog = SqliteCatalog::open(&path)?;
+        assert_eq!(catalog.setting("destination/hook")?, Some("old".into()));
+        assert_eq!(
+            catalog.setting("journey/welcome")?,
+            Some("old journey".into())
+        );
+        assert_eq!(catalog.setting("destination/kept")?, Some("new".into()));
+        assert!(catalog.settings_with_prefix("destination:")?.is_empty());
+        assert!(catalog.settings_with_prefix("journey:")?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn sqlite_errors_have_kinds_callers_can_act_on() {
+        use rusqlite::ffi;
+        let of = |code: i32| engine(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
+        assert_eq!(
+            of(ffi::SQLITE_BUSY).kind(),
+            tessera_store::StoreErrorKind::Unavailable
+        );
+        assert_eq!(
+            of(ffi::SQLITE_FULL).kind(),
+            tessera_store::StoreErrorKind::Unavailable
+        );
+        assert_eq!(
+            of(ffi::SQLITE_CONSTRAINT).kind(),
+            tessera_store::StoreErrorKind::Conflict
+        );
+        assert_eq!(
+            of(ffi::SQLITE_CORRUPT).kind(),
+            tessera_store::StoreErrorKind::Corrupt
+        );
+        assert!(of(ffi::SQLITE_BUSY).is_retryable());
+        assert!(!of(ffi::SQLITE_CORRUPT).is_retryable());
     }
 
     #[test]

@@ -17,17 +17,71 @@ use std::fmt;
 
 pub mod activation;
 pub mod audiences;
+pub mod keys;
 pub mod profiles;
 
 /// What went wrong inside a store.
+///
+/// The variants are what a caller can act on: [`StoreError::Unavailable`] may
+/// succeed when retried later, [`StoreError::Conflict`] lost to a concurrent change
+/// (re-read and retry), [`StoreError::Corrupt`] needs an operator, and
+/// [`StoreError::Engine`] is anything else the engine reported.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The engine failed (I/O, corruption, a full disk); the detail is for the log.
+    /// The engine failed in a way it cannot classify; the detail is for the log.
     #[error("storage engine error: {0}")]
     Engine(String),
     /// The named thing does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The store cannot answer now — busy, locked, a full disk, an I/O error, a lost
+    /// connection — and may later: retry with backoff.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A concurrent change or a uniqueness rule refused the write: re-read and retry,
+    /// or report the conflict.
+    #[error("storage conflict: {0}")]
+    Conflict(String),
+    /// Stored data is damaged or not what this version understands: an operator must
+    /// restore or repair it; retrying does not help.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The kind of a [`StoreError`], for callers that branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// [`StoreError::Engine`].
+    Engine,
+    /// [`StoreError::NotFound`].
+    NotFound,
+    /// [`StoreError::Unavailable`].
+    Unavailable,
+    /// [`StoreError::Conflict`].
+    Conflict,
+    /// [`StoreError::Corrupt`].
+    Corrupt,
+}
+
+impl StoreError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Engine(_) => StoreErrorKind::Engine,
+            StoreError::NotFound(_) => StoreErrorKind::NotFound,
+            StoreError::Unavailable(_) => StoreErrorKind::Unavailable,
+            StoreError::Conflict(_) => StoreErrorKind::Conflict,
+            StoreError::Corrupt(_) => StoreErrorKind::Corrupt,
+        }
+    }
+
+    /// Whether the same call may succeed when repeated (later, or after re-reading).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind(),
+            StoreErrorKind::Unavailable | StoreErrorKind::Conflict
+        )
+    }
 }
 
 /// Result of a store operation.

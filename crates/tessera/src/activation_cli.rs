@@ -13,11 +13,11 @@ use tessera_activation::delivery::NoObserver;
 use tessera_activation::{Activation, Stores, run_json};
 use tessera_audience::engine::{AudienceEngine, EngineOptions};
 use tessera_core::time::SystemClock;
+use tessera_runtime::audit::record_audit;
+use tessera_runtime::{StoreOptions, open_stores};
 use tessera_server::activation_api::{delivery_json, redacted};
-use tessera_server::admin::record_audit;
 use tessera_store::Catalog;
 use tessera_store::activation::{DeliveryFilter, DeliveryStatus};
-use tessera_store_sqlite::{SqliteActivationStore, SqliteAudienceStore, SqliteProfileStore};
 
 /// Destination subcommands.
 #[derive(Debug, Subcommand)]
@@ -92,15 +92,15 @@ pub enum JourneysCommand {
 }
 
 fn open(data_dir: &Path, purposes: Vec<String>) -> anyhow::Result<Arc<Activation>> {
-    let (log, catalog) = tessera_store_sqlite::open_data_dir(data_dir)
+    // Activation reads the log and never appends to it.
+    let stores = open_stores(StoreOptions::read_only(data_dir))
         .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
-    let log: Arc<dyn tessera_store::EventLog> = Arc::new(log);
-    let catalog: Arc<dyn Catalog> = Arc::new(catalog);
-    let profiles: Arc<dyn tessera_store::profiles::ProfileStore> =
-        Arc::new(SqliteProfileStore::open_in(data_dir)?);
+    let log = stores.events()?;
+    let catalog = stores.catalog()?;
+    let profiles = stores.profiles()?;
     let audiences = Arc::new(AudienceEngine::new(
         Arc::clone(&catalog),
-        Arc::new(SqliteAudienceStore::open_in(data_dir)?),
+        stores.audiences()?,
         Arc::clone(&profiles),
         Arc::clone(&log),
         Arc::new(SystemClock),
@@ -111,7 +111,7 @@ fn open(data_dir: &Path, purposes: Vec<String>) -> anyhow::Result<Arc<Activation
             log,
             profiles,
             catalog,
-            store: Arc::new(SqliteActivationStore::open_in(data_dir)?),
+            store: stores.activation()?,
             audiences,
         },
         purposes,
@@ -146,7 +146,8 @@ pub fn destinations(
     command: DestinationsCommand,
 ) -> anyhow::Result<ExitCode> {
     let activation = open(data_dir, purposes)?;
-    let catalog = &activation_catalog(data_dir)?;
+    let catalog = activation_catalog(data_dir)?;
+    let catalog = catalog.as_ref();
     match command {
         DestinationsCommand::List => {
             for d in activation.destinations() {
@@ -196,16 +197,13 @@ pub fn destinations(
     Ok(ExitCode::SUCCESS)
 }
 
-fn activation_catalog(data_dir: &Path) -> anyhow::Result<tessera_store_sqlite::SqliteCatalog> {
-    Ok(tessera_store_sqlite::SqliteCatalog::open(
-        &data_dir.join("tessera.db"),
-    )?)
+fn activation_catalog(data_dir: &Path) -> anyhow::Result<Arc<dyn Catalog>> {
+    Ok(open_stores(StoreOptions::read_only(data_dir))?.catalog()?)
 }
 
 /// Runs a deliveries subcommand.
 pub fn deliveries(data_dir: &Path, command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
-    let store = SqliteActivationStore::open_in(data_dir)?;
-    use tessera_store::activation::ActivationStore;
+    let store = open_stores(StoreOptions::read_only(data_dir))?.activation()?;
     match command {
         DeliveriesCommand::List {
             destination,
@@ -243,7 +241,7 @@ pub fn deliveries(data_dir: &Path, command: DeliveriesCommand) -> anyhow::Result
                 chrono::Utc::now().timestamp_millis(),
             )?;
             record_audit(
-                &activation_catalog(data_dir)?,
+                activation_catalog(data_dir)?.as_ref(),
                 &crate::cli_actor(),
                 "deliveries.retry",
                 destination.as_deref().unwrap_or("ids"),
@@ -276,7 +274,7 @@ pub fn journeys(
                 .save_journey(journey.clone(), !replace)
                 .map_err(user_error)?;
             record_audit(
-                &activation_catalog(data_dir)?,
+                activation_catalog(data_dir)?.as_ref(),
                 &crate::cli_actor(),
                 if replace {
                     "journey.update"
@@ -294,7 +292,7 @@ pub fn journeys(
         JourneysCommand::Delete { key } => {
             let previous = activation.delete_journey(&key).map_err(user_error)?;
             record_audit(
-                &activation_catalog(data_dir)?,
+                activation_catalog(data_dir)?.as_ref(),
                 &crate::cli_actor(),
                 "journey.delete",
                 &key,

@@ -15,12 +15,9 @@ use std::sync::Arc;
 use tessera_audience::computed::ComputedTrait;
 use tessera_audience::engine::{AudienceEngine, EngineError, EngineOptions};
 use tessera_core::time::{SystemClock, format_millis};
-use tessera_server::admin::record_audit;
+use tessera_runtime::audit::record_audit;
+use tessera_runtime::{StoreOptions, open_stores};
 use tessera_store::Catalog;
-use tessera_store::profiles::ProfileStore;
-use tessera_store_sqlite::{
-    DedupConfig, SqliteAudienceStore, SqliteProfileStore, open_data_dir_with,
-};
 
 /// Audience subcommands.
 #[derive(Debug, Subcommand)]
@@ -109,14 +106,13 @@ fn engine(data_dir: &Path) -> anyhow::Result<(AudienceEngine, Arc<dyn Catalog>)>
             data_dir.display()
         );
     }
-    let (log, catalog) = open_data_dir_with(data_dir, DedupConfig::READ_ONLY)?;
-    let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfileStore::open_in(data_dir)?);
-    let catalog: Arc<dyn Catalog> = Arc::new(catalog);
+    let stores = open_stores(StoreOptions::read_only(data_dir))?;
+    let catalog = stores.catalog()?;
     let engine = AudienceEngine::new(
         Arc::clone(&catalog),
-        Arc::new(SqliteAudienceStore::open_in(data_dir)?),
-        profiles,
-        Arc::new(log),
+        stores.audiences()?,
+        stores.profiles()?,
+        stores.events()?,
         Arc::new(SystemClock),
         EngineOptions::default(),
     );

@@ -6,8 +6,8 @@ use std::io::{BufWriter, ErrorKind, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use tessera_core::time::parse_timestamp;
-use tessera_store::{Catalog, EventFilter, EventLog, StoreError};
-use tessera_store_sqlite::DedupConfig;
+use tessera_runtime::{StoreOptions, open_stores};
+use tessera_store::{EventFilter, StoreError};
 
 /// What to export.
 #[derive(Debug, Subcommand)]
@@ -32,8 +32,8 @@ pub fn run(data_dir: &Path, command: ExportCommand) -> anyhow::Result<ExitCode> 
             data_dir.display()
         );
     }
-    let (log, catalog) =
-        tessera_store_sqlite::open_data_dir_with(data_dir, DedupConfig::READ_ONLY)?;
+    let stores = open_stores(StoreOptions::read_only(data_dir))?;
+    let (log, catalog) = (stores.events()?, stores.catalog()?);
     let received_since_ms = match since {
         None => None,
         Some(text) => Some(

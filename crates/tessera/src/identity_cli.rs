@@ -13,9 +13,10 @@ use tessera_identity::rules::IdentityRules;
 use tessera_identity::suggestions::{
     INTERNAL_SOURCE_KEY, SuggestionError, merge_message, suggest_merges,
 };
+use tessera_runtime::{StoreOptions, open_stores};
+use tessera_store::AppendBatch;
 use tessera_store::profiles::ProfileStore;
-use tessera_store::{AppendBatch, EventLog};
-use tessera_store_sqlite::{DedupConfig, SqliteProfileStore, open_data_dir_with};
+use tessera_store_sqlite::DedupConfig;
 
 /// Identity subcommands.
 #[derive(Debug, Subcommand)]
@@ -68,9 +69,9 @@ fn open(data_dir: &Path) -> anyhow::Result<(Arc<Processor>, Arc<dyn ProfileStore
             data_dir.display()
         );
     }
-    let (log, catalog) = open_data_dir_with(data_dir, DedupConfig::READ_ONLY)?;
-    let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfileStore::open_in(data_dir)?);
-    let processor = Processor::new(Arc::new(log), Arc::clone(&profiles), Arc::new(catalog))
+    let stores = open_stores(StoreOptions::read_only(data_dir))?;
+    let profiles = stores.profiles()?;
+    let processor = Processor::new(stores.events()?, Arc::clone(&profiles), stores.catalog()?)
         .map_err(user_error)?;
     Ok((Arc::new(processor), profiles))
 }
@@ -178,8 +179,9 @@ pub fn run(data_dir: &Path, command: IdentityCommand) -> anyhow::Result<ExitCode
             right,
             reason,
         } => {
-            let (log, _) =
-                open_data_dir_with(data_dir, tessera_store_sqlite::DedupConfig::default())?;
+            // A second handle on the log that remembers messageIds, for the append.
+            let log =
+                open_stores(StoreOptions::writer(data_dir, DedupConfig::default()))?.events()?;
             let event = merge_message(
                 &processor.compiled_rules(),
                 profiles.as_ref(),

@@ -22,8 +22,9 @@ use tessera_core::time::{Clock, SystemClock};
 use tessera_core::{ErrorCode, Rejection};
 use tessera_identity::processor::stored_rules;
 use tessera_identity::rules::CompiledRules;
-use tessera_server::privacy::{Privacy, PrivacyConfig, Screened};
-use tessera_store::{AppendBatch, Catalog, EventLog, EventRecord};
+use tessera_runtime::privacy::{Privacy, PrivacyConfig, Screened};
+use tessera_runtime::{StoreOptions, open_stores};
+use tessera_store::{AppendBatch, EventLog, EventRecord};
 
 /// Messages appended per durable commit.
 const IMPORT_BATCH: usize = 2_000;
@@ -90,8 +91,9 @@ pub fn run(
         Format::Csv => Some(CsvPlan::new(&args.r#type, &args.map)?),
         Format::Jsonl => None,
     };
-    let (log, catalog) = tessera_store_sqlite::open_data_dir_with(data_dir, dedup)?;
-    let catalog: Arc<dyn Catalog> = Arc::new(catalog);
+    let stores = open_stores(StoreOptions::writer(data_dir, dedup))?;
+    let log = stores.events()?;
+    let catalog = stores.catalog()?;
     // Erased people stay erased: their identifiers are suppressed here as at the API.
     let privacy = Privacy::open(Arc::clone(&catalog), privacy.clone())?;
     let screen = (&privacy, stored_rules(catalog.as_ref())?);
@@ -117,7 +119,7 @@ pub fn run(
     );
     let reader = BufReader::new(progress.wrap_read(file));
     let mut importer = Importer {
-        log: &log,
+        log: log.as_ref(),
         source_key: source.key,
         clock: &SystemClock,
         pending: Vec::with_capacity(IMPORT_BATCH),

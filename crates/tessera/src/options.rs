@@ -104,7 +104,7 @@ pub struct PrivacyFileConfig {
     pub purposes: Option<Vec<String>>,
     /// What happens to a new message that carries an erased identifier: `drop`
     /// (default) or `anonymize` (track/page/screen kept without identity).
-    pub suppressed_events: Option<tessera_server::privacy::SuppressionMode>,
+    pub suppressed_events: Option<tessera_runtime::privacy::SuppressionMode>,
 }
 
 /// `[limits]` in `tessera.toml`.
@@ -171,7 +171,7 @@ pub struct Settings {
     /// The per-key request limit (`None`: none).
     pub rate_limit: Option<tessera_server::rate_limit::RateLimit>,
     /// Consent purposes and erasure behaviour.
-    pub privacy: tessera_server::privacy::PrivacyConfig,
+    pub privacy: tessera_runtime::privacy::PrivacyConfig,
     /// Destinations defined in the configuration file.
     pub destinations: Vec<tessera_activation::config::Destination>,
 }
@@ -195,7 +195,7 @@ impl Settings {
                     .max(1),
             ),
         });
-        let mut privacy = tessera_server::privacy::PrivacyConfig::default();
+        let mut privacy = tessera_runtime::privacy::PrivacyConfig::default();
         if let Some(purposes) = &file.privacy.purposes {
             privacy.purposes = purposes.iter().map(|p| p.trim().to_lowercase()).collect();
             if let Some(bad) = privacy

@@ -16,15 +16,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_identity::processor::Processor;
-use tessera_server::privacy::{
+use tessera_runtime::privacy::{
     ActivationSide, AudienceSide, ErasureError, Privacy, PrivacyStores, export_document,
     parse_identifier, record_export, request_erasure, request_json, run_open_erasures,
 };
+use tessera_runtime::{StoreOptions, open_stores};
 use tessera_store::activation::ActivationStore;
 use tessera_store::audiences::AudienceStore;
 use tessera_store::profiles::ProfileStore;
 use tessera_store::{Catalog, EventLog, PrivacyRequestKind};
-use tessera_store_sqlite::{SqliteActivationStore, SqliteAudienceStore, SqliteProfileStore};
 
 /// The lock file a running server holds in its data directory.
 const SERVE_LOCK: &str = "serve.lock";
@@ -106,19 +106,19 @@ struct Stores {
     log: Arc<dyn EventLog>,
     catalog: Arc<dyn Catalog>,
     profiles: Arc<dyn ProfileStore>,
-    audiences: SqliteAudienceStore,
-    activation: SqliteActivationStore,
+    audiences: Arc<dyn AudienceStore>,
+    activation: Arc<dyn ActivationStore>,
     processor: Processor,
     privacy: Privacy,
 }
 
 fn open(settings: &Settings) -> anyhow::Result<Stores> {
     let dir = &settings.data_dir;
-    let (log, catalog) = tessera_store_sqlite::open_data_dir_with(dir, settings.dedup)
+    let stores = open_stores(StoreOptions::writer(dir, settings.dedup))
         .with_context(|| format!("cannot open the data directory {}", dir.display()))?;
-    let log: Arc<dyn EventLog> = Arc::new(log);
-    let catalog: Arc<dyn Catalog> = Arc::new(catalog);
-    let profiles: Arc<dyn ProfileStore> = Arc::new(SqliteProfileStore::open_in(dir)?);
+    let log = stores.events()?;
+    let catalog = stores.catalog()?;
+    let profiles = stores.profiles()?;
     let processor = Processor::new(
         Arc::clone(&log),
         Arc::clone(&profiles),
@@ -129,8 +129,8 @@ fn open(settings: &Settings) -> anyhow::Result<Stores> {
         log,
         catalog,
         profiles,
-        audiences: SqliteAudienceStore::open_in(dir)?,
-        activation: SqliteActivationStore::open_in(dir)?,
+        audiences: stores.audiences()?,
+        activation: stores.activation()?,
         processor,
         privacy,
     })
@@ -149,9 +149,9 @@ pub fn run(settings: &Settings, command: PrivacyCommand) -> anyhow::Result<ExitC
                 &PrivacyStores {
                     log: stores.log.as_ref(),
                     profiles: stores.profiles.as_ref(),
-                    audiences: &stores.audiences,
+                    audiences: stores.audiences.as_ref(),
                     catalog: stores.catalog.as_ref(),
-                    activation: &stores.activation,
+                    activation: stores.activation.as_ref(),
                 },
                 &identifier,
                 &request_id,
@@ -202,9 +202,9 @@ pub fn run(settings: &Settings, command: PrivacyCommand) -> anyhow::Result<ExitC
                     run_open_erasures(
                         processor,
                         &stores.privacy,
-                        &AudienceSide::Store(&stores.audiences as &dyn AudienceStore),
+                        &AudienceSide::Store(stores.audiences.as_ref()),
                         Some(&ActivationSide {
-                            store: &stores.activation as &dyn ActivationStore,
+                            store: stores.activation.as_ref(),
                             pause: None,
                         }),
                         &mut catch_up,

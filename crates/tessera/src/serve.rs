@@ -5,21 +5,11 @@
 use crate::options::Settings;
 use anyhow::Context;
 use std::sync::Arc;
-use tessera_activation::fanout::FanoutThread;
-use tessera_activation::{Activation, Stores as ActivationStores};
-use tessera_audience::engine::AudienceEngine;
 use tessera_core::time::SystemClock;
-use tessera_identity::processor::Processor;
+use tessera_runtime::committer::CommitterConfig;
+use tessera_runtime::sources::{AdminToken, SourceResolver, establish_admin_token};
+use tessera_runtime::{Runtime, RuntimeConfig, StoreOptions, open_stores};
 use tessera_server::AppState;
-use tessera_server::committer::{Committer, CommitterConfig};
-use tessera_server::metrics::Metrics;
-use tessera_server::privacy::Privacy;
-use tessera_server::processing::ProcessorThread;
-use tessera_server::sources::{AdminToken, SourceResolver, establish_admin_token};
-use tessera_store::activation::ActivationStore;
-use tessera_store::profiles::ProfileStore;
-use tessera_store::{Catalog, EventLog};
-use tessera_store_sqlite::{SqliteActivationStore, SqliteAudienceStore, SqliteProfileStore};
 
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
 /// Shortest admin token accepted from the environment: it unlocks everything.
@@ -42,24 +32,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         })?;
     // While it runs, the CLI hands privacy requests to it instead of doing them itself.
     let _serving = crate::privacy_cli::ServeLock::hold(&settings.data_dir)?;
-    let (events, catalog) =
-        tessera_store_sqlite::open_data_dir_with(&settings.data_dir, settings.dedup).with_context(
-            || {
-                format!(
-                    "cannot open the data directory {}",
-                    settings.data_dir.display()
-                )
-            },
-        )?;
-    let events: Arc<dyn EventLog> = Arc::new(events);
-    let catalog: Arc<dyn Catalog> = Arc::new(catalog);
-    let profiles: Arc<dyn ProfileStore> =
-        Arc::new(SqliteProfileStore::open_in(&settings.data_dir)?);
-    let processor = Arc::new(Processor::new(
-        Arc::clone(&events),
-        Arc::clone(&profiles),
-        Arc::clone(&catalog),
-    )?);
+    let stores = open_stores(StoreOptions::writer(&settings.data_dir, settings.dedup))
+        .with_context(|| {
+            format!(
+                "cannot open the data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
+    let catalog = stores.catalog()?;
 
     let env_token = std::env::var("TESSERA_ADMIN_TOKEN").ok();
     if let Some(token) = env_token
@@ -96,95 +76,39 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
     }
 
-    let metrics = Arc::new(Metrics::new());
-    let (committer, committer_threads) = Committer::start(
-        Arc::clone(&events),
-        Arc::clone(&metrics),
-        CommitterConfig {
-            queue_capacity: settings.queue_capacity,
-            max_events_per_commit: settings.max_events_per_commit,
-            ..CommitterConfig::default()
-        },
-    )?;
-    let audiences = Arc::new(AudienceEngine::new(
-        Arc::clone(&catalog),
-        Arc::new(SqliteAudienceStore::open_in(&settings.data_dir)?),
-        Arc::clone(&profiles),
-        Arc::clone(&events),
-        Arc::new(SystemClock),
-        settings.audiences,
-    ));
-    // Computed traits of the configuration file are stored like those of the API, so
-    // the CLI and every node see the same definitions.
-    audiences
-        .load_definitions()
-        .and_then(|()| {
-            settings
-                .computed_traits
-                .iter()
-                .try_for_each(|definition| audiences.save_computed(definition))
-        })
-        .map_err(|e| anyhow::anyhow!("computed traits of the configuration file: {e}"))?;
-    let privacy = Arc::new(Privacy::open(
-        Arc::clone(&catalog),
-        settings.privacy.clone(),
-    )?);
-    let activation_store: Arc<dyn ActivationStore> =
-        Arc::new(SqliteActivationStore::open_in(&settings.data_dir)?);
-    let activation = Activation::new(
-        ActivationStores {
-            log: Arc::clone(&events),
-            profiles: Arc::clone(&profiles),
-            catalog: Arc::clone(&catalog),
-            store: activation_store,
-            audiences: Arc::clone(&audiences),
-        },
-        settings.privacy.purposes.clone(),
-        Arc::clone(&metrics) as Arc<dyn tessera_activation::delivery::Observer>,
-        Some(tokio::runtime::Handle::current()),
-    )
-    .map_err(|e| anyhow::anyhow!("activation: {e}"))?;
-    // Destinations of the configuration file are stored like those of the API.
-    for destination in &settings.destinations {
-        let exists = activation.destination(&destination.id).is_some();
-        activation
-            .save_destination(destination.clone(), !exists)
-            .map_err(|e| {
-                anyhow::anyhow!("[[activation.destinations]] {:?}: {e}", destination.id)
-            })?;
-    }
-    let resolver = Arc::clone(&processor);
-    let fanout = FanoutThread::start(
-        Arc::clone(&activation),
-        Arc::new(
-            move |message: &serde_json::Map<String, serde_json::Value>| {
-                resolver.resolve_owner(message)
+    let runtime = Runtime::build(
+        &stores,
+        RuntimeConfig {
+            committer: CommitterConfig {
+                queue_capacity: settings.queue_capacity,
+                max_events_per_commit: settings.max_events_per_commit,
+                ..CommitterConfig::default()
             },
-        ),
+            audiences: settings.audiences,
+            computed_traits: settings.computed_traits.clone(),
+            privacy: settings.privacy.clone(),
+            destinations: settings.destinations.clone(),
+        },
+        Arc::new(SystemClock),
+        Some(tokio::runtime::Handle::current()),
     )?;
-    let processor_thread = ProcessorThread::start(
-        Arc::clone(&processor),
-        Arc::clone(&audiences),
-        Arc::clone(&metrics),
-        Arc::clone(&privacy),
-        Arc::clone(&activation),
-    )?;
+    let running = runtime.start()?;
     let state = AppState {
-        events,
-        profiles,
-        processor,
+        events: Arc::clone(&runtime.events),
+        profiles: Arc::clone(&runtime.profiles),
+        processor: Arc::clone(&runtime.processor),
         catalog: Arc::clone(&catalog),
-        committer,
-        metrics,
+        committer: running.committer.clone(),
+        metrics: Arc::clone(&runtime.metrics),
         sources: Arc::new(SourceResolver::new(catalog)),
         admin_token_hash,
-        clock: Arc::new(SystemClock),
-        audiences,
+        clock: Arc::clone(&runtime.clock),
+        audiences: Arc::clone(&runtime.audiences),
         rate_limiter: Arc::new(tessera_server::rate_limit::RateLimiter::new(
             settings.rate_limit,
         )),
-        privacy,
-        activation,
+        privacy: Arc::clone(&runtime.privacy),
+        activation: Arc::clone(&runtime.activation),
         bodies: Arc::new(tessera_server::connections::BodyGate::new(
             &settings.connection_limits,
         )),
@@ -225,13 +149,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
 
     tracing::info!("HTTP stopped; committing what is queued");
-    tokio::task::spawn_blocking(move || {
-        committer_threads.shutdown();
-        processor_thread.shutdown();
-        fanout.shutdown();
-    })
-    .await
-    .context("the ingest pipeline did not shut down cleanly")?;
+    tokio::task::spawn_blocking(move || running.shutdown())
+        .await
+        .context("the ingest pipeline did not shut down cleanly")?;
     tracing::info!("shutdown complete");
     Ok(())
 }

@@ -6,10 +6,12 @@ use clap::Subcommand;
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
-use tessera_server::admin::{record_audit, source_json};
-use tessera_server::sources::{SourceError, create_source, disable_source};
+use std::sync::Arc;
+use tessera_runtime::audit::record_audit;
+use tessera_runtime::sources::{SourceError, create_source, disable_source};
+use tessera_runtime::{StoreOptions, open_stores};
+use tessera_server::admin::source_json;
 use tessera_store::Catalog;
-use tessera_store_sqlite::SqliteCatalog;
 
 /// Source subcommands.
 #[derive(Debug, Subcommand)]
@@ -35,9 +37,8 @@ pub enum SourcesCommand {
     },
 }
 
-fn open_catalog(data_dir: &Path) -> anyhow::Result<SqliteCatalog> {
-    tessera_store_sqlite::secure_data_dir(data_dir)?;
-    Ok(SqliteCatalog::open(&data_dir.join("tessera.db"))?)
+fn open_catalog(data_dir: &Path) -> anyhow::Result<Arc<dyn Catalog>> {
+    Ok(open_stores(StoreOptions::read_only(data_dir))?.catalog()?)
 }
 
 fn fail(error: SourceError) -> anyhow::Error {
@@ -52,9 +53,9 @@ pub fn run(data_dir: &Path, command: SourcesCommand) -> anyhow::Result<ExitCode>
     let catalog = open_catalog(data_dir)?;
     match command {
         SourcesCommand::Create { name, json } => {
-            let created = create_source(&catalog, &name).map_err(fail)?;
+            let created = create_source(catalog.as_ref(), &name).map_err(fail)?;
             record_audit(
-                &catalog,
+                catalog.as_ref(),
                 &crate::cli_actor(),
                 "source.create",
                 &created.source.id,
@@ -97,9 +98,9 @@ pub fn run(data_dir: &Path, command: SourcesCommand) -> anyhow::Result<ExitCode>
             if id.trim().is_empty() {
                 bail!("give the id or name of the source to disable");
             }
-            let source = disable_source(&catalog, &id).map_err(fail)?;
+            let source = disable_source(catalog.as_ref(), &id).map_err(fail)?;
             record_audit(
-                &catalog,
+                catalog.as_ref(),
                 &crate::cli_actor(),
                 "source.disable",
                 &source.id,

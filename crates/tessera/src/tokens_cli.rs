@@ -6,9 +6,9 @@ use anyhow::anyhow;
 use clap::Subcommand;
 use std::path::Path;
 use std::process::ExitCode;
-use tessera_server::admin::{create_token, record_audit, token_json};
-use tessera_store::Catalog;
-use tessera_store_sqlite::SqliteCatalog;
+use tessera_runtime::audit::record_audit;
+use tessera_runtime::{StoreOptions, open_stores};
+use tessera_server::admin::{create_token, token_json};
 
 /// Token subcommands.
 #[derive(Debug, Subcommand)]
@@ -32,15 +32,14 @@ pub enum TokensCommand {
 
 /// Runs a token subcommand.
 pub fn run(data_dir: &Path, command: TokensCommand) -> anyhow::Result<ExitCode> {
-    tessera_store_sqlite::secure_data_dir(data_dir)?;
-    let catalog = SqliteCatalog::open(&data_dir.join("tessera.db"))?;
+    let catalog = open_stores(StoreOptions::read_only(data_dir))?.catalog()?;
     match command {
         TokensCommand::Create { name, scopes } => {
-            let (token, secret) = create_token(&catalog, &name, &scopes)
+            let (token, secret) = create_token(catalog.as_ref(), &name, &scopes)
                 .map_err(|e| anyhow!("[{}] {}", e.code(), e.message()))?;
             let after = token_json(&token);
             record_audit(
-                &catalog,
+                catalog.as_ref(),
                 &crate::cli_actor(),
                 "token.create",
                 &token.id,
@@ -66,7 +65,7 @@ pub fn run(data_dir: &Path, command: TokensCommand) -> anyhow::Result<ExitCode> 
                 .ok_or_else(|| anyhow!("[token_not_found] no API token has the id {id:?}"))?;
             let after = token_json(&token);
             record_audit(
-                &catalog,
+                catalog.as_ref(),
                 &crate::cli_actor(),
                 "token.revoke",
                 &token.id,

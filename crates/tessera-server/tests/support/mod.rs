@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use tessera_core::time::SystemClock;
 use tessera_identity::processor::Processor;
+use tessera_runtime::committer::{Committer, CommitterConfig, CommitterThreads};
+use tessera_runtime::metrics::Metrics;
+use tessera_runtime::sources::SourceResolver;
 use tessera_server::AppState;
-use tessera_server::committer::{Committer, CommitterConfig, CommitterThreads};
-use tessera_server::metrics::Metrics;
-use tessera_server::sources::SourceResolver;
 use tessera_store::profiles::ProfileStore;
 use tessera_store::{Catalog, EventLog};
 use tessera_store_sqlite::SqliteProfileStore;
@@ -72,9 +72,9 @@ pub fn app_state(
         audiences,
         rate_limiter: Arc::new(tessera_server::rate_limit::RateLimiter::new(None)),
         privacy: Arc::new(
-            tessera_server::privacy::Privacy::open(
+            tessera_runtime::privacy::Privacy::open(
                 Arc::clone(&catalog),
-                tessera_server::privacy::PrivacyConfig::default(),
+                tessera_runtime::privacy::PrivacyConfig::default(),
             )
             .expect("privacy"),
         ),

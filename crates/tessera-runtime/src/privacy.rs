@@ -1,5 +1,5 @@
 //! Privacy requests: access exports, erasures, and the suppression of erased
-//! identifiers — shared by the HTTP API ([`crate::privacy_api`]) and the CLI.
+//! identifiers — shared by the HTTP API and the CLI.
 //!
 //! - An **export** (GDPR art. 15) reads everything held about the person who owns
 //!   an identifier into one JSON document: identities, traits with provenance,
@@ -16,7 +16,7 @@
 //!   hash) are dropped before they are stored, or stored anonymized, per
 //!   `[privacy] suppressed_events`.
 
-use crate::admin::record_audit;
+use crate::audit::record_audit;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
@@ -35,8 +35,6 @@ use tessera_store::{
     Catalog, EventLog, PrivacyRequest, PrivacyRequestKind, StoreError, StoreResult,
 };
 
-/// Catalog setting holding this installation's suppression salt.
-const SALT_SETTING: &str = "privacy_suppression_salt";
 /// Events read per page while exporting.
 const EXPORT_PAGE: usize = 1_000;
 
@@ -103,9 +101,12 @@ impl Privacy {
     pub fn open(catalog: Arc<dyn Catalog>, config: PrivacyConfig) -> StoreResult<Self> {
         // The server, an import and the CLI may start together on a fresh directory:
         // whoever stores the salt first, everyone uses that one.
-        let salt = match catalog.setting(SALT_SETTING)? {
+        let salt = match catalog.setting(tessera_store::keys::PRIVACY_SUPPRESSION_SALT)? {
             Some(salt) => salt,
-            None => catalog.setting_or_insert(SALT_SETTING, &ids::new_salt())?,
+            None => catalog.setting_or_insert(
+                tessera_store::keys::PRIVACY_SUPPRESSION_SALT,
+                &ids::new_salt(),
+            )?,
         };
         let hashes = catalog.suppressions()?.into_iter().collect();
         Ok(Self {

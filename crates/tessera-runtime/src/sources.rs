@@ -13,8 +13,6 @@ use tessera_core::ids::{hash_secret, new_admin_token, new_source_id, new_write_k
 use tessera_core::{ErrorCode, UserError};
 use tessera_store::{Catalog, NewSource, Source, StoreError};
 
-/// The settings key under which the admin token's hash is kept.
-pub const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 /// How long a write-key lookup is trusted.
 const CACHE_TTL: Duration = Duration::from_secs(2);
 /// Longest accepted source name.
@@ -114,12 +112,12 @@ pub fn establish_admin_token(
     if let Some(token) = from_env.map(str::trim).filter(|t| !t.is_empty()) {
         return Ok((hash_secret(token), AdminToken::FromEnvironment));
     }
-    if let Some(hash) = catalog.setting(ADMIN_TOKEN_SETTING)? {
+    if let Some(hash) = catalog.setting(tessera_store::keys::ADMIN_TOKEN_SHA256)? {
         return Ok((hash, AdminToken::Existing));
     }
     let token = new_admin_token();
     let hash = hash_secret(&token);
-    catalog.set_setting(ADMIN_TOKEN_SETTING, &hash)?;
+    catalog.set_setting(tessera_store::keys::ADMIN_TOKEN_SHA256, &hash)?;
     Ok((hash, AdminToken::Generated(token)))
 }
 

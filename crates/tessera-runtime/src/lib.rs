@@ -1,0 +1,25 @@
+//! Tessera's application runtime: everything that runs, without HTTP.
+//!
+//! - [`stores`]: [`open_stores`], the one way to open the stores, used by `serve`,
+//!   every CLI command and the benchmarks;
+//! - [`runtime`]: [`Runtime`], the parts assembled on those stores, and the threads
+//!   `serve` starts — the group [`committer`], the [`processing`] loop (identity,
+//!   audiences, erasures) and the activation fan-out;
+//! - [`sources`], [`audit`], [`privacy`] (suppression, access export, erasure),
+//!   [`metrics`] and [`acks`] (latency from acknowledgement).
+//!
+//! The HTTP edge (`tessera-server`) and the CLI (`tessera`) both sit on this crate;
+//! neither depends on the other for application work.
+
+pub mod acks;
+pub mod audit;
+pub mod committer;
+pub mod metrics;
+pub mod privacy;
+pub mod processing;
+pub mod runtime;
+pub mod sources;
+pub mod stores;
+
+pub use runtime::{Running, Runtime, RuntimeConfig, RuntimeError};
+pub use stores::{StoreOptions, Stores, open_stores};
