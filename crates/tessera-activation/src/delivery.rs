@@ -56,10 +56,6 @@ impl Observer for NoObserver {
     fn breaker(&self, _: &str, _: bool) {}
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// The retry delay after `attempts` failed attempts.
 pub fn backoff_ms(destination: &Destination, attempts: u32, retry_after: Option<Duration>) -> i64 {
     let config = &destination.delivery;
@@ -98,7 +94,7 @@ pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64
             let _ = tokio::time::timeout(IDLE_POLL, notify.notified()).await;
             continue;
         }
-        let now = now_ms();
+        let now = activation.now_ms();
         if let Some(until) = breaker.open_until
             && now < until
         {
@@ -141,7 +137,7 @@ pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64
                 .and_then(Result::ok)
                 .flatten();
             let wait = next.map_or(IDLE_POLL, |at| {
-                Duration::from_millis(u64::try_from((at - now_ms()).max(1)).unwrap_or(1))
+                Duration::from_millis(u64::try_from((at - activation.now_ms()).max(1)).unwrap_or(1))
                     .min(IDLE_POLL)
             });
             let _ = tokio::time::timeout(wait, notify.notified()).await;
@@ -178,7 +174,7 @@ pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64
                             id: delivery.id,
                             status: DeliveryStatus::Dead,
                             attempts: delivery.attempts + 1,
-                            next_attempt_ms: now_ms(),
+                            next_attempt_ms: activation.now_ms(),
                             error: Some(error),
                             delivered_ms: None,
                         });
@@ -245,7 +241,7 @@ pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64
             }
         }
         for (group, attempts) in finished {
-            let at = now_ms();
+            let at = activation.now_ms();
             for (delivery, attempt) in group.iter().zip(attempts) {
                 let made = delivery.attempts + 1;
                 outcomes.push(match attempt {
@@ -306,7 +302,11 @@ pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64
                     tracing::warn!(destination = %id, failures = breaker.failures, "circuit breaker opened");
                     activation.observer.breaker(&id, true);
                 }
-                breaker.open_until = Some(now_ms().saturating_add(config.breaker_cooldown_ms));
+                breaker.open_until = Some(
+                    activation
+                        .now_ms()
+                        .saturating_add(config.breaker_cooldown_ms),
+                );
             }
         }
         let store = Arc::clone(&activation.store);

@@ -94,10 +94,6 @@ impl FanoutThread {
     }
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// The name journeys and filters match: track `event`, page/screen `name`.
 fn event_name(message: &Map<String, Value>) -> Option<&str> {
     match message.get("type").and_then(Value::as_str) {
@@ -197,7 +193,7 @@ impl Activation {
                 .store()
                 .changes(self.store.cursor("changes")?, None, ROUND)?;
         let sources = self.source_ids()?;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut batch = Batch {
             deliveries: Vec::new(),
             touched: HashSet::new(),
@@ -363,12 +359,12 @@ impl Activation {
         }
 
         let mut woken = 0;
-        for mut run in self.store.due_runs(now_ms(), ROUND)? {
+        for mut run in self.store.due_runs(self.now_ms(), ROUND)? {
             let Some(journey) = self.journey(&run.journey) else {
                 continue;
             };
             run.wake_at_ms = None;
-            self.execute(&journey, &mut run, now_ms(), &mut batch)?;
+            self.execute(&journey, &mut run, self.now_ms(), &mut batch)?;
             woken += 1;
         }
         for id in &batch.touched {
@@ -526,7 +522,7 @@ impl Activation {
             let earlier = match batch.sent.get(&key) {
                 Some(n) => *n,
                 None => {
-                    let since = now_ms().saturating_sub(window);
+                    let since = self.now_ms().saturating_sub(window);
                     let mut sent = 0;
                     for member in self.family(profile)? {
                         sent += self.store.recent_sends(member, &channel, since)?;
@@ -574,6 +570,7 @@ impl Activation {
             status,
             reason,
             journey: journey.map(str::to_owned),
+            queued_ms: self.now_ms(),
         });
         Ok(())
     }

@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use tessera_audience::engine::AudienceEngine;
+use tessera_core::time::Clock;
 use tessera_store::activation::ActivationStore;
 use tessera_store::profiles::{ProfileId, ProfileStore};
 use tessera_store::{Catalog, EventLog, StoreError};
@@ -83,6 +84,8 @@ pub struct Activation {
     notifiers: RwLock<HashMap<String, Arc<tokio::sync::Notify>>>,
     purposes: Vec<String>,
     runtime: Option<tokio::runtime::Handle>,
+    /// The clock of journeys' waits, frequency caps, retries and the breaker.
+    clock: Arc<dyn Clock>,
     stopping: AtomicBool,
     /// Held by each fan-out round; an erasure takes it to exclude rounds.
     round_lock: std::sync::Mutex<()>,
@@ -95,12 +98,16 @@ pub struct Activation {
 
 impl Activation {
     /// Loads the definitions. With a runtime, a delivery worker per destination runs
-    /// on it (the CLI passes none: it only reads and edits).
+    /// on it (the CLI passes none: it only reads and edits). Every time activation
+    /// acts on — journey waits, frequency caps, when a delivery is due, the circuit
+    /// breaker — is read from `clock`; only what talks to other systems (a webhook's
+    /// signature timestamp, an HTTP-date `Retry-After`) uses the machine's time.
     pub fn new(
         stores: Stores,
         purposes: Vec<String>,
         observer: Arc<dyn Observer>,
         runtime: Option<tokio::runtime::Handle>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, ActivationError> {
         let store = Arc::clone(&stores.store);
         let activation = Arc::new(Self {
@@ -113,6 +120,7 @@ impl Activation {
             notifiers: RwLock::new(HashMap::new()),
             purposes,
             runtime,
+            clock,
             stopping: AtomicBool::new(false),
             round_lock: std::sync::Mutex::new(()),
             workers: std::sync::Mutex::new(HashMap::new()),
@@ -120,6 +128,11 @@ impl Activation {
         });
         activation.reload()?;
         Ok(activation)
+    }
+
+    /// The current time of the injected clock, Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
     }
 
     /// Re-reads the definitions from the catalog (another process may have changed
@@ -347,7 +360,7 @@ impl Activation {
         self.reload()?;
         self.notify(id);
         // What it had queued is not sent by a later destination reusing the id.
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.now_ms();
         loop {
             let pending = self
                 .store
@@ -429,11 +442,8 @@ impl Activation {
         let text = serde_json::to_string(&compiled.journey)
             .map_err(|e| StoreError::Engine(e.to_string()))?;
         if previous.is_some() {
-            self.store.exit_runs(
-                &journey.key,
-                chrono::Utc::now().timestamp_millis(),
-                "journey changed",
-            )?;
+            self.store
+                .exit_runs(&journey.key, self.now_ms(), "journey changed")?;
         }
         self.stores.catalog.set_setting(
             &format!("{}{}", tessera_store::keys::JOURNEY_PREFIX, journey.key),
@@ -451,11 +461,8 @@ impl Activation {
         let previous = self
             .journey(key)
             .ok_or_else(|| ActivationError::NotFound(format!("no journey has the key {key:?}")))?;
-        self.store.exit_runs(
-            key,
-            chrono::Utc::now().timestamp_millis(),
-            "journey deleted",
-        )?;
+        self.store
+            .exit_runs(key, self.now_ms(), "journey deleted")?;
         self.stores
             .catalog
             .delete_setting(&format!("{}{key}", tessera_store::keys::JOURNEY_PREFIX))?;

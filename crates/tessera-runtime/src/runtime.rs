@@ -92,8 +92,9 @@ pub struct Running {
 
 impl Runtime {
     /// Builds every part on `stores`, storing the configuration file's computed
-    /// traits and destinations. `tokio` is the runtime activation sends on (the
-    /// server's); `None` gives activation its own.
+    /// traits and destinations. `tokio` is the runtime delivery workers run on (the
+    /// server's); with `None` no worker runs (one-shot CLI work). Every part reads
+    /// time from `clock`.
     pub fn build(
         stores: &Stores,
         config: RuntimeConfig,
@@ -143,6 +144,7 @@ impl Runtime {
             config.privacy.purposes.clone(),
             Arc::clone(&metrics) as Arc<dyn tessera_activation::delivery::Observer>,
             tokio,
+            Arc::clone(&clock),
         )
         .map_err(|e| RuntimeError::Configuration(format!("activation: {e}")))?;
         for destination in &config.destinations {

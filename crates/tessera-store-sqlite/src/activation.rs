@@ -108,6 +108,7 @@ fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
             status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Dead),
             reason: row.get(9)?,
             journey: row.get(10)?,
+            queued_ms: row.get(14)?,
         },
         attempts: row.get(11)?,
         next_attempt_ms: row.get(12)?,
@@ -134,12 +135,6 @@ fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JourneyRun> {
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
@@ -152,7 +147,6 @@ fn insert_deliveries(tx: &Transaction<'_>, deliveries: &[NewDelivery]) -> StoreR
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
         )
         .map_err(engine)?;
-    let now = now_ms();
     let mut inserted = 0;
     for d in deliveries {
         inserted += statement
@@ -167,7 +161,7 @@ fn insert_deliveries(tx: &Transaction<'_>, deliveries: &[NewDelivery]) -> StoreR
                 d.status.as_str(),
                 d.reason,
                 d.journey,
-                now
+                d.queued_ms
             ])
             .map_err(engine)?;
     }
@@ -574,6 +568,7 @@ mod tests {
             status: DeliveryStatus::Pending,
             reason: None,
             journey: None,
+            queued_ms: 0,
         }
     }
 

@@ -63,6 +63,9 @@ pub struct NewDelivery {
     pub reason: Option<String>,
     /// The journey that sent it, if any.
     pub journey: Option<String>,
+    /// When it was queued (Unix ms, activation's clock): its first due time, and
+    /// what frequency caps count from.
+    pub queued_ms: i64,
 }
 
 /// A delivery in the outbox.

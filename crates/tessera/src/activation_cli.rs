@@ -117,6 +117,7 @@ fn open(data_dir: &Path, purposes: Vec<String>) -> anyhow::Result<Arc<Activation
         purposes,
         Arc::new(NoObserver),
         None,
+        Arc::new(SystemClock),
     )
     .map_err(|e| anyhow!("{e}"))
 }

@@ -57,6 +57,7 @@ pub fn app_state(
         vec!["marketing".into()],
         Arc::new(tessera_activation::delivery::NoObserver),
         None,
+        Arc::new(SystemClock),
     )
     .expect("activation");
     let state = AppState {
