@@ -42,11 +42,11 @@ pub enum ActivationError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// No destination or journey has that key.
-    #[error("{0}")]
-    NotFound(String),
+    #[error("{1}")]
+    NotFound(Definition, String),
     /// It exists already.
-    #[error("{0}")]
-    Exists(String),
+    #[error("{1}")]
+    Exists(Definition, String),
     /// A template's render of a sample context exceeds the render budget (fuel,
     /// output size or nesting).
     #[error("{0}")]
@@ -57,6 +57,31 @@ pub enum ActivationError {
     /// A store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Which kind of definition an [`ActivationError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Definition {
+    /// A destination.
+    Destination,
+    /// A journey.
+    Journey,
+}
+
+impl tessera_core::CodedError for ActivationError {
+    fn code(&self) -> tessera_core::ErrorCode {
+        use tessera_core::ErrorCode;
+        match self {
+            ActivationError::Config(_) => ErrorCode::InvalidActivation,
+            ActivationError::NotFound(Definition::Journey, _) => ErrorCode::JourneyNotFound,
+            ActivationError::NotFound(Definition::Destination, _) => ErrorCode::DestinationNotFound,
+            ActivationError::Exists(Definition::Journey, _) => ErrorCode::JourneyExists,
+            ActivationError::Exists(Definition::Destination, _) => ErrorCode::DestinationConflict,
+            ActivationError::TemplateBudget(_) => ErrorCode::TemplateOverBudget,
+            ActivationError::SecretRequired(_) => ErrorCode::SecretRequired,
+            ActivationError::Store(_) => ErrorCode::InternalError,
+        }
+    }
 }
 
 /// Everything activation reads and writes.
@@ -301,16 +326,19 @@ impl Activation {
         let previous = self.destination(&destination.id);
         match (&previous, create) {
             (Some(_), true) => {
-                return Err(ActivationError::Exists(format!(
-                    "a destination with the id {:?} exists; PUT /api/v1/destinations/{0} replaces it",
-                    destination.id
-                )));
+                return Err(ActivationError::Exists(
+                    Definition::Destination,
+                    format!(
+                        "a destination with the id {:?} exists; PUT /api/v1/destinations/{0} replaces it",
+                        destination.id
+                    ),
+                ));
             }
             (None, false) => {
-                return Err(ActivationError::NotFound(format!(
-                    "no destination has the id {:?}",
-                    destination.id
-                )));
+                return Err(ActivationError::NotFound(
+                    Definition::Destination,
+                    format!("no destination has the id {:?}", destination.id),
+                ));
             }
             _ => {}
         }
@@ -336,7 +364,10 @@ impl Activation {
         id: &str,
     ) -> Result<Arc<Destination>, ActivationError> {
         let previous = self.destination(id).ok_or_else(|| {
-            ActivationError::NotFound(format!("no destination has the id {id:?}"))
+            ActivationError::NotFound(
+                Definition::Destination,
+                format!("no destination has the id {id:?}"),
+            )
         })?;
         let users: Vec<String> = self
             .journeys()
@@ -349,10 +380,13 @@ impl Activation {
             .map(|j| j.journey.key.clone())
             .collect();
         if !users.is_empty() {
-            return Err(ActivationError::Exists(format!(
-                "journeys send through {id:?}: {}; change or delete them first",
-                users.join(", ")
-            )));
+            return Err(ActivationError::Exists(
+                Definition::Destination,
+                format!(
+                    "journeys send through {id:?}: {}; change or delete them first",
+                    users.join(", ")
+                ),
+            ));
         }
         self.stores
             .catalog
@@ -426,16 +460,19 @@ impl Activation {
         let previous = self.journey(&journey.key);
         match (&previous, create) {
             (Some(_), true) => {
-                return Err(ActivationError::Exists(format!(
-                    "a journey with the key {:?} exists; PUT /api/v1/journeys/{0} replaces it",
-                    journey.key
-                )));
+                return Err(ActivationError::Exists(
+                    Definition::Journey,
+                    format!(
+                        "a journey with the key {:?} exists; PUT /api/v1/journeys/{0} replaces it",
+                        journey.key
+                    ),
+                ));
             }
             (None, false) => {
-                return Err(ActivationError::NotFound(format!(
-                    "no journey has the key {:?}",
-                    journey.key
-                )));
+                return Err(ActivationError::NotFound(
+                    Definition::Journey,
+                    format!("no journey has the key {:?}", journey.key),
+                ));
             }
             _ => {}
         }
@@ -458,9 +495,12 @@ impl Activation {
         self: &Arc<Self>,
         key: &str,
     ) -> Result<Arc<CompiledJourney>, ActivationError> {
-        let previous = self
-            .journey(key)
-            .ok_or_else(|| ActivationError::NotFound(format!("no journey has the key {key:?}")))?;
+        let previous = self.journey(key).ok_or_else(|| {
+            ActivationError::NotFound(
+                Definition::Journey,
+                format!("no journey has the key {key:?}"),
+            )
+        })?;
         self.store
             .exit_runs(key, self.now_ms(), "journey deleted")?;
         self.stores

@@ -78,6 +78,18 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+impl tessera_core::CodedError for EngineError {
+    fn code(&self) -> tessera_core::ErrorCode {
+        use tessera_core::ErrorCode;
+        match self {
+            EngineError::Parse(_) | EngineError::Invalid(_) => ErrorCode::InvalidDefinition,
+            EngineError::NotFound(_) => ErrorCode::AudienceNotFound,
+            EngineError::Exists(_) => ErrorCode::AudienceExists,
+            EngineError::Store(_) => ErrorCode::InternalError,
+        }
+    }
+}
+
 /// Where an audience's batch computation stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -192,6 +192,30 @@ impl fmt::Display for UserError {
 
 impl std::error::Error for UserError {}
 
+/// A domain error that knows its stable [`ErrorCode`] — and through it its HTTP
+/// status — where it is raised, so the HTTP edge and the CLI map errors to codes
+/// in one place instead of once per module.
+pub trait CodedError: std::error::Error {
+    /// The stable code; [`ErrorCode::InternalError`] when the detail is for the
+    /// server log only.
+    fn code(&self) -> ErrorCode;
+
+    /// What to tell the user (never PII); by default the error's text.
+    fn user_message(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl CodedError for UserError {
+    fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    fn user_message(&self) -> String {
+        self.message.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,5 +10,5 @@ pub mod message;
 pub mod request;
 pub mod time;
 
-pub use error::{ErrorCode, UserError};
+pub use error::{CodedError, ErrorCode, UserError};
 pub use message::{MessageType, NormalizedMessage, Rejection, RequestDefaults};

@@ -819,3 +819,19 @@ pub enum ProcessorError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+impl tessera_core::CodedError for ProcessorError {
+    fn code(&self) -> tessera_core::ErrorCode {
+        match self {
+            ProcessorError::User(user) => user.code,
+            ProcessorError::Store(_) => tessera_core::ErrorCode::InternalError,
+        }
+    }
+
+    fn user_message(&self) -> String {
+        match self {
+            ProcessorError::User(user) => user.message.clone(),
+            ProcessorError::Store(store) => store.to_string(),
+        }
+    }
+}

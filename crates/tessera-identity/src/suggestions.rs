@@ -85,6 +85,24 @@ pub enum SuggestionError {
     User(#[from] UserError),
 }
 
+impl tessera_core::CodedError for SuggestionError {
+    fn code(&self) -> tessera_core::ErrorCode {
+        match self {
+            SuggestionError::User(user) => user.code,
+            SuggestionError::Store(_) | SuggestionError::Dedupe(_) => {
+                tessera_core::ErrorCode::InternalError
+            }
+        }
+    }
+
+    fn user_message(&self) -> String {
+        match self {
+            SuggestionError::User(user) => user.message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 fn trait_text(traits: &serde_json::Map<String, Value>, path: &str) -> Option<String> {
     let mut parts = path.split('.');
     let mut value = traits.get(parts.next()?)?;

@@ -47,17 +47,33 @@ impl Default for CommitterConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// The queue is full; the client should retry shortly.
-    #[error("the ingest queue is full")]
+    #[error("the ingest queue is full: retry after the Retry-After seconds")]
     Overloaded,
     /// The server is shutting down and takes no more writes.
-    #[error("the server is shutting down")]
+    #[error("the server is shutting down: retry shortly")]
     ShuttingDown,
     /// An fsync of the event log failed; nothing more is stored until a restart.
-    #[error("an fsync of the event log failed; restart Tessera")]
+    #[error(
+        "an fsync of the event log failed: this server stores nothing more until it is restarted; retry later"
+    )]
     LogFailed,
     /// The store failed; nothing of the batch was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl tessera_core::CodedError for SubmitError {
+    /// Overload and shutdown are the client's to retry (503 with `Retry-After`); a
+    /// store failure is internal.
+    fn code(&self) -> tessera_core::ErrorCode {
+        use tessera_core::ErrorCode;
+        match self {
+            SubmitError::Overloaded => ErrorCode::Overloaded,
+            SubmitError::ShuttingDown => ErrorCode::ShuttingDown,
+            SubmitError::LogFailed => ErrorCode::EventLogFailed,
+            SubmitError::Store(_) => ErrorCode::InternalError,
+        }
+    }
 }
 
 /// Groups the writer committed that wait for a sync before at most this many are

@@ -38,6 +38,22 @@ pub enum SourceError {
     Store(StoreError),
 }
 
+impl tessera_core::CodedError for SourceError {
+    fn code(&self) -> tessera_core::ErrorCode {
+        match self {
+            SourceError::User(user) => user.code,
+            SourceError::Store(_) => tessera_core::ErrorCode::InternalError,
+        }
+    }
+
+    fn user_message(&self) -> String {
+        match self {
+            SourceError::User(user) => user.message.clone(),
+            SourceError::Store(store) => store.to_string(),
+        }
+    }
+}
+
 impl From<StoreError> for SourceError {
     fn from(error: StoreError) -> Self {
         match error {

@@ -54,23 +54,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/profiles/{id}/journeys", get(profile_journeys))
 }
 
-fn activation_error(error: ActivationError, journey: bool) -> ApiError {
-    match error {
-        ActivationError::Config(e) => ApiError::new(ErrorCode::InvalidActivation, e.0),
-        ActivationError::NotFound(m) if journey => ApiError::new(ErrorCode::JourneyNotFound, m),
-        ActivationError::NotFound(m) => ApiError::new(ErrorCode::DestinationNotFound, m),
-        ActivationError::Exists(m) if journey => ApiError::new(ErrorCode::JourneyExists, m),
-        ActivationError::Exists(m) => ApiError::new(ErrorCode::DestinationConflict, m),
-        ActivationError::TemplateBudget(e) => ApiError::new(ErrorCode::TemplateOverBudget, e.0),
-        ActivationError::SecretRequired(m) => ApiError::new(ErrorCode::SecretRequired, m),
-        ActivationError::Store(e) => ApiError::internal(e),
-    }
-}
-
 /// Runs a definition change off the async runtime (it writes the catalog).
 async fn change<T: Send + 'static>(
     state: &AppState,
-    journey: bool,
     work: impl FnOnce(&Arc<tessera_activation::Activation>) -> Result<T, ActivationError>
     + Send
     + 'static,
@@ -79,7 +65,7 @@ async fn change<T: Send + 'static>(
     tokio::task::spawn_blocking(move || work(&activation))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| activation_error(e, journey))
+        .map_err(ApiError::from)
 }
 
 fn body<T: DeserializeOwned>(bytes: &Bytes, what: &str) -> Result<T, ApiError> {
@@ -135,7 +121,7 @@ async fn create_destination(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let destination: Destination = body(&bytes, "destination")?;
     let saved = destination.clone();
-    change(&state, false, move |a| a.save_destination(saved, true)).await?;
+    change(&state, move |a| a.save_destination(saved, true)).await?;
     record_audit(
         state.catalog.as_ref(),
         &admin.actor,
@@ -201,7 +187,7 @@ async fn update_destination(
     let previous = find_destination(&state, &id)?;
     keep_secrets(&mut destination, &previous)?;
     let saved = destination.clone();
-    change(&state, false, move |a| a.save_destination(saved, false)).await?;
+    change(&state, move |a| a.save_destination(saved, false)).await?;
     record_audit(
         state.catalog.as_ref(),
         &admin.actor,
@@ -276,7 +262,7 @@ async fn delete_destination(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let key = id.clone();
-    let previous = change(&state, false, move |a| a.delete_destination(&key)).await?;
+    let previous = change(&state, move |a| a.delete_destination(&key)).await?;
     record_audit(
         state.catalog.as_ref(),
         &admin.actor,
@@ -451,7 +437,7 @@ async fn create_journey(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let journey: Journey = body(&bytes, "journey")?;
     let saved = journey.clone();
-    change(&state, true, move |a| a.save_journey(saved, true)).await?;
+    change(&state, move |a| a.save_journey(saved, true)).await?;
     let after = serde_json::to_value(&journey).unwrap_or(Value::Null);
     record_audit(
         state.catalog.as_ref(),
@@ -505,7 +491,7 @@ async fn update_journey(
         ));
     }
     let saved = journey.clone();
-    let previous = change(&state, true, move |a| a.save_journey(saved, false)).await?;
+    let previous = change(&state, move |a| a.save_journey(saved, false)).await?;
     let before = previous.map(|p| serde_json::to_value(&p.journey).unwrap_or(Value::Null));
     let after = serde_json::to_value(&journey).unwrap_or(Value::Null);
     record_audit(
@@ -525,7 +511,7 @@ async fn delete_journey(
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let k = key.clone();
-    let previous = change(&state, true, move |a| a.delete_journey(&k)).await?;
+    let previous = change(&state, move |a| a.delete_journey(&k)).await?;
     let before = serde_json::to_value(&previous.journey).unwrap_or(Value::Null);
     record_audit(
         state.catalog.as_ref(),

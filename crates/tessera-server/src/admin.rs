@@ -28,7 +28,7 @@ use tessera_core::ErrorCode;
 use tessera_core::ids::{hash_secret, new_api_token, new_token_id};
 use tessera_core::time::format_millis;
 use tessera_runtime::audit::record_audit;
-use tessera_runtime::sources::{SourceError, create_source, disable_source};
+use tessera_runtime::sources::{create_source, disable_source};
 use tessera_store::{ApiToken, NewApiToken, Source};
 
 /// The admin routes.
@@ -327,13 +327,6 @@ pub fn source_json(source: &Source) -> Value {
     })
 }
 
-fn source_error(error: SourceError) -> ApiError {
-    match error {
-        SourceError::User(user) => user.into(),
-        SourceError::Store(store) => ApiError::internal(store),
-    }
-}
-
 #[derive(Deserialize)]
 struct CreateSource {
     name: Option<Value>,
@@ -356,7 +349,7 @@ async fn create(
             "\"name\" (a string) is required",
         ));
     };
-    let created = create_source(state.catalog.as_ref(), &name).map_err(source_error)?;
+    let created = create_source(state.catalog.as_ref(), &name).map_err(ApiError::from)?;
     state.sources.invalidate();
     let mut body = source_json(&created.source);
     record_audit(
@@ -383,7 +376,7 @@ async fn disable(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let source = disable_source(state.catalog.as_ref(), &id).map_err(source_error)?;
+    let source = disable_source(state.catalog.as_ref(), &id).map_err(ApiError::from)?;
     state.sources.invalidate();
     let body = source_json(&source);
     record_audit(

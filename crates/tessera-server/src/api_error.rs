@@ -7,8 +7,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tessera_core::{ErrorCode, UserError};
-use tessera_runtime::committer::SubmitError;
+use tessera_core::{CodedError, ErrorCode, UserError};
 
 /// An error answered to an HTTP client.
 #[derive(Debug)]
@@ -98,33 +97,37 @@ pub async fn json_rejections(response: Response) -> Response {
     error.into_response()
 }
 
-impl From<SubmitError> for ApiError {
-    /// Overload and shutdown are the client's to retry (503 with `Retry-After`);
-    /// a store failure is internal.
-    fn from(error: SubmitError) -> Self {
-        match error {
-            SubmitError::Overloaded => ApiError::new(
-                ErrorCode::Overloaded,
-                "the ingest queue is full: retry after the Retry-After seconds",
-            ),
-            SubmitError::ShuttingDown => ApiError::new(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down: retry shortly",
-            ),
-            SubmitError::LogFailed => ApiError::new(
-                ErrorCode::EventLogFailed,
-                "an fsync of the event log failed: this server stores nothing more until it is restarted; retry later",
-            ),
-            SubmitError::Store(e) => ApiError::internal(e),
+impl ApiError {
+    /// A domain error answered with the code it carries; an internal one is logged
+    /// and answered as a generic `internal_error`.
+    pub fn coded(error: impl CodedError) -> Self {
+        match error.code() {
+            ErrorCode::InternalError => Self::internal(error),
+            code => Self::new(code, error.user_message()),
         }
     }
 }
 
-impl From<UserError> for ApiError {
-    fn from(error: UserError) -> Self {
-        Self::new(error.code, error.message)
-    }
+/// Every domain error converts through [`ApiError::coded`].
+macro_rules! from_coded {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for ApiError {
+            fn from(error: $error) -> Self {
+                Self::coded(error)
+            }
+        }
+    )*};
 }
+
+from_coded!(
+    UserError,
+    tessera_activation::ActivationError,
+    tessera_audience::engine::EngineError,
+    tessera_identity::processor::ProcessorError,
+    tessera_identity::suggestions::SuggestionError,
+    tessera_runtime::sources::SourceError,
+    tessera_runtime::committer::SubmitError,
+);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -48,17 +48,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/insights/top", get(top))
 }
 
-/// Maps engine errors to API errors.
-pub fn engine_error(error: EngineError) -> ApiError {
-    match error {
-        EngineError::Parse(e) => ApiError::new(ErrorCode::InvalidDefinition, e.to_string()),
-        EngineError::Invalid(m) => ApiError::new(ErrorCode::InvalidDefinition, m),
-        EngineError::NotFound(m) => ApiError::new(ErrorCode::AudienceNotFound, m),
-        EngineError::Exists(m) => ApiError::new(ErrorCode::AudienceExists, m),
-        EngineError::Store(e) => ApiError::internal(e),
-    }
-}
-
 fn ready(engine: &AudienceEngine) -> Result<(), ApiError> {
     if engine.is_ready() {
         Ok(())
@@ -110,7 +99,7 @@ async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, Ap
     let engine = &state.audiences;
     let audiences: Vec<Value> = engine
         .list()
-        .map_err(engine_error)?
+        .map_err(ApiError::from)?
         .iter()
         .map(|a| audience_json(engine, a))
         .collect();
@@ -140,7 +129,7 @@ async fn create(
     let engine = &state.audiences;
     let audience = engine
         .create(&request.key, &request.name, &request.description, &text)
-        .map_err(engine_error)?;
+        .map_err(ApiError::from)?;
     let after = definition_json(&audience);
     record_audit(
         state.catalog.as_ref(),
@@ -159,7 +148,7 @@ async fn show(
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let engine = &state.audiences;
-    let audience = engine.get(&key).map_err(engine_error)?;
+    let audience = engine.get(&key).map_err(ApiError::from)?;
     Ok(Json(audience_json(engine, &audience)))
 }
 
@@ -192,7 +181,7 @@ async fn update(
             request.description.as_deref(),
             text.as_deref(),
         )
-        .map_err(engine_error)?;
+        .map_err(ApiError::from)?;
     let after = definition_json(&audience);
     record_audit(
         state.catalog.as_ref(),
@@ -216,7 +205,7 @@ async fn delete(
     let report = tokio::task::spawn_blocking(move || engine.delete(&key))
         .await
         .map_err(ApiError::internal)?
-        .map_err(engine_error)?;
+        .map_err(ApiError::from)?;
     record_audit(
         state.catalog.as_ref(),
         &admin.actor,
@@ -261,10 +250,10 @@ async fn members(
 ) -> Result<Json<Value>, ApiError> {
     let (query, limit) = page(query)?;
     let engine = &state.audiences;
-    engine.get(&key).map_err(engine_error)?;
+    engine.get(&key).map_err(ApiError::from)?;
     let members = engine
         .members(&key, query.after.unwrap_or(i64::MIN), limit)
-        .map_err(engine_error)?;
+        .map_err(ApiError::from)?;
     let next = (members.len() == limit).then(|| members.last().map(|m| m.profile_id));
     let items: Vec<Value> = members
         .iter()
@@ -296,7 +285,7 @@ async fn changes(
     let changes = state
         .audiences
         .changes(query.after.unwrap_or(0), query.audience.as_deref(), limit)
-        .map_err(engine_error)?;
+        .map_err(ApiError::from)?;
     let next = changes.last().map(|c| c.seq);
     let events: Vec<Value> = changes.iter().map(change_event).collect();
     Ok(Json(json!({"events": events, "nextAfter": next})))
@@ -329,7 +318,9 @@ async fn preview(
     ready(&state.audiences)?;
     let text = definition_text(&request.definition)?;
     let engine = std::sync::Arc::clone(&state.audiences);
-    let condition = engine.check_definition(&text, None).map_err(engine_error)?;
+    let condition = engine
+        .check_definition(&text, None)
+        .map_err(ApiError::from)?;
     let started = std::time::Instant::now();
     let preview = tokio::task::spawn_blocking(move || engine.preview(&condition, request.sample))
         .await
@@ -395,7 +386,7 @@ async fn put_computed(
     state
         .audiences
         .save_computed(&definition)
-        .map_err(engine_error)?;
+        .map_err(ApiError::from)?;
     let after = json!(definition);
     record_audit(
         state.catalog.as_ref(),
@@ -415,7 +406,7 @@ async fn delete_computed(
 ) -> Result<Json<Value>, ApiError> {
     state.audiences.delete_computed(&key).map_err(|e| match e {
         EngineError::NotFound(_) => computed_not_found(&key),
-        other => engine_error(other),
+        other => ApiError::from(other),
     })?;
     record_audit(
         state.catalog.as_ref(),
@@ -445,7 +436,7 @@ async fn put_rfm(
     state
         .audiences
         .set_rfm_config(&config)
-        .map_err(engine_error)?;
+        .map_err(ApiError::from)?;
     let after = json!(config);
     record_audit(
         state.catalog.as_ref(),
@@ -487,7 +478,7 @@ async fn top(
         .as_deref()
         .map(|text| state.audiences.check_definition(text, None))
         .transpose()
-        .map_err(engine_error)?;
+        .map_err(ApiError::from)?;
     let within = request
         .within
         .as_deref()

@@ -28,9 +28,7 @@ use tessera_core::time::format_millis;
 use tessera_identity::identifiers::{Identifier, normalize_value};
 use tessera_identity::processor::ProcessorError;
 use tessera_identity::rules::IdentityRules;
-use tessera_identity::suggestions::{
-    INTERNAL_SOURCE_KEY, SuggestionError, merge_message, suggest_merges,
-};
+use tessera_identity::suggestions::{INTERNAL_SOURCE_KEY, merge_message, suggest_merges};
 use tessera_runtime::audit::record_audit;
 use tessera_store::profiles::{ProfileId, ProfileSummary};
 
@@ -57,13 +55,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/identity/conflicts", get(conflicts))
         .route("/api/v1/identity/suggestions", get(suggestions))
         .route("/api/v1/identity/merge", post(merge))
-}
-
-fn processor_error(error: ProcessorError) -> ApiError {
-    match error {
-        ProcessorError::User(user) => user.into(),
-        ProcessorError::Store(store) => ApiError::internal(store),
-    }
 }
 
 /// Parses `type:value` and normalizes the value as the processor does, so
@@ -207,7 +198,7 @@ async fn segment_traits(
         Some("audience") => state
             .audiences
             .memberships(profile)
-            .map_err(crate::audiences::engine_error)?
+            .map_err(ApiError::from)?
             .into_iter()
             .map(|m| (m.audience, Value::Bool(true)))
             .collect(),
@@ -465,7 +456,7 @@ fn profile_json(state: &AppState, id: ProfileId) -> Result<Value, ApiError> {
     let audiences: Vec<Value> = state
         .audiences
         .memberships(summary.id)
-        .map_err(crate::audiences::engine_error)?
+        .map_err(ApiError::from)?
         .into_iter()
         .map(|m| json!({"key": m.audience, "since": format_millis(m.since_ms)}))
         .collect();
@@ -529,7 +520,7 @@ async fn put_rules(
         )
     })?;
     let before = serde_json::to_value(state.processor.rules()).unwrap_or(Value::Null);
-    state.processor.set_rules(rules).map_err(processor_error)?;
+    state.processor.set_rules(rules).map_err(ApiError::from)?;
     let after = serde_json::to_value(state.processor.rules()).unwrap_or(Value::Null);
     record_audit(
         state.catalog.as_ref(),
@@ -584,7 +575,7 @@ async fn unlink(
     })
     .await
     .map_err(ApiError::internal)?
-    .map_err(processor_error)?;
+    .map_err(ApiError::from)?;
     record_audit(
         state.catalog.as_ref(),
         &admin.actor,
@@ -615,14 +606,6 @@ async fn conflicts(
         })
         .collect();
     Ok(Json(json!({"conflicts": items})))
-}
-
-fn suggestion_error(error: SuggestionError) -> ApiError {
-    match error {
-        SuggestionError::User(user) => user.into(),
-        SuggestionError::Store(store) => ApiError::internal(store),
-        SuggestionError::Dedupe(dedupe) => ApiError::internal(dedupe),
-    }
 }
 
 #[derive(Deserialize)]
@@ -661,7 +644,7 @@ async fn suggestions(
     })
     .await
     .map_err(ApiError::internal)?
-    .map_err(suggestion_error)?;
+    .map_err(ApiError::from)?;
     let items: Vec<Value> = found
         .into_iter()
         .map(|s| {
@@ -704,7 +687,7 @@ async fn merge(
         INTERNAL_SOURCE_KEY,
         state.clock.now().timestamp_millis(),
     )
-    .map_err(suggestion_error)?;
+    .map_err(ApiError::from)?;
     let message_id = event.message_id.clone();
     let _screened = state.privacy.gate.read().await;
     if state

@@ -128,18 +128,6 @@ fn read_json<T: serde::de::DeserializeOwned>(file: &Path) -> anyhow::Result<T> {
     serde_json::from_str(&text).map_err(|e| anyhow!("[invalid_activation] {}: {e}", file.display()))
 }
 
-fn user_error(error: tessera_activation::ActivationError) -> anyhow::Error {
-    let code = match &error {
-        tessera_activation::ActivationError::Config(_) => "invalid_activation",
-        tessera_activation::ActivationError::NotFound(_) => "not_found",
-        tessera_activation::ActivationError::Exists(_) => "conflict",
-        tessera_activation::ActivationError::TemplateBudget(_) => "template_over_budget",
-        tessera_activation::ActivationError::SecretRequired(_) => "secret_required",
-        tessera_activation::ActivationError::Store(_) => "internal_error",
-    };
-    anyhow!("[{code}] {error}")
-}
-
 /// Runs a destinations subcommand.
 pub fn destinations(
     data_dir: &Path,
@@ -167,7 +155,7 @@ pub fn destinations(
             let destination: Destination = read_json(&file)?;
             let previous = activation
                 .save_destination(destination.clone(), !replace)
-                .map_err(user_error)?;
+                .map_err(crate::cli_error::coded)?;
             record_audit(
                 catalog,
                 &crate::cli_actor(),
@@ -183,7 +171,9 @@ pub fn destinations(
             eprintln!("saved destination {}", destination.id);
         }
         DestinationsCommand::Delete { id } => {
-            let previous = activation.delete_destination(&id).map_err(user_error)?;
+            let previous = activation
+                .delete_destination(&id)
+                .map_err(crate::cli_error::coded)?;
             record_audit(
                 catalog,
                 &crate::cli_actor(),
@@ -273,7 +263,7 @@ pub fn journeys(
             let journey: Journey = read_json(&file)?;
             let previous = activation
                 .save_journey(journey.clone(), !replace)
-                .map_err(user_error)?;
+                .map_err(crate::cli_error::coded)?;
             record_audit(
                 activation_catalog(data_dir)?.as_ref(),
                 &crate::cli_actor(),
@@ -291,7 +281,9 @@ pub fn journeys(
             eprintln!("saved journey {}", journey.key);
         }
         JourneysCommand::Delete { key } => {
-            let previous = activation.delete_journey(&key).map_err(user_error)?;
+            let previous = activation
+                .delete_journey(&key)
+                .map_err(crate::cli_error::coded)?;
             record_audit(
                 activation_catalog(data_dir)?.as_ref(),
                 &crate::cli_actor(),

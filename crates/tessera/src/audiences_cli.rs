@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use tessera_audience::computed::ComputedTrait;
-use tessera_audience::engine::{AudienceEngine, EngineError, EngineOptions};
+use tessera_audience::engine::{AudienceEngine, EngineOptions};
 use tessera_core::time::{SystemClock, format_millis};
 use tessera_runtime::audit::record_audit;
 use tessera_runtime::{StoreOptions, open_stores};
@@ -116,7 +116,7 @@ fn engine(data_dir: &Path) -> anyhow::Result<(AudienceEngine, Arc<dyn Catalog>)>
         Arc::new(SystemClock),
         EngineOptions::default(),
     );
-    engine.load_definitions().map_err(user_error)?;
+    engine.load_definitions().map_err(crate::cli_error::coded)?;
     Ok((engine, catalog))
 }
 
@@ -124,13 +124,6 @@ fn engine(data_dir: &Path) -> anyhow::Result<(AudienceEngine, Arc<dyn Catalog>)>
 fn definition_json(audience: &tessera_audience::engine::AudienceDefinition) -> serde_json::Value {
     serde_json::json!({"key": audience.key, "name": audience.name,
                        "description": audience.description, "definition": audience.text()})
-}
-
-fn user_error(error: EngineError) -> anyhow::Error {
-    match error {
-        EngineError::Store(e) => anyhow::anyhow!(e),
-        other => anyhow::anyhow!("{other}"),
-    }
 }
 
 fn print_json(value: &serde_json::Value) {
@@ -146,7 +139,7 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
     let actor = crate::cli_actor();
     match command {
         AudiencesCommand::List => {
-            for audience in engine.list().map_err(user_error)? {
+            for audience in engine.list().map_err(crate::cli_error::coded)? {
                 let members = engine.status(&audience.key).members;
                 println!(
                     "{}\t{}\t{} members\t{}",
@@ -158,7 +151,7 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
             }
         }
         AudiencesCommand::Show { key } => {
-            let audience = engine.get(&key).map_err(user_error)?;
+            let audience = engine.get(&key).map_err(crate::cli_error::coded)?;
             print_json(&serde_json::json!({
                 "key": audience.key, "name": audience.name, "description": audience.description,
                 "definition": audience.text(), "condition": audience.condition,
@@ -180,7 +173,7 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
             };
             let audience = engine
                 .create(&key, &name, &description, &text)
-                .map_err(user_error)?;
+                .map_err(crate::cli_error::coded)?;
             let after = definition_json(&audience);
             record_audit(
                 catalog.as_ref(),
@@ -211,7 +204,7 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
                     description.as_deref(),
                     definition.as_deref(),
                 )
-                .map_err(user_error)?;
+                .map_err(crate::cli_error::coded)?;
             let after = definition_json(&audience);
             record_audit(
                 catalog.as_ref(),
@@ -225,7 +218,7 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
         }
         AudiencesCommand::Delete { key } => {
             let before = engine.get(&key).ok().map(|a| definition_json(&a));
-            let report = engine.delete(&key).map_err(user_error)?;
+            let report = engine.delete(&key).map_err(crate::cli_error::coded)?;
             record_audit(
                 catalog.as_ref(),
                 &actor,
@@ -239,7 +232,7 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
         AudiencesCommand::Preview { definition, sample } => {
             let condition = engine
                 .check_definition(&definition, None)
-                .map_err(user_error)?;
+                .map_err(crate::cli_error::coded)?;
             let bar = ProgressBar::new(0).with_style(
                 ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} events")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -250,16 +243,18 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
                     bar.set_length(total);
                     bar.set_position(done);
                 })
-                .map_err(user_error)?;
+                .map_err(crate::cli_error::coded)?;
             bar.finish_and_clear();
             let preview = engine.preview(&condition, sample);
             print_json(&serde_json::json!({"count": preview.count, "sample": preview.sample}));
         }
         AudiencesCommand::Members { key } => {
-            engine.get(&key).map_err(user_error)?;
+            engine.get(&key).map_err(crate::cli_error::coded)?;
             let mut after = i64::MIN;
             loop {
-                let page = engine.members(&key, after, 10_000).map_err(user_error)?;
+                let page = engine
+                    .members(&key, after, 10_000)
+                    .map_err(crate::cli_error::coded)?;
                 let Some(last) = page.last() else { break };
                 after = last.profile_id;
                 for m in page {
@@ -287,7 +282,9 @@ pub fn run_computed(data_dir: &Path, command: ComputedCommand) -> anyhow::Result
             let definition: ComputedTrait = serde_json::from_str(&text).with_context(|| {
                 format!("{} is not a computed trait definition", file.display())
             })?;
-            engine.save_computed(&definition).map_err(user_error)?;
+            engine
+                .save_computed(&definition)
+                .map_err(crate::cli_error::coded)?;
             let after = serde_json::json!(definition);
             record_audit(
                 catalog.as_ref(),
@@ -300,7 +297,9 @@ pub fn run_computed(data_dir: &Path, command: ComputedCommand) -> anyhow::Result
             eprintln!("saved computed trait {}", definition.key);
         }
         ComputedCommand::Delete { key } => {
-            engine.delete_computed(&key).map_err(user_error)?;
+            engine
+                .delete_computed(&key)
+                .map_err(crate::cli_error::coded)?;
             record_audit(
                 catalog.as_ref(),
                 &actor,

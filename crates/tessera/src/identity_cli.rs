@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use tessera_identity::identifiers::{Identifier, normalize_value};
-use tessera_identity::processor::{Processor, ProcessorError};
+use tessera_identity::processor::Processor;
 use tessera_identity::rules::IdentityRules;
-use tessera_identity::suggestions::{
-    INTERNAL_SOURCE_KEY, SuggestionError, merge_message, suggest_merges,
-};
+use tessera_identity::suggestions::{INTERNAL_SOURCE_KEY, merge_message, suggest_merges};
 use tessera_runtime::{StoreOptions, open_stores};
 use tessera_store::AppendBatch;
 use tessera_store::profiles::ProfileStore;
@@ -72,15 +70,8 @@ fn open(data_dir: &Path) -> anyhow::Result<(Arc<Processor>, Arc<dyn ProfileStore
     let stores = open_stores(StoreOptions::read_only(data_dir))?;
     let profiles = stores.profiles()?;
     let processor = Processor::new(stores.events()?, Arc::clone(&profiles), stores.catalog()?)
-        .map_err(user_error)?;
+        .map_err(crate::cli_error::coded)?;
     Ok((Arc::new(processor), profiles))
-}
-
-fn user_error(error: ProcessorError) -> anyhow::Error {
-    match error {
-        ProcessorError::User(user) => anyhow::anyhow!("[{}] {}", user.code, user.message),
-        ProcessorError::Store(store) => store.into(),
-    }
 }
 
 fn parse_identifier(processor: &Processor, text: &str) -> anyhow::Result<Identifier> {
@@ -124,7 +115,7 @@ pub fn replay(data_dir: &Path) -> anyhow::Result<ExitCode> {
             bar.set_length(u64::try_from(target).unwrap_or(0));
             bar.set_position(applied);
         })
-        .map_err(user_error)?;
+        .map_err(crate::cli_error::coded)?;
     bar.finish_and_clear();
     eprintln!(
         "Replayed {applied} events into {} profiles in {:.1} s",
@@ -146,22 +137,26 @@ pub fn run(data_dir: &Path, command: IdentityCommand) -> anyhow::Result<ExitCode
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let rules: IdentityRules = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid identity rules", file.display()))?;
-            processor.set_rules(rules).map_err(user_error)?;
+            processor
+                .set_rules(rules)
+                .map_err(crate::cli_error::coded)?;
             eprintln!(
                 "Identity rules updated; they apply to new events (run `tessera replay` to apply them to history)."
             );
         }
         IdentityCommand::Unlink { identifier } => {
             let identifier = parse_identifier(&processor, &identifier)?;
-            let owners = processor.unlink(&identifier).map_err(user_error)?;
+            let owners = processor
+                .unlink(&identifier)
+                .map_err(crate::cli_error::coded)?;
             eprintln!(
                 "Unlinked {}; its events now belong to profiles {:?}",
                 identifier.id_type, owners
             );
         }
         IdentityCommand::Suggest { threshold, limit } => {
-            let found =
-                suggest_merges(profiles.as_ref(), threshold, limit).map_err(suggestion_error)?;
+            let found = suggest_merges(profiles.as_ref(), threshold, limit)
+                .map_err(crate::cli_error::coded)?;
             for s in &found {
                 println!(
                     "{}",
@@ -191,12 +186,14 @@ pub fn run(data_dir: &Path, command: IdentityCommand) -> anyhow::Result<ExitCode
                 INTERNAL_SOURCE_KEY,
                 chrono::Utc::now().timestamp_millis(),
             )
-            .map_err(suggestion_error)?;
+            .map_err(crate::cli_error::coded)?;
             log.append(&[AppendBatch {
                 events: vec![event],
                 rejections: vec![],
             }])?;
-            processor.catch_up(&mut |_, _| {}).map_err(user_error)?;
+            processor
+                .catch_up(&mut |_, _| {})
+                .map_err(crate::cli_error::coded)?;
             let merged = profiles
                 .profile(left)?
                 .and_then(|p| p.merged_into)
@@ -227,11 +224,4 @@ pub fn run(data_dir: &Path, command: IdentityCommand) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn suggestion_error(error: SuggestionError) -> anyhow::Error {
-    match error {
-        SuggestionError::User(user) => anyhow::anyhow!("[{}] {}", user.code, user.message),
-        other => other.into(),
-    }
 }

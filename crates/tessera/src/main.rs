@@ -3,6 +3,7 @@
 
 mod activation_cli;
 mod audiences_cli;
+mod cli_error;
 mod dedupe_cli;
 mod export;
 mod identity_cli;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tessera_runtime::audit::record_audit;
-use tessera_runtime::sources::{SourceError, create_source, disable_source};
+use tessera_runtime::sources::{create_source, disable_source};
 use tessera_runtime::{StoreOptions, open_stores};
 use tessera_server::admin::source_json;
 use tessera_store::Catalog;
@@ -41,19 +41,13 @@ fn open_catalog(data_dir: &Path) -> anyhow::Result<Arc<dyn Catalog>> {
     Ok(open_stores(StoreOptions::read_only(data_dir))?.catalog()?)
 }
 
-fn fail(error: SourceError) -> anyhow::Error {
-    match error {
-        SourceError::User(user) => anyhow::anyhow!("[{}] {}", user.code, user.message),
-        SourceError::Store(store) => store.into(),
-    }
-}
-
 /// Runs a source subcommand.
 pub fn run(data_dir: &Path, command: SourcesCommand) -> anyhow::Result<ExitCode> {
     let catalog = open_catalog(data_dir)?;
     match command {
         SourcesCommand::Create { name, json } => {
-            let created = create_source(catalog.as_ref(), &name).map_err(fail)?;
+            let created =
+                create_source(catalog.as_ref(), &name).map_err(crate::cli_error::coded)?;
             record_audit(
                 catalog.as_ref(),
                 &crate::cli_actor(),
@@ -98,7 +92,7 @@ pub fn run(data_dir: &Path, command: SourcesCommand) -> anyhow::Result<ExitCode>
             if id.trim().is_empty() {
                 bail!("give the id or name of the source to disable");
             }
-            let source = disable_source(catalog.as_ref(), &id).map_err(fail)?;
+            let source = disable_source(catalog.as_ref(), &id).map_err(crate::cli_error::coded)?;
             record_audit(
                 catalog.as_ref(),
                 &crate::cli_actor(),
