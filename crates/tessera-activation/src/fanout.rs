@@ -26,10 +26,6 @@ use tessera_store::{EventFilter, StoreError, StoredEvent};
 
 /// Events and changes read per round.
 const ROUND: usize = 500;
-/// Longest pause between rounds when nothing is new.
-const IDLE_WAIT: Duration = Duration::from_millis(50);
-/// How often definitions are re-read from the catalog.
-const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Most instructions one run executes at once (guards against loops).
 const MAX_STEPS: usize = 1_000;
 /// A round that has taken this long handles no further event or change (the rest
@@ -39,60 +35,6 @@ const ROUND_TIME: Duration = Duration::from_secs(1);
 
 /// Finds the profile a message belongs to (the processor's identity resolution).
 pub type Resolver = dyn Fn(&Map<String, Value>) -> Option<ProfileId> + Send + Sync;
-
-/// The running fan-out thread.
-pub struct FanoutThread {
-    handle: Option<std::thread::JoinHandle<()>>,
-    activation: Arc<Activation>,
-}
-
-impl FanoutThread {
-    /// Starts following the log and the change feed.
-    pub fn start(activation: Arc<Activation>, resolve: Arc<Resolver>) -> std::io::Result<Self> {
-        let worker = Arc::clone(&activation);
-        let handle = std::thread::Builder::new()
-            .name("activation".into())
-            .spawn(move || {
-                let mut failures = 0u32;
-                let mut last_reload = std::time::Instant::now();
-                while !worker.is_stopping() {
-                    // Definitions changed by the CLI (another process) are picked up.
-                    if last_reload.elapsed() >= RELOAD_INTERVAL {
-                        last_reload = std::time::Instant::now();
-                        if let Err(error) = worker.reload() {
-                            tracing::error!(%error, "reloading destinations and journeys failed");
-                        }
-                    }
-                    match worker.round(resolve.as_ref()) {
-                        Ok(0) => {
-                            failures = 0;
-                            worker.wait_for_work(IDLE_WAIT);
-                        }
-                        Ok(_) => failures = 0,
-                        Err(error) => {
-                            failures += 1;
-                            tracing::error!(%error, failures, "activation fan-out failed; retrying");
-                            std::thread::sleep(IDLE_WAIT * failures.min(40));
-                        }
-                    }
-                }
-            })?;
-        Ok(Self {
-            handle: Some(handle),
-            activation,
-        })
-    }
-
-    /// Stops the thread (and the delivery workers) and joins it.
-    pub fn shutdown(mut self) {
-        self.activation.stop();
-        if let Some(handle) = self.handle.take()
-            && handle.join().is_err()
-        {
-            tracing::error!("activation thread panicked");
-        }
-    }
-}
 
 /// The name journeys and filters match: track `event`, page/screen `name`.
 fn event_name(message: &Map<String, Value>) -> Option<&str> {
@@ -145,7 +87,8 @@ struct Batch {
 }
 
 impl Activation {
-    fn wait_for_work(&self, timeout: Duration) {
+    /// Waits until [`Activation::wake_fanout`] is called or `timeout` passes.
+    pub fn wait_for_work(&self, timeout: Duration) {
         let (flag, signal) = &self.fanout_wake;
         let mut woken = flag.lock().unwrap_or_else(|p| p.into_inner());
         if !*woken {

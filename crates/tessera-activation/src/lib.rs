@@ -258,7 +258,8 @@ impl Activation {
         self.wake_fanout();
     }
 
-    pub(crate) fn is_stopping(&self) -> bool {
+    /// Whether [`Activation::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 

@@ -4,7 +4,7 @@
 //!   every CLI command and the benchmarks;
 //! - [`runtime`]: [`Runtime`], the parts assembled on those stores, and the threads
 //!   `serve` starts — the group [`committer`], the [`processing`] loop (identity,
-//!   audiences, erasures) and the activation fan-out;
+//!   audiences, erasures) and the activation [`fanout`];
 //! - [`sources`], [`audit`], [`privacy`] (suppression, access export, erasure),
 //!   [`metrics`] and [`acks`] (latency from acknowledgement).
 //!
@@ -14,6 +14,7 @@
 pub mod acks;
 pub mod audit;
 pub mod committer;
+pub mod fanout;
 pub mod metrics;
 pub mod privacy;
 pub mod processing;

@@ -6,13 +6,13 @@
 //! work on it without starting anything.
 
 use crate::committer::{Committer, CommitterConfig, CommitterThreads};
+use crate::fanout::FanoutThread;
 use crate::metrics::Metrics;
 use crate::privacy::{Privacy, PrivacyConfig};
 use crate::processing::ProcessorThread;
 use crate::stores::Stores;
 use std::sync::Arc;
 use tessera_activation::config::Destination;
-use tessera_activation::fanout::FanoutThread;
 use tessera_activation::{Activation, Stores as ActivationStores};
 use tessera_audience::computed::ComputedTrait;
 use tessera_audience::engine::{AudienceEngine, EngineOptions};
