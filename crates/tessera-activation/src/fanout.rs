@@ -34,7 +34,10 @@ const MAX_STEPS: usize = 1_000;
 const ROUND_TIME: Duration = Duration::from_secs(1);
 
 /// Finds the profile a message belongs to (the processor's identity resolution).
-pub type Resolver = dyn Fn(&Map<String, Value>) -> Option<ProfileId> + Send + Sync;
+/// A store failure fails the round (it is retried), so no event is taken for one
+/// without an owner.
+pub type Resolver =
+    dyn Fn(&Map<String, Value>) -> Result<Option<ProfileId>, StoreError> + Send + Sync;
 
 /// The name journeys and filters match: track `event`, page/screen `name`.
 fn event_name(message: &Map<String, Value>) -> Option<&str> {
@@ -189,7 +192,7 @@ impl Activation {
             if !for_journeys && candidates.is_empty() {
                 continue;
             }
-            let owner = resolve(&message);
+            let owner = resolve(&message)?;
             let message = Value::Object(message);
             if let (true, Some(owner), Some(name)) = (for_journeys, owner, &name) {
                 for journey in journeys.iter().filter(|j| {

@@ -465,7 +465,7 @@ impl Processor {
 
     /// The canonical profile a message belongs to (its strongest identifier that
     /// resolves), as far as the processor has applied the log.
-    pub fn resolve_owner(&self, message: &Map<String, Value>) -> Option<ProfileId> {
+    pub fn resolve_owner(&self, message: &Map<String, Value>) -> StoreResult<Option<ProfileId>> {
         let rules = self.current_rules();
         let mut identifiers = extract(&rules.rules, message);
         identifiers.retain(|identifier| !rules.unlinked.contains(identifier));
@@ -475,12 +475,13 @@ impl Processor {
                 .identifier_type(&identifier.id_type)
                 .map_or(u32::MAX, |t| t.priority)
         });
-        identifiers.iter().find_map(|identifier| {
-            self.profiles
-                .find(&identifier.id_type, &identifier.value)
-                .ok()
-                .flatten()
-        })
+        // A store failure is the caller's to retry, never "nobody owns it".
+        for identifier in &identifiers {
+            if let Some(profile) = self.profiles.find(&identifier.id_type, &identifier.value)? {
+                return Ok(Some(profile));
+            }
+        }
+        Ok(None)
     }
 
     /// The profile store it writes.
