@@ -19,6 +19,8 @@ pub mod activation;
 pub mod audiences;
 pub mod keys;
 pub mod profiles;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 /// What went wrong inside a store.
 ///
