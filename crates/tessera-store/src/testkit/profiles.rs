@@ -582,8 +582,9 @@ pub fn erased_profiles_leave_no_bytes<E: Engine>(engine: &E) -> Outcome {
     Ok(())
 }
 
-/// `rebuild` deletes the profiles (and those merged into them) and hands `work` their
-/// events' `seq`s in log order, in one transaction: work that fails leaves them.
+/// `rebuild` deletes the profiles (and those merged into them) with everything
+/// attached — conflicts, consent and merges included — and hands `work` their events'
+/// `seq`s in log order, in one transaction: work that fails leaves them.
 pub fn rebuild_hands_seqs_in_log_order<E: Engine>(engine: &E) -> Outcome {
     let place = engine.fresh_place()?;
     let store = engine.profiles(&place).ctx("open the profile store")?;
@@ -623,6 +624,14 @@ pub fn rebuild_hands_seqs_in_log_order<E: Engine>(engine: &E) -> Outcome {
         store.profile(3).ctx("profile")?,
         None,
         "a merged profile is deleted by rebuild"
+    );
+    ensure!(
+        store.conflicts(10).ctx("conflicts")?.is_empty(),
+        "rebuild deletes the profiles' conflicts (work records them again)"
+    );
+    ensure!(
+        store.consent(1).ctx("consent")?.is_empty() && store.merges(1).ctx("merges")?.is_empty(),
+        "rebuild deletes the profiles' consent and merges (work did not record any)"
     );
     ensure_eq!(
         store.event_seqs(1, None, 10).ctx("event_seqs")?,
