@@ -138,7 +138,7 @@ pub fn enqueue_is_idempotent<E: Engine>(engine: &E) -> Outcome {
 }
 
 /// Cursors are 0 until set and move in the same call as the deliveries, also when
-/// every delivery was already stored.
+/// every delivery was already stored; a lower value never moves one back.
 pub fn cursors_move_with_enqueue<E: Engine>(engine: &E) -> Outcome {
     let place = engine.fresh_place()?;
     let store = engine.activation(&place).ctx("open the activation store")?;
@@ -170,6 +170,12 @@ pub fn cursors_move_with_enqueue<E: Engine>(engine: &E) -> Outcome {
         store.cursor("fanout").ctx("cursor")?,
         9,
         "a cursor moves with no deliveries"
+    );
+    store.enqueue(&[], &[("fanout", 4)]).ctx("enqueue")?;
+    ensure_eq!(
+        store.cursor("fanout").ctx("cursor")?,
+        9,
+        "a cursor never moves back"
     );
     Ok(())
 }
