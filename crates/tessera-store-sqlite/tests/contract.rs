@@ -56,6 +56,19 @@ impl Engine for Sqlite {
         }
         Ok(files)
     }
+
+    fn place_from_files(&self, files: Vec<(String, Vec<u8>)>) -> Result<Self::Place, String> {
+        let place = self.fresh_place()?;
+        for (name, bytes) in files {
+            let file_name = std::path::Path::new(&name)
+                .file_name()
+                .ok_or_else(|| format!("{name} names no file"))?;
+            let path = place.path().join(file_name);
+            std::fs::write(&path, bytes)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok(place)
+    }
 }
 
 tessera_store::store_contract_tests!(Sqlite);

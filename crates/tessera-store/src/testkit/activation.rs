@@ -1,6 +1,6 @@
 //! Promises of [`ActivationStore`].
 
-use super::{Ctx, Engine, Outcome, ensure, ensure_eq, ensure_gone, ensure_stored};
+use super::{Ctx, Engine, Outcome, crash_copy, ensure, ensure_eq, ensure_gone, ensure_stored};
 use crate::activation::{
     ActivationStore, Delivery, DeliveryFilter, DeliveryOutcome, DeliveryStatus, JourneyRun,
     NewDelivery,
@@ -976,6 +976,47 @@ pub fn outbox_survives_reopen<E: Engine>(engine: &E) -> Outcome {
             .ctx("start_run")?,
         None,
         "one run per trigger after reopening"
+    );
+    Ok(())
+}
+
+/// The outbox is durable: deliveries, cursors and runs are in the files when the
+/// call returns — a copy taken with the store still open (a crash) holds them, so
+/// fan-out repeated after the crash queues nothing twice.
+pub fn outbox_survives_a_crash<E: Engine>(engine: &E) -> Outcome {
+    let place = engine.fresh_place()?;
+    let store = engine.activation(&place).ctx("open the activation store")?;
+    store
+        .enqueue(&[delivery("e1:hook", "hook", Some(1))], &[("fanout", 3)])
+        .ctx("enqueue")?;
+    store
+        .start_run(&run("j", 1, "event:1"), &[])
+        .ctx("start_run")?;
+    let crashed = crash_copy(engine, &place)?;
+    let copy = engine
+        .activation(&crashed)
+        .ctx("open the activation store after a crash")?;
+    ensure_eq!(
+        keys(&all(copy.as_ref())?),
+        vec!["e1:hook"],
+        "deliveries after a crash"
+    );
+    ensure_eq!(
+        copy.cursor("fanout").ctx("cursor")?,
+        3,
+        "a cursor after a crash"
+    );
+    ensure_eq!(
+        copy.enqueue(&[delivery("e1:hook", "hook", Some(1))], &[])
+            .ctx("enqueue")?,
+        0,
+        "fan-out repeated after a crash queues nothing twice"
+    );
+    ensure_eq!(
+        copy.start_run(&run("j", 1, "event:1"), &[])
+            .ctx("start_run")?,
+        None,
+        "a run started before a crash is not started again"
     );
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Promises of [`AudienceStore`](crate::audiences::AudienceStore).
 
-use super::{Ctx, Engine, Outcome, ensure, ensure_eq, ensure_gone, ensure_stored};
+use super::{Ctx, Engine, Outcome, crash_copy, ensure, ensure_eq, ensure_gone, ensure_stored};
 use crate::audiences::{Membership, MembershipChange, StoredChange};
 use crate::profiles::ProfileId;
 
@@ -283,5 +283,31 @@ pub fn erased_memberships_leave_no_bytes<E: Engine>(engine: &E) -> Outcome {
     store.erase_profiles(&[1]).ctx("erase_profiles")?;
     store.purge_deleted().ctx("purge_deleted")?;
     ensure_gone(engine, &place, marker, "erase_profiles and purge_deleted")?;
+    Ok(())
+}
+
+/// Applied changes are in the files when `apply_changes` returns: a copy taken with
+/// the store still open (a crash) holds the members and the feed.
+pub fn changes_survive_a_crash<E: Engine>(engine: &E) -> Outcome {
+    let place = engine.fresh_place()?;
+    let store = engine.audiences(&place).ctx("open the audience store")?;
+    store
+        .apply_changes(&[change("a", 1, true, 1), change("a", 2, true, 2)])
+        .ctx("apply_changes")?;
+    let before = store.changes(0, None, 10).ctx("changes")?;
+    let crashed = crash_copy(engine, &place)?;
+    let copy = engine
+        .audiences(&crashed)
+        .ctx("open the audience store after a crash")?;
+    ensure_eq!(
+        copy.changes(0, None, 10).ctx("changes")?,
+        before,
+        "the feed after a crash"
+    );
+    ensure_eq!(
+        copy.member_count("a").ctx("member_count")?,
+        2,
+        "members after a crash"
+    );
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Promises of [`Catalog`].
 
-use super::{Ctx, Engine, Outcome, ensure, ensure_eq, ensure_gone, ensure_stored};
+use super::{Ctx, Engine, Outcome, crash_copy, ensure, ensure_eq, ensure_gone, ensure_stored};
 use crate::{
     ApiToken, AuditEntry, Catalog, NewApiToken, NewSource, PrivacyRequest, PrivacyRequestKind,
     StoreErrorKind,
@@ -592,6 +592,44 @@ pub fn catalog_survives_reopen<E: Engine>(engine: &E) -> Outcome {
         catalog.suppressions().ctx("suppressions")?,
         vec!["h"],
         "suppressions after reopening"
+    );
+    Ok(())
+}
+
+/// Catalog writes are in the files when the call returns: a copy taken with the
+/// catalog still open (a crash) holds them.
+pub fn catalog_survives_a_crash<E: Engine>(engine: &E) -> Outcome {
+    let place = engine.fresh_place()?;
+    let catalog = engine.catalog(&place).ctx("open the catalog")?;
+    catalog
+        .setting_or_insert("privacy_suppression_salt", "salt")
+        .ctx("setting_or_insert")?;
+    catalog
+        .create_source(&new_source("src_a", "web", "hash-a"))
+        .ctx("create_source")?;
+    catalog
+        .append_audit(&audit("source.create", "src_a"))
+        .ctx("append_audit")?;
+    let crashed = crash_copy(engine, &place)?;
+    let copy = engine
+        .catalog(&crashed)
+        .ctx("open the catalog after a crash")?;
+    ensure_eq!(
+        copy.setting("privacy_suppression_salt").ctx("setting")?,
+        Some("salt".to_string()),
+        "a setting after a crash"
+    );
+    ensure_eq!(
+        copy.source_by_key_hash("hash-a")
+            .ctx("source_by_key_hash")?
+            .map(|s| s.id),
+        Some("src_a".to_string()),
+        "a source after a crash"
+    );
+    ensure_eq!(
+        copy.audit_entries(0, None, 10).ctx("audit_entries")?.len(),
+        1,
+        "the audit log after a crash"
     );
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Promises of [`EventLog`].
 
-use super::{Ctx, Engine, Outcome, ensure, ensure_eq, ensure_gone, ensure_stored};
+use super::{Ctx, Engine, Outcome, crash_copy, ensure, ensure_eq, ensure_gone, ensure_stored};
 use crate::{
     AppendBatch, AppendOutcome, EventFilter, EventLog, EventRecord, RejectionRecord,
     RewrittenEvent, StoredEvent,
@@ -800,6 +800,58 @@ pub fn size_bytes_counts_what_is_stored<E: Engine>(engine: &E) -> Outcome {
     ensure!(
         size >= 1_000_000,
         "after checkpoint, size_bytes {size} is below the 1 MB stored"
+    );
+    Ok(())
+}
+
+/// Durability on return, against a crash of the process: a copy of the files taken
+/// right after `append` and `delete_events` returned, with the log still open, holds
+/// every acknowledged event and none of the deleted ones, and an append there gets a
+/// `seq` above every one handed out before.
+pub fn acknowledged_events_and_deletions_survive_a_crash<E: Engine>(engine: &E) -> Outcome {
+    let place = engine.fresh_place()?;
+    let log = engine.event_log(&place).ctx("open the event log")?;
+    log.append(&[batch(vec![event(1, "a", "p1"), event(1, "b", "p2")])])
+        .ctx("append")?;
+    log.append(&[batch(vec![event(1, "c", "p3")])])
+        .ctx("append")?;
+    let before = scan_all(log.as_ref(), &EventFilter::default())?;
+    let crashed = crash_copy(engine, &place)?;
+    {
+        let copy = engine
+            .event_log(&crashed)
+            .ctx("open the event log after a crash")?;
+        ensure_eq!(
+            scan_all(copy.as_ref(), &EventFilter::default())?,
+            before,
+            "every acknowledged event is in the files when append returns"
+        );
+    }
+    log.delete_events(&[before[2].seq]).ctx("delete_events")?;
+    let crashed = crash_copy(engine, &place)?;
+    let copy = engine
+        .event_log(&crashed)
+        .ctx("open the event log after a crash")?;
+    ensure_eq!(
+        payloads(&scan_all(copy.as_ref(), &EventFilter::default())?),
+        vec!["p1", "p2"],
+        "a deletion is in the files when delete_events returns"
+    );
+    copy.append(&[batch(vec![event(1, "d", "p4")])])
+        .ctx("append")?;
+    let after = scan_all(copy.as_ref(), &EventFilter::default())?;
+    ensure!(
+        after.last().is_some_and(|e| e.seq > before[2].seq),
+        "after a crash, an append reused the deleted newest seq {}",
+        before[2].seq
+    );
+    let outcomes = copy
+        .append(&[batch(vec![event(1, "a", "again")])])
+        .ctx("append")?;
+    ensure_eq!(
+        outcomes,
+        vec![outcome(0, 1)],
+        "a repeated messageId is a duplicate after a crash"
     );
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! once against the traits and run against every engine (feature `testkit`).
 //!
 //! An engine's tests implement [`Engine`] — open each store in a place (a data
-//! directory, a database) and list the bytes the engine keeps there — and invoke
+//! directory, a database), list the bytes the engine keeps there, and make a place
+//! from such bytes (what a crash leaves) — and invoke
 //! [`store_contract_tests!`](crate::store_contract_tests), which expands to one
 //! `#[test]` per promise, named `<store>::<promise>`:
 //!
@@ -58,6 +59,11 @@ pub trait Engine: Sync {
     /// bytes: for SQLite every file of the data directory, write-ahead and
     /// shared-memory files included. Physical deletion is checked against these.
     fn stored_files(&self, place: &Self::Place) -> Result<Vec<(String, Vec<u8>)>, String>;
+    /// A fresh place holding exactly these files (as [`Engine::stored_files`] listed
+    /// them, taken while stores were still open): what a crash of the process
+    /// (`kill -9`) would leave on disk. The suite opens stores on it to check that
+    /// what a call acknowledged was in the files when it returned.
+    fn place_from_files(&self, files: Vec<(String, Vec<u8>)>) -> Result<Self::Place, String>;
 }
 
 /// Runs one promise's outcome: panics with the promise's name and what broke.
@@ -108,6 +114,11 @@ macro_rules! ensure_eq {
 }
 
 pub(crate) use {ensure, ensure_eq};
+
+/// What a crash of the process would leave of `place` now (its stores stay open).
+pub(crate) fn crash_copy<E: Engine>(engine: &E, place: &E::Place) -> Result<E::Place, String> {
+    engine.place_from_files(engine.stored_files(place)?)
+}
 
 /// Names of the files of `place` that contain `marker`.
 pub(crate) fn files_holding<E: Engine>(
@@ -166,6 +177,7 @@ macro_rules! store_contract_tests {
                 get_returns_log_order_once_each,
                 last_seq_is_the_highest_seq,
                 acknowledged_events_survive_reopen,
+                acknowledged_events_and_deletions_survive_a_crash,
                 unsynced_appends_are_durable_after_sync,
                 seq_is_never_reused_after_deleting_the_newest,
                 dedup_within_window,
@@ -188,6 +200,7 @@ macro_rules! store_contract_tests {
                 privacy_identifier_leaves_no_bytes,
                 suppressions_are_a_set,
                 catalog_survives_reopen,
+                catalog_survives_a_crash,
             }
             profiles {
                 apply_moves_the_checkpoint_with_the_work,
@@ -204,6 +217,7 @@ macro_rules! store_contract_tests {
                 owners_of_events,
                 bulk_pages_are_ordered,
                 profiles_survive_reopen,
+                applied_chunks_survive_a_crash,
             }
             audiences {
                 apply_changes_announces_only_real_changes,
@@ -212,6 +226,7 @@ macro_rules! store_contract_tests {
                 erase_profiles_removes_memberships_and_feed,
                 feed_seq_is_never_reused_after_erasure,
                 erased_memberships_leave_no_bytes,
+                changes_survive_a_crash,
             }
             activation {
                 enqueue_is_idempotent,
@@ -228,6 +243,7 @@ macro_rules! store_contract_tests {
                 erase_events_and_profiles,
                 erased_deliveries_leave_no_bytes,
                 outbox_survives_reopen,
+                outbox_survives_a_crash,
             }
         }
     };

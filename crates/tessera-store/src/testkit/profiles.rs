@@ -1,6 +1,6 @@
 //! Promises of [`ProfileStore`] and [`ProfileTxn`].
 
-use super::{Ctx, Engine, Outcome, ensure, ensure_eq, ensure_gone, ensure_stored};
+use super::{Ctx, Engine, Outcome, crash_copy, ensure, ensure_eq, ensure_gone, ensure_stored};
 use crate::StoreResult;
 use crate::profiles::{
     ConflictRecord, ConsentRecord, GroupMembership, IdentityLink, MergeRecord, ProfileId,
@@ -794,6 +794,34 @@ pub fn profiles_survive_reopen<E: Engine>(engine: &E) -> Outcome {
     ensure!(
         !apply(store.as_ref(), 0, 5, |_| Ok(()))?,
         "a chunk applied before reopening is not applied again"
+    );
+    Ok(())
+}
+
+/// An applied chunk and its checkpoint are in the files when `apply` returns: a copy
+/// taken with the store still open (a crash) holds both, so the chunk is not applied
+/// twice.
+pub fn applied_chunks_survive_a_crash<E: Engine>(engine: &E) -> Outcome {
+    let place = engine.fresh_place()?;
+    let store = engine.profiles(&place).ctx("open the profile store")?;
+    seed(store.as_ref(), "@example.com")?;
+    let crashed = crash_copy(engine, &place)?;
+    let copy = engine
+        .profiles(&crashed)
+        .ctx("open the profile store after a crash")?;
+    ensure_eq!(
+        copy.checkpoint().ctx("checkpoint")?,
+        5,
+        "the checkpoint after a crash"
+    );
+    ensure_eq!(
+        copy.find("email", "b@example.com").ctx("find")?,
+        Some(1),
+        "the chunk's writes after a crash"
+    );
+    ensure!(
+        !apply(copy.as_ref(), 0, 5, |_| Ok(()))?,
+        "a chunk applied before a crash is not applied again"
     );
     Ok(())
 }
