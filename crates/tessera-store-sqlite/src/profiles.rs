@@ -506,6 +506,8 @@ impl ProfileStore for SqliteProfileStore {
                     "DELETE FROM profile_groups WHERE profile_id = ?1",
                     "DELETE FROM consent WHERE profile_id = ?1",
                     "DELETE FROM merges WHERE winner = ?1",
+                    // `work` records the conflicts that still hold again.
+                    "DELETE FROM conflicts WHERE profile_id = ?1",
                     "DELETE FROM profiles WHERE id = ?1",
                 ] {
                     tx.execute(sql, [member]).map_err(engine)?;

@@ -134,8 +134,10 @@ pub struct JourneyRun {
 
 /// The outbox and journey runs.
 pub trait ActivationStore: Send + Sync {
-    /// Writes deliveries (those whose idempotency key exists are ignored) and moves
-    /// the named cursors, in one transaction. Returns how many were new.
+    /// Writes deliveries (those whose idempotency key exists, or came earlier in the
+    /// call, are ignored) and moves the named cursors, in one transaction: a reader
+    /// that sees a cursor moved sees its deliveries. A cursor never moves back (a
+    /// lower value is ignored). Returns how many deliveries were new.
     fn enqueue(&self, deliveries: &[NewDelivery], cursors: &[(&str, i64)]) -> StoreResult<usize>;
     /// A fan-out cursor (0 when never set).
     fn cursor(&self, name: &str) -> StoreResult<i64>;
@@ -190,7 +192,9 @@ pub trait ActivationStore: Send + Sync {
         trigger: &mut dyn FnMut(&str) -> Option<String>,
     ) -> StoreResult<u64>;
     /// Deletes the deliveries made from these events and the runs they triggered
-    /// (erasure of the events, whoever they were attributed to).
+    /// (erasure of the events, whoever they were attributed to). The fan-out's keys
+    /// say which: an event's deliveries have the idempotency key
+    /// `e<seq>:<destination>`, the runs it triggered the trigger key `event:<seq>`.
     fn erase_events(&self, seqs: &[i64]) -> StoreResult<()>;
     /// Deletes every delivery and run of these profiles (erasure).
     fn erase_profiles(&self, profiles: &[ProfileId]) -> StoreResult<()>;

@@ -3,8 +3,8 @@
 //! Memberships are derived (the audience engine computes them from profiles), but
 //! they are kept across `tessera replay`: a replay that yields the same members
 //! must not announce them again. The change feed (`Audience Entered` /
-//! `Audience Exited`) is append-only with increasing `seq`s, for activation to
-//! consume in order.
+//! `Audience Exited`) is append-only with increasing `seq`s, never reused (also after
+//! erasure deleted the newest rows), for activation to consume in order.
 
 use crate::StoreResult;
 use crate::profiles::ProfileId;

@@ -9,9 +9,14 @@
 //!   survive `kill -9` and power loss to the extent the OS honours `fsync`).
 //! - Events are read back in log order (`seq` ascending), and `seq` is never reused,
 //!   even after deletions, so a consumer's checkpoint stays valid.
-//! - A repeated `(source, messageId)` is stored once.
+//! - A repeated `(source, messageId)` is stored once when it arrives within the
+//!   engine's dedup window (SQLite: `DedupConfig`, 7 days by default, also across a
+//!   restart and between processes); a repeat arriving later may be stored again.
 //! - [`EventLog::delete_events`] removes events physically: afterwards no file of the
 //!   engine holds their bytes (needed for erasure, docs/architecture.md).
+//!
+//! The store contract suite (`testkit`, feature `testkit`) checks these and every
+//! other promise of the traits against an engine.
 
 use std::fmt;
 
@@ -19,6 +24,8 @@ pub mod activation;
 pub mod audiences;
 pub mod keys;
 pub mod profiles;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 /// What went wrong inside a store.
 ///
@@ -134,7 +141,8 @@ pub struct AppendBatch {
 pub struct AppendOutcome {
     /// Events newly stored.
     pub appended: usize,
-    /// Events whose `(source, messageId)` was already stored.
+    /// Events whose `(source, messageId)` was already stored within the engine's
+    /// dedup window, or came earlier in the same append.
     pub duplicates: usize,
 }
 
@@ -215,10 +223,13 @@ pub trait EventLog: Send + Sync {
         visit: &mut dyn FnMut(StoredEvent) -> StoreResult<()>,
     ) -> StoreResult<u64>;
 
-    /// The events with these `seq`s, in log order (missing ones are skipped).
+    /// The events with these `seq`s, in log order, each once (missing ones are
+    /// skipped).
     fn get(&self, seqs: &[i64]) -> StoreResult<Vec<StoredEvent>>;
 
-    /// The highest `seq` in the log (0 when empty).
+    /// The highest `seq` in the log (0 when empty). Deleting the newest events lowers
+    /// it to the highest remaining one; the next append still gets a higher `seq`
+    /// than any handed out before.
     fn last_seq(&self) -> StoreResult<i64>;
 
     /// Physically deletes the events with these `seq`s; returns how many were deleted.
@@ -229,7 +240,8 @@ pub trait EventLog: Send + Sync {
     fn rewrite_events(&self, events: &[RewrittenEvent]) -> StoreResult<u64>;
 
     /// `seq`s of events whose stored message contains any of `needles`
-    /// (ASCII case-insensitive), ascending; reads the whole log.
+    /// (ASCII case-insensitive, literal text: no wildcards), ascending; empty needles
+    /// match nothing. Reads the whole log.
     fn find_containing(&self, needles: &[String]) -> StoreResult<Vec<i64>>;
 
     /// The newest rejections, newest first.
@@ -323,7 +335,8 @@ pub struct AuditEntry {
 
 /// Configuration state: sources and settings.
 pub trait Catalog: Send + Sync {
-    /// Stores a new source.
+    /// Stores a new source; [`StoreError::Conflict`] when its id or write key hash is
+    /// already taken.
     fn create_source(&self, source: &NewSource) -> StoreResult<Source>;
     /// Every source, oldest first.
     fn list_sources(&self) -> StoreResult<Vec<Source>>;
@@ -331,7 +344,8 @@ pub trait Catalog: Send + Sync {
     fn find_source(&self, id_or_name: &str) -> StoreResult<Option<Source>>;
     /// The source whose write key hashes to this.
     fn source_by_key_hash(&self, write_key_hash: &str) -> StoreResult<Option<Source>>;
-    /// Disables a source; its key is refused from then on.
+    /// Disables a source; its key is refused from then on (the source is kept,
+    /// `enabled` false). [`StoreError::NotFound`] for an unknown id.
     fn disable_source(&self, id: &str) -> StoreResult<Source>;
     /// A setting's value.
     fn setting(&self, name: &str) -> StoreResult<Option<String>>;
@@ -340,7 +354,7 @@ pub trait Catalog: Send + Sync {
     /// A setting's value, storing `value` first when it has none (atomic: two
     /// processes racing get the same answer).
     fn setting_or_insert(&self, name: &str, value: &str) -> StoreResult<String>;
-    /// Every setting whose name starts with `prefix`, by name.
+    /// Every setting whose name starts with `prefix` (literal text), by name.
     fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>>;
     /// Deletes a setting; returns whether it existed.
     fn delete_setting(&self, name: &str) -> StoreResult<bool>;
@@ -351,6 +365,7 @@ pub trait Catalog: Send + Sync {
     /// The token whose secret hashes to this.
     fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiToken>>;
     /// Revokes a token; the token as it now is, or `None` when no token has that id.
+    /// Revoking a revoked token keeps its first revocation time.
     fn revoke_token(&self, id: &str, at_ms: i64) -> StoreResult<Option<ApiToken>>;
     /// Appends to the audit log (its `id` is assigned; the log is append-only).
     fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
@@ -358,10 +373,10 @@ pub trait Catalog: Send + Sync {
     fn create_privacy_request(&self, request: &PrivacyRequest) -> StoreResult<()>;
     /// A privacy request by id.
     fn privacy_request(&self, id: &str) -> StoreResult<Option<PrivacyRequest>>;
-    /// Requests not yet completed or failed, oldest first.
+    /// Requests still open (`pending`, `running`, `purging`), oldest first.
     fn open_privacy_requests(&self) -> StoreResult<Vec<PrivacyRequest>>;
-    /// Updates a request's status and result; `completed_at_ms` set ends it and
-    /// clears its identifier and plan.
+    /// Updates a request's status and result (`None` keeps the stored result);
+    /// `completed_at_ms` set clears its identifier and plan.
     fn update_privacy_request(
         &self,
         id: &str,
@@ -427,7 +442,8 @@ pub struct PrivacyRequest {
     pub identifier: Option<String>,
     /// Salted hash of the identifier, kept to match later questions about it.
     pub identifier_hash: String,
-    /// `pending`, `running`, `completed` or `failed`.
+    /// `pending`, `running`, `purging` (completed, the catalog's deleted bytes not
+    /// yet purged: still open), `completed` or `failed`.
     pub status: String,
     /// Who asked (`admin-token`, `token:tok_…`, `cli:<user>`).
     pub actor: String,

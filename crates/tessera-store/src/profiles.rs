@@ -172,8 +172,9 @@ pub trait ProfileStore: Send + Sync {
         work: &mut dyn FnMut(&mut dyn ProfileTxn) -> StoreResult<()>,
     ) -> StoreResult<bool>;
     /// Deletes the given profiles (and those merged into them) with everything
-    /// attached, in one transaction with `work`, which rebuilds them; returns the
-    /// `seq`s of their events in log order before deleting, for `work` to re-apply.
+    /// attached (identities, traits, events, groups, consent, merges, conflicts), in
+    /// one transaction with `work`, which rebuilds them; hands `work` the `seq`s of
+    /// their events in log order, read before deleting, to re-apply.
     fn rebuild(&self, profiles: &[ProfileId], work: &mut RebuildWork<'_>) -> StoreResult<()>;
     /// Deletes all derived state and resets the checkpoint to 0.
     fn reset(&self) -> StoreResult<()>;
