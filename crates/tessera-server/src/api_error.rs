@@ -115,7 +115,13 @@ impl From<SubmitError> for ApiError {
                 ErrorCode::EventLogFailed,
                 "an fsync of the event log failed: this server stores nothing more until it is restarted; retry later",
             ),
-            SubmitError::Store(e) => ApiError::internal(e),
+            SubmitError::StorageUnavailable(e) => {
+                tracing::warn!(error = %e, "ingest refused: the event log cannot be written");
+                ApiError::new(
+                    ErrorCode::StorageUnavailable,
+                    "the event log cannot be written now (the disk holding the data directory is full or failing): nothing of this request was stored; retry after the Retry-After seconds",
+                )
+            }
         }
     }
 }
@@ -136,17 +142,21 @@ impl IntoResponse for ApiError {
             map.insert(name.to_string(), value);
         }
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(
-            self.code,
+        let retry_after = match self.code {
             ErrorCode::Overloaded
-                | ErrorCode::ShuttingDown
-                | ErrorCode::AudiencesLoading
-                | ErrorCode::RateLimited
-        ) {
+            | ErrorCode::ShuttingDown
+            | ErrorCode::AudiencesLoading
+            | ErrorCode::RateLimited => Some("1"),
+            // Storage needs an operator (room on the disk, or a restart).
+            ErrorCode::StorageUnavailable => Some("5"),
+            ErrorCode::EventLogFailed => Some("30"),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             // Segment's SDKs honour Retry-After; the browser library reads x-ratelimit-reset.
             let headers = response.headers_mut();
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            headers.insert("x-ratelimit-reset", HeaderValue::from_static("1"));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+            headers.insert("x-ratelimit-reset", HeaderValue::from_static(seconds));
         }
         response
     }
