@@ -1,4 +1,5 @@
-//! `load`: closed-loop HTTP load against `/v1/batch` over N keep-alive connections.
+//! `load`: closed-loop HTTP load against `/v1/batch` over N keep-alive connections,
+//! or paced at a fixed total rate (`--rate`, for soak runs).
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub struct LoadConfig {
     pub max_backoff: Duration,
     /// Server process id, to report its CPU use during the window.
     pub server_pid: Option<u32>,
+    /// Total events per second to pace at (0: closed loop, as fast as answered).
+    pub rate: f64,
 }
 
 /// Retry-After in seconds (integer form); 1 s when absent or unparsable.
@@ -60,16 +63,31 @@ fn rejected_count(body: &Bytes) -> u64 {
         .unwrap_or(0)
 }
 
+/// A connection's timing: request timeout, longest Retry-After honoured, pacing.
+#[derive(Clone, Copy)]
+struct Timing {
+    timeout: Duration,
+    max_backoff: Duration,
+    /// Paced runs: the interval between this connection's batches.
+    pace: Option<Duration>,
+}
+
 async fn worker(
     id: usize,
     target: Target,
     auth: String,
     bodies: BodyGen,
     window: Window,
-    timeout: Duration,
-    max_backoff: Duration,
+    timing: Timing,
 ) -> Recorder {
+    let Timing {
+        timeout,
+        max_backoff,
+        pace,
+    } = timing;
     let mut rec = Recorder::new(window.seconds());
+    // Paced: this connection's next batch is due then (spread over one interval).
+    let mut due = pace.map(|p| Instant::now() + p.mul_f64(id as f64 / 64.0 % 1.0));
     let mut sender = None;
     let mut seq = id * 7919;
     let mut pending: Option<Bytes> = None; // body to retry after a 503
@@ -89,6 +107,12 @@ async fn worker(
         let body = match pending.take() {
             Some(b) => b,
             None => {
+                if let (Some(pace), Some(at)) = (pace, due.as_mut()) {
+                    tokio::time::sleep_until((*at).into()).await;
+                    // Behind by more than a second (the server stalled): no burst to
+                    // catch up, the rate resumes from now.
+                    *at = (*at + pace).max(Instant::now() - Duration::from_secs(1));
+                }
                 seq += 1;
                 bodies.next_body(seq)
             }
@@ -171,6 +195,8 @@ pub async fn run(cfg: LoadConfig, bodies: BodyGen) -> Result<Value> {
         cfg.url
     );
     let window = Window::new(cfg.warmup, cfg.duration);
+    let pace = (cfg.rate > 0.0)
+        .then(|| Duration::from_secs_f64(bodies.batch as f64 * cfg.connections as f64 / cfg.rate));
     let mut set = JoinSet::new();
     for id in 0..cfg.connections {
         set.spawn(worker(
@@ -179,8 +205,11 @@ pub async fn run(cfg: LoadConfig, bodies: BodyGen) -> Result<Value> {
             auth.clone(),
             bodies.clone(),
             window,
-            cfg.timeout,
-            cfg.max_backoff,
+            Timing {
+                timeout: cfg.timeout,
+                max_backoff: cfg.max_backoff,
+                pace,
+            },
         ));
     }
     tokio::time::sleep_until(window.measure_start.into()).await;
@@ -227,6 +256,7 @@ fn build_report(
         "mode": "load",
         "url": cfg.url,
         "connections": cfg.connections,
+        "rate": cfg.rate,
         "batch": bodies.batch,
         "avg_message_bytes": round3(bodies.avg_message_bytes),
         "message_ids": bodies.id_order(),

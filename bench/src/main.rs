@@ -133,6 +133,10 @@ struct LoadArgs {
     /// PID of the server, to report its CPU use (per thread name) during the window.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Events per second to send in total (0: as fast as the server answers). Each
+    /// connection then sends a batch every `batch × connections / rate` seconds.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     #[command(flatten)]
     common: Common,
 }
@@ -238,6 +242,7 @@ fn main() -> Result<()> {
                 timeout: a.timeout,
                 max_backoff: a.max_backoff,
                 server_pid: a.server_pid,
+                rate: a.rate,
             };
             let report =
                 runtime(a.common.threads.unwrap_or(1))?.block_on(load::run(cfg, bodies))?;

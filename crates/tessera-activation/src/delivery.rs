@@ -246,6 +246,10 @@ pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64
                 let made = delivery.attempts + 1;
                 outcomes.push(match attempt {
                     Attempt::Delivered => {
+                        // Tests: the receiver has it, the outbox does not know yet.
+                        tessera_store::fault::crash_point(
+                            tessera_store::fault::points::SEND_AFTER_DELIVERY,
+                        );
                         any_delivered = true;
                         let latency = (at - delivery.new.origin_ms).max(0) as f64 / 1_000.0;
                         activation.observer.delivered(&id, latency);

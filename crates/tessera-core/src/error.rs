@@ -88,6 +88,9 @@ error_codes! {
     /// An fsync of the event log failed: this server stores nothing more until it is
     /// restarted; retry against another node or after the restart.
     EventLogFailed => ("event_log_failed", 503),
+    /// The event log cannot be written now (the disk is full or failing): nothing
+    /// of the request was stored; retry after the `Retry-After` seconds.
+    StorageUnavailable => ("storage_unavailable", 503),
     /// The admin API needs `Authorization: Bearer <admin token>`.
     InvalidAdminToken => ("invalid_admin_token", 401),
     /// The token is valid but lacks the scope this endpoint needs (e.g. a

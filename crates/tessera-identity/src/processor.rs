@@ -275,7 +275,10 @@ impl ProfileTxn for RecordingTxn<'_, '_> {
     }
     fn merge(&mut self, record: &MergeRecord) -> StoreResult<()> {
         self.merges.push((record.winner, record.loser));
-        self.inner.merge(record)
+        self.inner.merge(record)?;
+        // Tests: the merge is written in the transaction, not committed.
+        tessera_store::fault::crash_point(tessera_store::fault::points::MERGE_BEFORE_COMMIT);
+        Ok(())
     }
     fn traits(&mut self, profile: ProfileId) -> StoreResult<Vec<StoredTrait>> {
         self.inner.traits(profile)
@@ -460,7 +463,15 @@ impl Processor {
             let _guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
             self.profiles.reset()?;
         }
-        self.catch_up(progress)
+        let mut chunks = 0u32;
+        self.catch_up(&mut |applied, target| {
+            chunks += 1;
+            if chunks == 2 {
+                // Tests: a chunk or two is committed, the rest of the log is not.
+                tessera_store::fault::crash_point(tessera_store::fault::points::REPLAY_MIDWAY);
+            }
+            progress(applied, target);
+        })
     }
 
     /// The canonical profile a message belongs to (its strongest identifier that
@@ -701,6 +712,11 @@ impl Processor {
         let rewritten_seqs: Vec<i64> = rewritten.iter().map(|e| e.seq).collect();
         let events_redacted = self.log.rewrite_events(&rewritten)?;
         let events_deleted = self.log.delete_events(&plan.seqs)?;
+        // Stale copies of their rows (in pages' free space, freelist pages, the WAL)
+        // go with a rewrite of the whole file.
+        self.log.purge_deleted()?;
+        // Tests: the events are gone, the profile is not; a restart re-runs the plan.
+        tessera_store::fault::crash_point(tessera_store::fault::points::ERASURE_AFTER_EVENTS);
 
         let canonical: Vec<ProfileId> = plan
             .profiles

@@ -10,10 +10,21 @@
 //! The queue is bounded: when it is full the handler gets [`SubmitError::Overloaded`]
 //! at once (answered 503 with `Retry-After`) instead of growing memory without end.
 //! A third thread checkpoints the write-ahead log in the background.
+//!
+//! Storage failures stop acknowledgements, in two ways:
+//! - a **failed commit** (a full disk, a write error) acknowledges nothing of its
+//!   group and makes the log *degraded* ([`StorageHealth`]): requests get
+//!   [`SubmitError::StorageUnavailable`] (503 with `Retry-After`) and `/healthz`
+//!   answers 503 until a write succeeds again — the next commit, or the probe the
+//!   checkpoint thread writes every second while degraded. SQLite rolled the
+//!   failed transaction back and nothing of it was acknowledged, so retrying is safe.
+//! - a **failed fsync** is final for the process ([`SubmitError::LogFailed`]): after
+//!   one, the kernel may have dropped the dirty pages and a later fsync would succeed
+//!   without them, so only a restart, which reads the log back from the disk, is safe.
 
 use crate::metrics::Metrics;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tessera_store::{AppendBatch, AppendOutcome, EventLog, StoreError};
@@ -57,9 +68,80 @@ pub enum SubmitError {
         "an fsync of the event log failed: this server stores nothing more until it is restarted; retry later"
     )]
     LogFailed,
-    /// The store failed; nothing of the batch was acknowledged.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// The commit failed (a full disk, a write error): nothing of the batch was
+    /// stored or acknowledged; a retry may succeed once the storage takes writes.
+    #[error("the event log could not be written: {0}")]
+    StorageUnavailable(StoreError),
+}
+
+/// Why the event log is degraded: its last write failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Degraded {
+    /// `disk_full` or `write_failed`.
+    pub reason: &'static str,
+    /// The engine's error, for the operator.
+    pub detail: String,
+    /// When the first failure of this spell happened (Unix ms).
+    pub since_ms: i64,
+}
+
+/// Whether the event log currently takes writes (see the module doc).
+#[derive(Debug, Default)]
+pub struct StorageHealth {
+    degraded: AtomicBool,
+    state: Mutex<Option<Degraded>>,
+}
+
+impl StorageHealth {
+    /// Why writes fail now, or `None` when the last write succeeded.
+    pub fn degraded(&self) -> Option<Degraded> {
+        if !self.degraded.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::SeqCst)
+    }
+
+    fn write_failed(&self, error: &StoreError, metrics: &Metrics) {
+        let detail = error.to_string();
+        let reason = if detail.contains("disk is full") || detail.contains("No space left") {
+            "disk_full"
+        } else {
+            "write_failed"
+        };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.is_none() {
+            tracing::error!(%error, reason, "the event log cannot be written: ingest answers 503 until it can");
+        }
+        let since_ms = state
+            .as_ref()
+            .map_or_else(|| chrono::Utc::now().timestamp_millis(), |d| d.since_ms);
+        *state = Some(Degraded {
+            reason,
+            detail,
+            since_ms,
+        });
+        self.degraded.store(true, Ordering::SeqCst);
+        metrics.event_log_degraded.set(1);
+    }
+
+    fn write_succeeded(&self, metrics: &Metrics) {
+        if !self.degraded.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(degraded) = state.take() {
+            tracing::warn!(
+                reason = degraded.reason,
+                seconds = (chrono::Utc::now().timestamp_millis() - degraded.since_ms) / 1000,
+                "the event log takes writes again: ingest resumed"
+            );
+        }
+        metrics.event_log_degraded.set(0);
+    }
 }
 
 impl tessera_core::CodedError for SubmitError {
@@ -71,7 +153,16 @@ impl tessera_core::CodedError for SubmitError {
             SubmitError::Overloaded => ErrorCode::Overloaded,
             SubmitError::ShuttingDown => ErrorCode::ShuttingDown,
             SubmitError::LogFailed => ErrorCode::EventLogFailed,
-            SubmitError::Store(_) => ErrorCode::InternalError,
+            SubmitError::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
+        }
+    }
+
+    /// The detail of a failed write is for the log (it is logged where the commit
+    /// failed); the client learns what to do.
+    fn user_message(&self) -> String {
+        match self {
+            SubmitError::StorageUnavailable(_) => "the event log cannot be written now (the disk holding the data directory is full or failing): nothing of this request was stored; retry after the Retry-After seconds".into(),
+            other => other.to_string(),
         }
     }
 }
@@ -98,6 +189,7 @@ enum Job {
 pub struct Committer {
     queue: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
+    health: Arc<StorageHealth>,
 }
 
 /// Owns the writer and checkpoint threads; [`CommitterThreads::shutdown`] drains and joins them.
@@ -131,12 +223,23 @@ impl Committer {
                 .record(seq, chrono::Utc::now().timestamp_millis());
         }
         let (committed, to_sync) = std::sync::mpsc::sync_channel(UNSYNCED_GROUPS);
+        let health = Arc::new(StorageHealth::default());
         let writer = {
             let log = Arc::clone(&log);
             let metrics = Arc::clone(&metrics);
+            let health = Arc::clone(&health);
             std::thread::Builder::new()
                 .name("event-log-writer".into())
-                .spawn(move || run_writer(log.as_ref(), &metrics, receiver, &committed, config))?
+                .spawn(move || {
+                    run_writer(
+                        log.as_ref(),
+                        &metrics,
+                        &health,
+                        receiver,
+                        &committed,
+                        config,
+                    )
+                })?
         };
         let syncer = {
             let log = Arc::clone(&log);
@@ -150,14 +253,16 @@ impl Committer {
             let log = Arc::clone(&log);
             let metrics = Arc::clone(&metrics);
             let stop = Arc::clone(&stop_checkpointer);
+            let health = Arc::clone(&health);
             std::thread::Builder::new()
                 .name("event-log-checkpoint".into())
-                .spawn(move || run_checkpointer(log.as_ref(), &metrics, &stop, config))?
+                .spawn(move || run_checkpointer(log.as_ref(), &metrics, &health, &stop, config))?
         };
         Ok((
             Committer {
                 queue: queue.clone(),
                 metrics,
+                health,
             },
             CommitterThreads {
                 queue,
@@ -184,7 +289,8 @@ impl Committer {
         self.metrics.ingest_queue_depth.set(self.queue_depth());
         match answer.await {
             Ok(Err(_)) if self.log_failed() => Err(SubmitError::LogFailed),
-            Ok(result) => Ok(result?),
+            Ok(Err(error)) => Err(SubmitError::StorageUnavailable(error)),
+            Ok(Ok(outcome)) => Ok(outcome),
             // The writer stopped without answering: it was shut down mid-queue.
             Err(_) => Err(SubmitError::ShuttingDown),
         }
@@ -193,6 +299,11 @@ impl Committer {
     /// Whether an fsync of the event log failed (then nothing more is stored).
     pub fn log_failed(&self) -> bool {
         self.metrics.event_log_failed.get() != 0
+    }
+
+    /// Why the event log's writes fail now (a full disk), or `None`.
+    pub fn degraded(&self) -> Option<Degraded> {
+        self.health.degraded()
     }
 
     fn queue_depth(&self) -> i64 {
@@ -235,6 +346,7 @@ impl CommitterThreads {
 fn run_writer(
     log: &dyn EventLog,
     metrics: &Metrics,
+    health: &StorageHealth,
     mut receiver: mpsc::Receiver<Job>,
     committed: &std::sync::mpsc::SyncSender<Committed>,
     config: CommitterConfig,
@@ -281,6 +393,7 @@ fn run_writer(
         metrics.commit_events.observe(events as f64);
         match result {
             Ok(outcomes) => {
+                health.write_succeeded(metrics);
                 let group = Committed {
                     replies: std::mem::take(&mut replies),
                     outcomes,
@@ -296,6 +409,9 @@ fn run_writer(
             }
             Err(error) => {
                 tracing::error!(%error, batches = batches.len(), "event-log commit failed");
+                if !log_failed(metrics) {
+                    health.write_failed(&error, metrics);
+                }
                 for reply in replies.drain(..) {
                     let _ = reply.send(Err(StoreError::Engine(error.to_string())));
                 }
@@ -351,6 +467,10 @@ fn run_syncer(
     }
 }
 
+fn log_failed(metrics: &Metrics) -> bool {
+    metrics.event_log_failed.get() != 0
+}
+
 /// Exponentially weighted share of time spent committing (about a one-second memory).
 struct BusyMeter {
     since: Instant,
@@ -387,16 +507,30 @@ impl BusyMeter {
     }
 }
 
+/// While the log is degraded, how often the checkpoint thread probes whether it
+/// takes writes again.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 fn run_checkpointer(
     log: &dyn EventLog,
     metrics: &Metrics,
+    health: &StorageHealth,
     stop: &AtomicBool,
     config: CommitterConfig,
 ) {
     let tick = config.checkpoint_interval.min(Duration::from_millis(20));
     let mut since_checkpoint = Duration::ZERO;
+    let mut last_probe = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(tick);
+        // A node taken out of a load balancer for its 503s gets no request that
+        // could find the disk writable again: this probe does.
+        if health.is_degraded() && !log_failed(metrics) && last_probe.elapsed() >= PROBE_INTERVAL {
+            last_probe = Instant::now();
+            if log.probe_write().is_ok() {
+                health.write_succeeded(metrics);
+            }
+        }
         since_checkpoint += tick;
         if since_checkpoint < config.checkpoint_interval {
             continue;
@@ -427,6 +561,8 @@ mod tests {
     struct RecordingLog {
         steps: Mutex<Vec<String>>,
         fail_sync: bool,
+        /// Commits (and write probes) fail as on a full disk while set.
+        disk_full: AtomicBool,
     }
 
     impl RecordingLog {
@@ -450,6 +586,9 @@ mod tests {
         }
 
         fn append_unsynced(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
+            if self.disk_full.load(Ordering::SeqCst) {
+                return Err(StoreError::Engine("database or disk is full".into()));
+            }
             self.step(format!("commit {}", batches.len()));
             Ok(batches
                 .iter()
@@ -496,6 +635,10 @@ mod tests {
             Ok(0)
         }
 
+        fn purge_deleted(&self) -> StoreResult<()> {
+            Ok(())
+        }
+
         fn find_containing(&self, _: &[String]) -> StoreResult<Vec<i64>> {
             Ok(Vec::new())
         }
@@ -509,6 +652,13 @@ mod tests {
         }
 
         fn checkpoint(&self) -> StoreResult<()> {
+            Ok(())
+        }
+
+        fn probe_write(&self) -> StoreResult<()> {
+            if self.disk_full.load(Ordering::SeqCst) {
+                return Err(StoreError::Engine("database or disk is full".into()));
+            }
             Ok(())
         }
     }
@@ -575,6 +725,36 @@ mod tests {
         let again = committer.append(one_event()).await;
         assert!(matches!(again, Err(SubmitError::LogFailed)), "{again:?}");
         assert_eq!(log.steps(), ["commit 1", "sync start", "sync end"]);
+        stop(threads).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_answers_storage_unavailable_until_a_probe_succeeds() {
+        let log = Arc::new(RecordingLog::default());
+        let (committer, threads) = start(&log);
+        log.disk_full.store(true, Ordering::SeqCst);
+        let answer = committer.append(one_event()).await;
+        assert!(
+            matches!(answer, Err(SubmitError::StorageUnavailable(_))),
+            "{answer:?}"
+        );
+        assert_eq!(committer.degraded().map(|d| d.reason), Some("disk_full"));
+        assert!(
+            !committer.log_failed(),
+            "a failed write is not a failed fsync"
+        );
+        // Room again: the checkpoint thread's probe clears it without any request.
+        log.disk_full.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        while committer.degraded().is_some() && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(committer.degraded(), None);
+        let answer = committer.append(one_event()).await;
+        assert!(
+            matches!(answer, Ok(AppendOutcome { appended: 1, .. })),
+            "{answer:?}"
+        );
         stop(threads).await;
     }
 }

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub event_log_bytes: Gauge,
     /// 1 once an fsync of the event log failed: ingest stops until a restart.
     pub event_log_failed: Gauge,
+    /// 1 while the event log's writes fail (a full disk): ingest answers 503.
+    pub event_log_degraded: Gauge,
     /// Events in the log the processor has not applied yet.
     pub processor_lag: Gauge,
     /// Events the processor applied to profiles.
@@ -301,6 +303,12 @@ impl Metrics {
             "1 once an fsync of the event log failed: nothing more is stored until Tessera is restarted",
             event_log_failed.clone(),
         );
+        let event_log_degraded = Gauge::default();
+        registry.register(
+            "event_log_degraded",
+            "1 while writes to the event log fail (a full disk): ingest answers 503 storage_unavailable until one succeeds",
+            event_log_degraded.clone(),
+        );
         let event_log_bytes = Gauge::default();
         registry.register(
             "event_log_bytes",
@@ -419,6 +427,7 @@ impl Metrics {
             last_commit_unix_ms: std::sync::atomic::AtomicI64::new(0),
             event_log_bytes,
             event_log_failed,
+            event_log_degraded,
             ack_latency,
             acks: AckTimes::default(),
         }

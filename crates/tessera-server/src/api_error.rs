@@ -139,17 +139,21 @@ impl IntoResponse for ApiError {
             map.insert(name.to_string(), value);
         }
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(
-            self.code,
+        let retry_after = match self.code {
             ErrorCode::Overloaded
-                | ErrorCode::ShuttingDown
-                | ErrorCode::AudiencesLoading
-                | ErrorCode::RateLimited
-        ) {
+            | ErrorCode::ShuttingDown
+            | ErrorCode::AudiencesLoading
+            | ErrorCode::RateLimited => Some("1"),
+            // Storage needs an operator (room on the disk, or a restart).
+            ErrorCode::StorageUnavailable => Some("5"),
+            ErrorCode::EventLogFailed => Some("30"),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             // Segment's SDKs honour Retry-After; the browser library reads x-ratelimit-reset.
             let headers = response.headers_mut();
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            headers.insert("x-ratelimit-reset", HeaderValue::from_static("1"));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+            headers.insert("x-ratelimit-reset", HeaderValue::from_static(seconds));
         }
         response
     }

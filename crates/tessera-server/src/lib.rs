@@ -89,13 +89,35 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `ok`, or 503 once the event log failed an fsync (a supervisor should restart us).
+/// `ok`; 503 `failed` once the event log failed an fsync (a supervisor should
+/// restart us); 503 `degraded` while its writes fail (a full disk: it recovers by
+/// itself once a write succeeds).
 async fn healthz(State(state): State<AppState>) -> Response {
     if state.committer.log_failed() {
         let body = serde_json::json!({
             "status": "failed",
             "code": ErrorCode::EventLogFailed.as_str(),
             "message": "an fsync of the event log failed: restart Tessera, which recovers the log from disk",
+        });
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(body),
+        )
+            .into_response();
+    }
+    if let Some(degraded) = state.committer.degraded() {
+        let since = chrono::DateTime::from_timestamp_millis(degraded.since_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let body = serde_json::json!({
+            "status": "degraded",
+            "code": ErrorCode::StorageUnavailable.as_str(),
+            "reason": degraded.reason,
+            "since": since,
+            "message": if degraded.reason == "disk_full" {
+                "the disk holding the data directory is full: ingest answers 503 until there is room again (Tessera retries by itself)"
+            } else {
+                "writes to the event log fail: ingest answers 503 until one succeeds (Tessera retries by itself); see the log"
+            },
         });
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -459,6 +459,9 @@ impl EventLog for GatedLog {
     fn rewrite_events(&self, events: &[tessera_store::RewrittenEvent]) -> StoreResult<u64> {
         self.inner.rewrite_events(events)
     }
+    fn purge_deleted(&self) -> StoreResult<()> {
+        self.inner.purge_deleted()
+    }
     fn find_containing(&self, needles: &[String]) -> StoreResult<Vec<i64>> {
         self.inner.find_containing(needles)
     }

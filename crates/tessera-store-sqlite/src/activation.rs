@@ -547,7 +547,7 @@ impl ActivationStore for SqliteActivationStore {
     }
 
     fn purge_deleted(&self) -> StoreResult<()> {
-        crate::truncate_wal(&mut lock(&self.writer))
+        crate::vacuum_and_truncate_wal(&mut lock(&self.writer))
     }
 }
 

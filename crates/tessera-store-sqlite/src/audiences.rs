@@ -99,7 +99,7 @@ impl AudienceStore for SqliteAudienceStore {
     }
 
     fn purge_deleted(&self) -> StoreResult<()> {
-        crate::truncate_wal(&mut lock(&self.writer))
+        crate::vacuum_and_truncate_wal(&mut lock(&self.writer))
     }
 
     fn apply_changes(&self, changes: &[MembershipChange]) -> StoreResult<()> {

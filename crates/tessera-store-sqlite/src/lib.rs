@@ -8,9 +8,10 @@
 //!   WAL itself in [`EventLog::sync`], so the next group's inserts overlap this
 //!   group's fsync (see `EventLog::append_unsynced`); rows not yet fsynced are hidden
 //!   from this process's readers until they are. `secure_delete` is on, so deleted
-//!   events are overwritten with zeros in the main file, and
-//!   [`SqliteEventLog::delete_events`] truncates the WAL after deleting, so no file
-//!   keeps an erased person's bytes.
+//!   events are overwritten with zeros where they lie, and erasure's
+//!   [`EventLog::purge_deleted`] then rewrites the file from its live rows (`VACUUM`:
+//!   rebalanced pages keep stale copies of moved rows in their unallocated space)
+//!   and truncates the WAL, so no file keeps an erased person's bytes.
 //! - `tessera.db` — sources and settings.
 //!
 //! Duplicate `messageId`s are caught by an in-memory window index ([`DedupConfig`];
@@ -195,6 +196,34 @@ const TRUNCATE_ATTEMPTS: u32 = 50;
 /// than failing; this retries until it completed.
 pub(crate) fn truncate_wal(conn: &mut Connection) -> StoreResult<()> {
     truncate_wal_holding(conn, || ())
+}
+
+/// Rewrites the whole database file from its live rows (`VACUUM`), then truncates
+/// the WAL: afterwards no page of any file holds a deleted row, wherever SQLite had
+/// left copies of it. `secure_delete` alone zeroes a deleted cell, but not the stale
+/// copies of a row that page splits and rebalancing leave in the unallocated space
+/// of other pages, nor what the WAL and freelist pages still hold. The cost is a
+/// copy of the file (measured in docs/BENCHMARKS.md, Erasure); the connection's
+/// writes wait meanwhile, readers do not.
+pub(crate) fn vacuum_and_truncate_wal(conn: &mut Connection) -> StoreResult<()> {
+    // The WAL may hold old page images the VACUUM copies nothing from: the
+    // truncation removes them with the rest.
+    vacuum(conn)?;
+    truncate_wal(conn)
+}
+
+/// `VACUUM`, logged with its duration (it is the cost of an erasure).
+fn vacuum(conn: &Connection) -> StoreResult<()> {
+    let started = std::time::Instant::now();
+    let file = conn.path().unwrap_or("?").to_string();
+    conn.execute_batch("VACUUM")
+        .map_err(|e| StoreError::Engine(format!("rewriting {file} (VACUUM): {e}")))?;
+    tracing::info!(
+        file,
+        seconds = started.elapsed().as_secs_f64(),
+        "rewrote the file from its live rows (erasure)"
+    );
+    Ok(())
 }
 
 /// [`truncate_wal`], holding what `hold` answers during each attempt (not while it
@@ -654,6 +683,7 @@ impl EventLog for SqliteEventLog {
 
     fn append_unsynced(&self, batches: &[AppendBatch]) -> StoreResult<Vec<AppendOutcome>> {
         self.refuse_after_failed_sync()?;
+        refuse_when_disk_full_is_injected()?;
         let mut dedup = lock(&self.dedup);
         let mut conn = lock(&self.writer);
         let _restarting = self.restart_wal_before_append(&conn);
@@ -911,6 +941,29 @@ impl EventLog for SqliteEventLog {
         Ok(deleted)
     }
 
+    fn probe_write(&self) -> StoreResult<()> {
+        self.refuse_after_failed_sync()?;
+        refuse_when_disk_full_is_injected()?;
+        let conn = lock(&self.writer);
+        conn.prepare_cached(
+            "INSERT INTO log_state (name, value) VALUES ('write_probe', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .and_then(|mut statement| statement.execute([now_ms()]))
+        .map_err(engine)?;
+        Ok(())
+    }
+
+    fn purge_deleted(&self) -> StoreResult<()> {
+        {
+            // Appends wait while the file is rewritten; readers go on with the old
+            // pages until the truncation below, which waits for them.
+            vacuum(&lock(&self.writer))?;
+        }
+        self.sync_wal()?;
+        self.checkpoint_truncate()
+    }
+
     fn rewrite_events(&self, events: &[RewrittenEvent]) -> StoreResult<u64> {
         let mut rewritten = 0u64;
         {
@@ -1083,6 +1136,7 @@ impl SqliteEventLog {
         result
     }
 
+    /// Refuses to store anything after a failed fsync (see [`Self::sync_wal`]).
     fn refuse_after_failed_sync(&self) -> StoreResult<()> {
         if self.sync_failed.load(Ordering::SeqCst) {
             return Err(StoreError::Engine(
@@ -1100,6 +1154,13 @@ impl SqliteEventLog {
             return Err(StoreError::Engine(
                 "fsync: Input/output error (injected)".into(),
             ));
+        }
+        if tessera_store::fault::fsync_fails() {
+            return Err(StoreError::Engine(format!(
+                "fsync {}: Input/output error (injected by {})",
+                wal_path(&self.path).display(),
+                tessera_store::fault::ENV
+            )));
         }
         let mut handle = lock(&self.wal_file);
         let path = wal_path(&self.path);
@@ -1175,6 +1236,18 @@ impl SqliteEventLog {
         let mut checkpointer = lock(&self.checkpointer);
         truncate_wal_holding(&mut checkpointer, || lock(&self.reader))
     }
+}
+
+/// A commit fails as SQLite fails it on a full disk while `disk_full_while:` of
+/// [`tessera_store::fault`] says so (tests only; inert otherwise).
+fn refuse_when_disk_full_is_injected() -> StoreResult<()> {
+    if tessera_store::fault::disk_full() {
+        return Err(StoreError::Engine(format!(
+            "database or disk is full (injected by {})",
+            tessera_store::fault::ENV
+        )));
+    }
+    Ok(())
 }
 
 /// Adds the keys of events appended by others (another process) since the index
@@ -1732,7 +1805,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn purge_deleted(&self) -> StoreResult<()> {
-        truncate_wal(&mut lock(&self.conn))
+        vacuum_and_truncate_wal(&mut lock(&self.conn))
     }
 
     fn delete_setting(&self, name: &str) -> StoreResult<bool> {
@@ -2248,6 +2321,79 @@ mod tests {
             Ok(())
         })?;
         assert!(last > seqs[1], "seq {last} reused after deletion");
+        Ok(())
+    }
+
+    /// Files of `dir` (every one: main files, WAL, shared memory) holding `needle`.
+    fn files_holding(dir: &Path, needle: &str) -> StoreResult<Vec<String>> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| StoreError::Engine(e.to_string()))? {
+            let path = entry.map_err(|e| StoreError::Engine(e.to_string()))?.path();
+            let bytes = std::fs::read(&path).map_err(|e| StoreError::Engine(e.to_string()))?;
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                found.push(path.display().to_string());
+            }
+        }
+        Ok(found)
+    }
+
+    #[test]
+    fn purged_events_leave_no_stale_copy_in_free_space_after_rebalancing() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
+        let (log, _) = open_data_dir(dir.path())?;
+        let secret = "stale-copy-9d2e@example.com";
+        let filler = "x".repeat(1_500);
+        // A few dozen rows per 64 KB page, most of them the person's, appended in many
+        // small commits as concurrent clients make them.
+        for round in 0..40 {
+            let events: Vec<EventRecord> = (0..10)
+                .map(|i| {
+                    let n = round * 10 + i;
+                    let who = if n % 5 != 0 { secret } else { "someone-else" };
+                    event(
+                        1,
+                        &format!("m{n}"),
+                        &format!("{{\"email\":\"{who}\",\"f\":\"{filler}\"}}"),
+                    )
+                })
+                .collect();
+            log.append(&[AppendBatch {
+                events,
+                rejections: vec![],
+            }])?;
+        }
+        // Some of other people's rows are rewritten bigger (as a redaction may), which
+        // moves cells between pages too.
+        let mut others = Vec::new();
+        let mut mine = Vec::new();
+        log.scan(&EventFilter::default(), &mut |e| {
+            if e.payload.contains(secret) {
+                mine.push(e.seq);
+            } else if e.seq % 2 == 0 {
+                others.push(RewrittenEvent {
+                    seq: e.seq,
+                    payload: format!("{}{}", e.payload, "y".repeat(900)),
+                });
+            }
+            Ok(())
+        })?;
+        log.checkpoint_truncate()?;
+        log.rewrite_events(&others)?;
+        log.delete_events(&mine)?;
+        // Without this the check below fails: deleting the first rows left pages
+        // underfull, rebalancing moved the person's remaining rows to siblings
+        // (rebuilding a page leaves old bytes in its unallocated space), and
+        // `secure_delete` zeroed only the cells deleted where they then lay.
+        log.purge_deleted()?;
+        assert_eq!(files_holding(dir.path(), secret)?, Vec::<String>::new());
+        // Everything else is intact.
+        let mut kept = 0;
+        log.scan(&EventFilter::default(), &mut |e| {
+            assert!(!e.payload.contains(secret));
+            kept += 1;
+            Ok(())
+        })?;
+        assert_eq!(kept, 400 - mine.len());
         Ok(())
     }
 

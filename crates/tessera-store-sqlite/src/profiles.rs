@@ -723,7 +723,7 @@ impl ProfileStore for SqliteProfileStore {
     }
 
     fn purge_deleted(&self) -> StoreResult<()> {
-        crate::truncate_wal(&mut lock(&self.writer))
+        crate::vacuum_and_truncate_wal(&mut lock(&self.writer))
     }
 
     fn conflicts(&self, limit: usize) -> StoreResult<Vec<ConflictRecord>> {

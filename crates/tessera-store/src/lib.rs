@@ -12,8 +12,9 @@
 //! - A repeated `(source, messageId)` is stored once when it arrives within the
 //!   engine's dedup window (SQLite: `DedupConfig`, 7 days by default, also across a
 //!   restart and between processes); a repeat arriving later may be stored again.
-//! - [`EventLog::delete_events`] removes events physically: afterwards no file of the
-//!   engine holds their bytes (needed for erasure, docs/architecture.md).
+//! - [`EventLog::delete_events`] removes events physically, and once
+//!   [`EventLog::purge_deleted`] returned no file of the engine holds their bytes,
+//!   not even in free or unallocated space (needed for erasure, docs/privacy.md).
 //!
 //! The store contract suite (`testkit`, feature `testkit`) checks these and every
 //! other promise of the traits against an engine.
@@ -22,6 +23,7 @@ use std::fmt;
 
 pub mod activation;
 pub mod audiences;
+pub mod fault;
 pub mod keys;
 pub mod profiles;
 #[cfg(feature = "testkit")]
@@ -239,6 +241,12 @@ pub trait EventLog: Send + Sync {
     /// they carry); the events keep their `seq`. Returns how many were rewritten.
     fn rewrite_events(&self, events: &[RewrittenEvent]) -> StoreResult<u64>;
 
+    /// Makes what [`EventLog::delete_events`] deleted and [`EventLog::rewrite_events`]
+    /// replaced unrecoverable from every file of the engine, whatever copies its page
+    /// layout left behind (erasure calls it once, after both). May take as long as a
+    /// copy of the whole log.
+    fn purge_deleted(&self) -> StoreResult<()>;
+
     /// `seq`s of events whose stored message contains any of `needles`
     /// (ASCII case-insensitive, literal text: no wildcards), ascending; empty needles
     /// match nothing. Reads the whole log.
@@ -253,6 +261,13 @@ pub trait EventLog: Send + Sync {
     /// Moves committed data from any write-ahead file into the main file.
     /// Engines without one do nothing.
     fn checkpoint(&self) -> StoreResult<()>;
+
+    /// Writes (and commits, without waiting for an fsync) a few bytes that hold no
+    /// event, to learn whether the storage takes writes again after a commit failed
+    /// (a full disk). Engines that cannot fail a write answer `Ok`.
+    fn probe_write(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// A source: one app or system that sends events with its own write key.
