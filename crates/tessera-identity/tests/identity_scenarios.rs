@@ -519,3 +519,21 @@ fn two_profiles_with_user_ids_cannot_be_merged_by_hand() {
         matches!(result, Err(SuggestionError::User(e)) if e.code == tessera_core::ErrorCode::MergeConflict)
     );
 }
+
+#[test]
+fn unlinking_rebuilds_a_profile_without_repeating_its_conflicts() {
+    let mut w = World::new();
+    // Bob's identify drops the device Alice holds: one conflict, on Bob's profile.
+    w.send("app", json!({"type": "identify", "userId": "alice", "context": {"device": {"id": "family-ipad"}}}));
+    w.send("app", json!({"type": "identify", "userId": "bob", "context": {"device": {"id": "family-ipad"}}, "traits": {"email": "bob@x.io"}}));
+    w.process();
+    let before = w.profiles.conflicts(100).expect("conflicts");
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // The unlink rebuilds Bob's profile from his events, which drop the device again.
+    w.processor
+        .unlink(&Identifier::new("email", "bob@x.io"))
+        .expect("unlink");
+    let after = w.profiles.conflicts(100).expect("conflicts");
+    assert_eq!(after.len(), 1, "the rebuild repeated a conflict: {after:?}");
+}

@@ -309,7 +309,7 @@ pub fn unsynced_appends_are_durable_after_sync<E: Engine>(engine: &E) -> Outcome
 
 /// `seq` is never reused: after `delete_events` removed the newest events, the next
 /// append gets a higher `seq` than any handed out before — also when the log was
-/// emptied, and after reopening.
+/// emptied, when another handle (process) appends, and after reopening.
 pub fn seq_is_never_reused_after_deleting_the_newest<E: Engine>(engine: &E) -> Outcome {
     let place = engine.fresh_place()?;
     let highest = {
@@ -355,6 +355,20 @@ pub fn seq_is_never_reused_after_deleting_the_newest<E: Engine>(engine: &E) -> O
         "after emptying the log and reopening, an append reused seq: {:?} (highest before {highest})",
         now.iter().map(|e| e.seq).collect::<Vec<_>>()
     );
+    // Newest deleted by one handle, the next append made by another (a process
+    // opened before the deletion).
+    let other = engine.event_log(&place).ctx("open a second handle")?;
+    let deleted = now[0].seq;
+    log.delete_events(&[deleted]).ctx("delete_events")?;
+    other
+        .append(&[batch(vec![event(1, "g2", "6b")])])
+        .ctx("append")?;
+    let now = scan_all(other.as_ref(), &EventFilter::default())?;
+    ensure!(
+        now.len() == 1 && now[0].seq > deleted,
+        "another handle's append after this one deleted the newest event reused seq {deleted}"
+    );
+    drop(other);
     // Newest deleted, then reopened before the next append.
     let deleted = now[0].seq;
     log.delete_events(&[deleted]).ctx("delete_events")?;
@@ -456,8 +470,9 @@ pub fn dedup_across_reopen_and_second_handle<E: Engine>(engine: &E) -> Outcome {
 }
 
 /// Physical deletion: after `delete_events`, the deleted events are gone from reads
-/// and no file of the engine holds their bytes, also after reopening; the other
-/// events are untouched; it returns how many existed.
+/// (of a second handle too) and no file of the engine holds their bytes — while
+/// another handle that read them is open, and after reopening; the other events are
+/// untouched; it returns how many existed.
 pub fn deleted_events_leave_no_bytes<E: Engine>(engine: &E) -> Outcome {
     let place = engine.fresh_place()?;
     let marker = "erase-me-7f3c91d2@example.com";
@@ -471,6 +486,13 @@ pub fn deleted_events_leave_no_bytes<E: Engine>(engine: &E) -> Outcome {
         .ctx("append")?;
         log.checkpoint().ctx("checkpoint")?;
         ensure_stored(engine, &place, marker)?;
+        // A second handle (another process) that has read the events stays open.
+        let other = engine.event_log(&place).ctx("open a second handle")?;
+        ensure_eq!(
+            scan_all(other.as_ref(), &EventFilter::default())?.len(),
+            3,
+            "the second handle reads the events"
+        );
         let all = scan_all(log.as_ref(), &EventFilter::default())?;
         let deleted = log
             .delete_events(&[all[1].seq, all[2].seq + 1_000])
@@ -487,6 +509,11 @@ pub fn deleted_events_leave_no_bytes<E: Engine>(engine: &E) -> Outcome {
             "other events untouched"
         );
         ensure_gone(engine, &place, marker, "delete_events returned")?;
+        ensure_eq!(
+            scan_all(other.as_ref(), &EventFilter::default())?.len(),
+            2,
+            "the second handle no longer reads the deleted event"
+        );
     }
     let log = engine.event_log(&place).ctx("reopen the event log")?;
     ensure_eq!(

@@ -207,6 +207,7 @@ macro_rules! store_contract_tests {
                 apply_is_compare_and_set,
                 apply_race_has_one_winner,
                 failed_work_applies_nothing,
+                checkpoint_is_never_seen_without_its_chunk,
                 merge_moves_everything_to_the_winner,
                 profile_reads_are_ordered,
                 reset_empties_everything,

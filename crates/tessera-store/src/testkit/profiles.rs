@@ -825,3 +825,44 @@ pub fn applied_chunks_survive_a_crash<E: Engine>(engine: &E) -> Outcome {
     );
     Ok(())
 }
+
+/// A chunk and its checkpoint become visible together: a reader that sees the
+/// checkpoint moved sees the chunk's writes.
+pub fn checkpoint_is_never_seen_without_its_chunk<E: Engine>(engine: &E) -> Outcome {
+    let place = engine.fresh_place()?;
+    let store = engine.profiles(&place).ctx("open the profile store")?;
+    let store: &dyn ProfileStore = store.as_ref();
+    let chunks = 150i64;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| -> Outcome {
+        let writer = scope.spawn(|| -> Outcome {
+            let result = (1..=chunks).try_for_each(|i| {
+                let applied = apply(store, i - 1, i, |txn| {
+                    create(txn, i, &format!("{i}@x"), &[i])
+                })?;
+                ensure!(applied, "chunk {i} was not applied");
+                Ok(())
+            });
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            result
+        });
+        let reader = scope.spawn(|| -> Outcome {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let checkpoint = store.checkpoint().ctx("checkpoint")?;
+                let count = store.profile_count().ctx("profile_count")?;
+                ensure!(
+                    count >= checkpoint,
+                    "checkpoint {checkpoint} seen with only {count} profiles: not one transaction"
+                );
+            }
+            Ok(())
+        });
+        let written = writer
+            .join()
+            .map_err(|_| "the writer thread panicked".to_string())?;
+        let read = reader
+            .join()
+            .map_err(|_| "the reader thread panicked".to_string())?;
+        written.and(read)
+    })
+}
