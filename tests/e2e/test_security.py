@@ -8,6 +8,7 @@ can do to Tessera, against the real binary with real receivers.
 - Requests the HTTP parser refuses (URI too long, too many headers, not HTTP) get a
   JSON error body like every other error.
 - The data directory is private: 0700, its files 0600, an existing one narrowed at start.
+- Failed authentications are slowed per client address; `/metrics` can require a token.
 """
 
 from __future__ import annotations
@@ -317,3 +318,117 @@ def test_destinations_cannot_reach_cloud_metadata_addresses(server_factory):
         assert "denied address" in (rows[0].get("lastError") or ""), rows[0]
     finally:
         httpd.shutdown()
+
+
+def request_from(source: str, port: int, method: str, path: str, headers: dict | None = None,
+                 body: bytes | None = None) -> tuple[int, dict, dict]:
+    """One request from the loopback address `source` (another client, as far as the
+    server can tell): (status, headers, JSON body or {})."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        raw = r.read()
+        try:
+            parsed = json.loads(raw) if raw else {}
+        except ValueError:
+            parsed = {}
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, parsed
+    finally:
+        conn.close()
+
+
+def test_failed_authentications_are_slowed_per_client(server_factory):
+    """Wrong admin tokens sent at once by many threads from one address: past the
+    limit the address gets 429 too_many_auth_failures with Retry-After, then even the
+    right token is refused unchecked; other addresses are not affected. Wrong write
+    keys count the same way; a missing credential does not count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tessera_e2e import ADMIN_TOKEN, basic_auth
+
+    limit = 20
+    server = server_factory(extra_env={"TESSERA_AUTH_FAILURES": str(limit)})
+    source = server.create_source("web")
+    wrong = {"Authorization": "Bearer tsk_wrong-" + "0" * 40}
+
+    def attempt(i):
+        return request_from("127.0.0.2", server.port, "GET", "/api/v1/sources", wrong)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(attempt, range(60)))
+    statuses = [a[0] for a in answers]
+    checked = statuses.count(401)
+    # Counting is per request; requests already being checked when the limit was hit
+    # still get their 401 (at most one per thread).
+    assert limit <= checked <= limit + 8, statuses
+    assert statuses.count(429) == len(statuses) - checked, statuses
+    refused = next(a for a in answers if a[0] == 429)
+    assert refused[2]["code"] == "too_many_auth_failures", refused
+    assert "Retry-After" in refused[2]["message"]
+    assert 1 <= int(refused[1]["retry-after"]) <= 60, refused[1]
+    # Now even the right token is refused from that address, unchecked...
+    right = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    status, _, body = request_from("127.0.0.2", server.port, "GET", "/api/v1/sources", right)
+    assert (status, body.get("code")) == (429, "too_many_auth_failures")
+    # ...and so is the tracking API, before the body is read.
+    status, _, body = request_from("127.0.0.2", server.port, "POST", "/v1/track",
+                                   {"Authorization": basic_auth(source.write_key), "Content-Type": "application/json"},
+                                   json.dumps({"userId": "u", "event": "E"}).encode())
+    assert (status, body.get("code")) == (429, "too_many_auth_failures")
+    # Other addresses are not affected.
+    assert request_from("127.0.0.3", server.port, "GET", "/api/v1/sources", right)[0] == 200
+    assert request_from("127.0.0.1", server.port, "GET", "/api/v1/sources", wrong)[0] == 401
+
+    # Wrong write keys count too; requests without a credential do not.
+    for _ in range(limit + 5):
+        status, _, body = request_from("127.0.0.4", server.port, "POST", "/v1/track",
+                                       {"Content-Type": "application/json"},
+                                       json.dumps({"userId": "u", "event": "E"}).encode())
+        assert (status, body.get("code")) == (401, "missing_write_key")
+    assert request_from("127.0.0.4", server.port, "GET", "/api/v1/sources")[0] == 401
+    codes = []
+    for _ in range(limit + 3):
+        status, _, body = request_from("127.0.0.4", server.port, "POST", "/v1/track",
+                                       {"Authorization": basic_auth("not-a-key"), "Content-Type": "application/json"},
+                                       json.dumps({"userId": "u", "event": "E"}).encode())
+        codes.append((status, body.get("code")))
+    assert codes[:limit] == [(401, "invalid_write_key")] * limit, codes
+    assert set(codes[limit:]) == {(429, "too_many_auth_failures")}, codes
+    # The right key from a clean address still works.
+    assert_ok(server.post("/v1/track", {"userId": "u", "event": "E"}, write_key=source.write_key))
+
+
+def test_metrics_can_require_a_token(server_factory, tmp_path):
+    import subprocess
+
+    from tessera_e2e import ADMIN_TOKEN, free_port, tessera_bin
+
+    # Default: open (it names destinations: docs/security.md says so).
+    plain = server_factory()
+    assert requests.get(plain.url + "/metrics", timeout=30).status_code == 200
+    plain.terminate()
+
+    token = "metrics-" + uuid.uuid4().hex
+    server = server_factory(extra_env={"TESSERA_METRICS_TOKEN": token})
+    for headers in ({}, {"Authorization": "Bearer wrong-token-000000"}, {"Authorization": f"Basic {token}"}):
+        r = requests.get(server.url + "/metrics", headers=headers, timeout=30)
+        body = assert_error(r, 401, "invalid_metrics_token", headers)
+        assert "TESSERA_METRICS_TOKEN" in body["message"]
+    r = requests.get(server.url + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 200 and "tessera_connections_open" in r.text
+    r = requests.get(server.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+    assert r.status_code == 200
+    # From the configuration file too; a short token stops the start.
+    config = tmp_path / "metrics.toml"
+    config.write_text('[metrics]\ntoken = "short"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+    env.update({"TESSERA_ADMIN_TOKEN": ADMIN_TOKEN, "TESSERA_CONFIG": str(config)})
+    started = subprocess.run(
+        [str(tessera_bin()), "serve", "--data-dir", str(tmp_path / "short"),
+         "--listen", f"127.0.0.1:{free_port()}"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0
+    assert "metrics token" in started.stderr and "at least 16" in started.stderr, started.stderr

@@ -91,6 +91,9 @@ fn authorize(parts: &Parts, state: &AppState, accepted: &[&str]) -> Result<Strin
         )
     };
     let token = presented_token(parts).ok_or_else(invalid)?;
+    // A client that presented too many wrong credentials waits, unchecked.
+    let client = crate::auth_backoff::client_ip(&parts.extensions);
+    state.auth_backoff.check(client)?;
     let hash = hash_secret(&token);
     if hash == state.admin_token_hash {
         return Ok("admin-token".to_owned());
@@ -99,6 +102,9 @@ fn authorize(parts: &Parts, state: &AppState, accepted: &[&str]) -> Result<Strin
         .catalog
         .token_by_hash(&hash)
         .map_err(ApiError::internal)?;
+    if !found.as_ref().is_some_and(|t| t.revoked_at_ms.is_none()) {
+        state.auth_backoff.failed(client);
+    }
     match found {
         Some(token) if token.revoked_at_ms.is_none() => {
             if token.scopes.iter().any(|s| accepted.contains(&s.as_str())) {

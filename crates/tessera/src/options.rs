@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// Milliseconds a client has to send a tracking request's body; then 408 request_timeout [default: 30000]
     #[arg(long, env = "TESSERA_BODY_TIMEOUT_MS")]
     pub body_timeout_ms: Option<u64>,
+    /// Open connections one client address may hold; more get 429 too_many_client_connections [default: 1000; 0: no limit]
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS_PER_CLIENT")]
+    pub max_connections_per_client: Option<usize>,
+    /// Wrong credentials one client address may present per minute before it gets 429 too_many_auth_failures [default: 200; 0: off]
+    #[arg(long, env = "TESSERA_AUTH_FAILURES")]
+    pub auth_failures: Option<u32>,
 }
 
 /// The `tessera.toml` file.
@@ -64,7 +70,23 @@ pub struct FileConfig {
     /// Limits of the HTTP listener.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The `/metrics` endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
+
+/// `[metrics]` in `tessera.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// When set, `/metrics` needs `Authorization: Bearer <token>` (this token or the
+    /// admin token), else 401 `invalid_metrics_token`; at least 16 characters.
+    /// `TESSERA_METRICS_TOKEN` wins over it. Default: none, `/metrics` is open.
+    pub token: Option<String>,
+}
+
+/// Shortest metrics token accepted (as for the admin token).
+const MIN_METRICS_TOKEN_CHARS: usize = 16;
 
 /// `[http]` in `tessera.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -82,6 +104,18 @@ pub struct HttpConfig {
     /// Tracking requests reading a body whose write key is not in the headers, at
     /// once; more get 503 `overloaded` (default 64).
     pub keyless_bodies: Option<usize>,
+    /// Open connections one client address (an IPv4 address, an IPv6 /64) may hold;
+    /// one more is answered 429 `too_many_client_connections` and closed (default
+    /// 1000; 0: no limit but `max_connections`).
+    pub max_connections_per_client: Option<usize>,
+    /// Wrong credentials (admin or API token, write key, metrics token) one client
+    /// address may present within `auth_failure_window_seconds`; then its requests
+    /// are answered 429 `too_many_auth_failures` unchecked until the window ends
+    /// (default 200; 0: off).
+    pub auth_failures: Option<u32>,
+    /// The window of `auth_failures`, in seconds, from a client's first failure
+    /// (default 60).
+    pub auth_failure_window_seconds: Option<u64>,
 }
 
 /// `[activation]` in `tessera.toml`.
@@ -174,6 +208,10 @@ pub struct Settings {
     pub privacy: tessera_server::privacy::PrivacyConfig,
     /// Destinations defined in the configuration file.
     pub destinations: Vec<tessera_activation::config::Destination>,
+    /// How many failed authentications a client may have (`None`: not slowed).
+    pub auth_failures: Option<tessera_server::auth_backoff::FailureLimit>,
+    /// The token `/metrics` requires (`None`: open).
+    pub metrics_token: Option<String>,
 }
 
 impl Settings {
@@ -242,9 +280,47 @@ impl Settings {
                     .keyless_bodies
                     .unwrap_or(default.keyless_bodies)
                     .max(1),
+                max_connections_per_client: match serve
+                    .max_connections_per_client
+                    .or(file.http.max_connections_per_client)
+                    .unwrap_or(default.max_connections_per_client)
+                {
+                    0 => usize::MAX,
+                    n => n,
+                },
             }
         };
+        let auth_failures = {
+            let default = tessera_server::auth_backoff::FailureLimit::default();
+            let failures = serve
+                .auth_failures
+                .or(file.http.auth_failures)
+                .unwrap_or(default.failures);
+            (failures > 0).then(|| tessera_server::auth_backoff::FailureLimit {
+                failures,
+                window: file
+                    .http
+                    .auth_failure_window_seconds
+                    .map_or(default.window, |s| std::time::Duration::from_secs(s.max(1))),
+                ..default
+            })
+        };
+        let metrics_token = std::env::var("TESSERA_METRICS_TOKEN")
+            .ok()
+            .or(file.metrics.token.clone())
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+        if let Some(token) = &metrics_token {
+            let length = token.chars().count();
+            if length < MIN_METRICS_TOKEN_CHARS {
+                bail!(
+                    "the metrics token (TESSERA_METRICS_TOKEN or [metrics] token) is {length} characters; use at least {MIN_METRICS_TOKEN_CHARS} (e.g. `openssl rand -hex 16`)"
+                );
+            }
+        }
         Ok(Self {
+            auth_failures,
+            metrics_token,
             connection_limits,
             destinations: file.activation.destinations.clone(),
             privacy,
