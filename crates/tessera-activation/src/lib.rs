@@ -17,6 +17,7 @@
 pub mod config;
 pub mod delivery;
 pub mod fanout;
+pub mod files;
 pub mod network;
 pub mod render;
 pub mod senders;
@@ -76,6 +77,44 @@ pub struct Stores {
     pub audiences: Arc<AudienceEngine>,
 }
 
+/// Where destinations may send and write (configuration: `[activation]`).
+#[derive(Debug, Default)]
+pub struct Reach {
+    /// The networks webhook, SMS and CRM destinations may reach.
+    pub networks: Arc<network::NetworkPolicy>,
+    /// The directory file destinations write in (`None`: file destinations are
+    /// refused).
+    pub files: Option<files::FileDir>,
+}
+
+impl Reach {
+    /// Why `destination` may not send where it says, if it may not.
+    pub fn check(&self, destination: &Destination) -> Result<(), ConfigError> {
+        if let Some(url) = destination
+            .kind
+            .url()
+            .and_then(|u| reqwest::Url::parse(u).ok())
+            && let Some(why) = self.networks.denied_host(&url)
+        {
+            return Err(ConfigError(format!("settings.url: {why}")));
+        }
+        if let config::Kind::File(settings) = &destination.kind {
+            self.file_path(&settings.path).map_err(ConfigError)?;
+        }
+        Ok(())
+    }
+
+    /// Where a file destination's `path` writes, or why it may not.
+    pub fn file_path(&self, path: &str) -> Result<std::path::PathBuf, String> {
+        match &self.files {
+            Some(dir) => dir.resolve(path),
+            None => Err(
+                "file destinations are not enabled here: configure [activation] file_dir".into(),
+            ),
+        }
+    }
+}
+
 /// The running activation: definitions, workers, fan-out.
 pub struct Activation {
     pub(crate) stores: Stores,
@@ -100,9 +139,22 @@ pub struct Activation {
 impl Activation {
     /// Loads the definitions. With a runtime, a delivery worker per destination runs
     /// on it (the CLI passes none: it only reads and edits).
+    /// File destinations are refused and the default networks apply; see
+    /// [`Self::with_reach`].
     pub fn new(
         stores: Stores,
         purposes: Vec<String>,
+        observer: Arc<dyn Observer>,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Result<Arc<Self>, ActivationError> {
+        Self::with_reach(stores, purposes, Reach::default(), observer, runtime)
+    }
+
+    /// As [`Self::new`], with where destinations may send and write.
+    pub fn with_reach(
+        stores: Stores,
+        purposes: Vec<String>,
+        reach: Reach,
         observer: Arc<dyn Observer>,
         runtime: Option<tokio::runtime::Handle>,
     ) -> Result<Arc<Self>, ActivationError> {
@@ -110,7 +162,7 @@ impl Activation {
         let activation = Arc::new(Self {
             stores,
             store,
-            clients: Arc::new(Clients::new()),
+            clients: Arc::new(Clients::new(Arc::new(reach))),
             observer,
             destinations: RwLock::new(HashMap::new()),
             journeys: RwLock::new(HashMap::new()),
@@ -282,6 +334,7 @@ impl Activation {
         create: bool,
     ) -> Result<Option<Arc<Destination>>, ActivationError> {
         destination.validate(&self.purposes)?;
+        self.clients.reach.check(&destination)?;
         destination
             .check_budgets()
             .map_err(ActivationError::TemplateBudget)?;

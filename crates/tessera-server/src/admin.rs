@@ -102,7 +102,7 @@ fn authorize(parts: &Parts, state: &AppState, accepted: &[&str]) -> Result<Strin
         .catalog
         .token_by_hash(&hash)
         .map_err(ApiError::internal)?;
-    if !found.as_ref().is_some_and(|t| t.revoked_at_ms.is_none()) {
+    if found.as_ref().is_none_or(|t| t.revoked_at_ms.is_some()) {
         state.auth_backoff.failed(client);
     }
     match found {

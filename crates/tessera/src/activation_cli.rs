@@ -91,7 +91,11 @@ pub enum JourneysCommand {
     },
 }
 
-fn open(data_dir: &Path, purposes: Vec<String>) -> anyhow::Result<Arc<Activation>> {
+fn open(
+    data_dir: &Path,
+    purposes: Vec<String>,
+    reach: tessera_activation::Reach,
+) -> anyhow::Result<Arc<Activation>> {
     let (log, catalog) = tessera_store_sqlite::open_data_dir(data_dir)
         .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
     let log: Arc<dyn tessera_store::EventLog> = Arc::new(log);
@@ -106,7 +110,7 @@ fn open(data_dir: &Path, purposes: Vec<String>) -> anyhow::Result<Arc<Activation
         Arc::new(SystemClock),
         EngineOptions::default(),
     ));
-    Activation::new(
+    Activation::with_reach(
         Stores {
             log,
             profiles,
@@ -115,6 +119,7 @@ fn open(data_dir: &Path, purposes: Vec<String>) -> anyhow::Result<Arc<Activation
             audiences,
         },
         purposes,
+        reach,
         Arc::new(NoObserver),
         None,
     )
@@ -139,13 +144,14 @@ fn user_error(error: tessera_activation::ActivationError) -> anyhow::Error {
     anyhow!("[{code}] {error}")
 }
 
-/// Runs a destinations subcommand.
+/// Runs a destinations subcommand; `reach` says where destinations may send and write.
 pub fn destinations(
     data_dir: &Path,
     purposes: Vec<String>,
+    reach: tessera_activation::Reach,
     command: DestinationsCommand,
 ) -> anyhow::Result<ExitCode> {
-    let activation = open(data_dir, purposes)?;
+    let activation = open(data_dir, purposes, reach)?;
     let catalog = &activation_catalog(data_dir)?;
     match command {
         DestinationsCommand::List => {
@@ -263,7 +269,8 @@ pub fn journeys(
     purposes: Vec<String>,
     command: JourneysCommand,
 ) -> anyhow::Result<ExitCode> {
-    let activation = open(data_dir, purposes)?;
+    // Journeys name destinations but send nowhere themselves.
+    let activation = open(data_dir, purposes, tessera_activation::Reach::default())?;
     match command {
         JourneysCommand::List => {
             for j in activation.journeys() {

@@ -127,6 +127,19 @@ pub struct ActivationFileConfig {
     /// settings = { url = "https://…" }` — the fields of `POST /api/v1/destinations`.
     #[serde(default)]
     pub destinations: Vec<tessera_activation::config::Destination>,
+    /// The directory file destinations write in; their `path` is relative to it (or
+    /// an absolute path inside it). Default: `<data dir>/exports`.
+    pub file_dir: Option<PathBuf>,
+    /// When set, webhook, SMS and CRM destinations may reach only these networks
+    /// (CIDR such as `"10.20.0.0/16"`, an address, `"loopback"`, `"private"`).
+    /// Default: any (but cloud metadata addresses, always refused).
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
+    /// Networks webhook, SMS and CRM destinations may not reach, whatever
+    /// `allowed_networks` says, e.g. `["loopback", "private"]`. Default: none (but
+    /// cloud metadata addresses, always refused).
+    #[serde(default)]
+    pub denied_networks: Vec<String>,
 }
 
 /// `[privacy]` in `tessera.toml`.
@@ -212,6 +225,10 @@ pub struct Settings {
     pub auth_failures: Option<tessera_server::auth_backoff::FailureLimit>,
     /// The token `/metrics` requires (`None`: open).
     pub metrics_token: Option<String>,
+    /// The directory file destinations write in.
+    pub file_dir: PathBuf,
+    /// The networks destinations may reach.
+    pub networks: tessera_activation::network::NetworkPolicy,
 }
 
 impl Settings {
@@ -250,6 +267,11 @@ impl Settings {
         if let Some(mode) = file.privacy.suppressed_events {
             privacy.suppressed_events = mode;
         }
+        let networks = tessera_activation::network::NetworkPolicy::new(
+            &file.activation.allowed_networks,
+            &file.activation.denied_networks,
+        )
+        .map_err(|e| anyhow::anyhow!("configuration file: {e}"))?;
         for destination in &file.activation.destinations {
             if let Err(error) = destination.validate(&privacy.purposes) {
                 bail!(
@@ -318,19 +340,26 @@ impl Settings {
                 );
             }
         }
+        let data_dir = store
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./tessera-data"));
         Ok(Self {
             auth_failures,
             metrics_token,
+            networks,
+            file_dir: file
+                .activation
+                .file_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("exports")),
             connection_limits,
             destinations: file.activation.destinations.clone(),
             privacy,
             rate_limit,
             computed_traits: file.audiences.computed_traits.clone(),
-            data_dir: store
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./tessera-data")),
+            data_dir,
             listen: serve
                 .listen
                 .clone()
@@ -363,6 +392,24 @@ impl Settings {
                     }),
                 }
             },
+        })
+    }
+}
+
+impl Settings {
+    /// Where destinations may send and write: the network policy, and the file
+    /// directory (created, mode 0700, when missing).
+    pub fn reach(&self) -> anyhow::Result<tessera_activation::Reach> {
+        let files =
+            tessera_activation::files::FileDir::open(&self.file_dir).with_context(|| {
+                format!(
+                    "cannot create the directory of file destinations {} ([activation] file_dir)",
+                    self.file_dir.display()
+                )
+            })?;
+        Ok(tessera_activation::Reach {
+            networks: std::sync::Arc::new(self.networks.clone()),
+            files: Some(files),
         })
     }
 }
@@ -407,6 +454,45 @@ mod tests {
         assert_eq!(settings.listen, "127.0.0.1:9999");
         assert_eq!(settings.queue_capacity, 7);
         assert_eq!(settings.max_events_per_commit, 20_000);
+        Ok(())
+    }
+
+    #[test]
+    fn hardening_settings_have_defaults_and_are_checked() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(&path, "data_dir = \"/d\"\n")?;
+        let store = StoreArgs {
+            data_dir: None,
+            config: Some(path.clone()),
+        };
+        let settings = Settings::resolve(&store, &ServeArgs::default())?;
+        assert_eq!(settings.file_dir, PathBuf::from("/d/exports"));
+        assert_eq!(settings.networks, Default::default());
+        assert_eq!(settings.auth_failures.map(|l| l.failures), Some(200));
+        assert_eq!(settings.connection_limits.max_connections_per_client, 1000);
+        std::fs::write(
+            &path,
+            "[activation]\nfile_dir = \"/x\"\ndenied_networks = [\"loopback\", \"10.0.0.0/8\"]\n\
+             [http]\nauth_failures = 0\nmax_connections_per_client = 0\n",
+        )?;
+        let settings = Settings::resolve(&store, &ServeArgs::default())?;
+        assert_eq!(settings.file_dir, PathBuf::from("/x"));
+        assert_eq!(settings.networks.denied.len(), 3);
+        assert!(settings.auth_failures.is_none());
+        assert_eq!(
+            settings.connection_limits.max_connections_per_client,
+            usize::MAX
+        );
+        std::fs::write(
+            &path,
+            "[activation]\nallowed_networks = [\"10.0.0.0/40\"]\n",
+        )?;
+        let error = Settings::resolve(&store, &ServeArgs::default()).err();
+        assert!(error.is_some_and(|e| e.to_string().contains("allowed_networks")));
+        std::fs::write(&path, "[metrics]\ntoken = \"short\"\n")?;
+        let error = Settings::resolve(&store, &ServeArgs::default()).err();
+        assert!(error.is_some_and(|e| e.to_string().contains("at least 16")));
         Ok(())
     }
 

@@ -131,7 +131,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     )?);
     let activation_store: Arc<dyn ActivationStore> =
         Arc::new(SqliteActivationStore::open_in(&settings.data_dir)?);
-    let activation = Activation::new(
+    let activation = Activation::with_reach(
         ActivationStores {
             log: Arc::clone(&events),
             profiles: Arc::clone(&profiles),
@@ -140,6 +140,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             audiences: Arc::clone(&audiences),
         },
         settings.privacy.purposes.clone(),
+        settings.reach()?,
         Arc::clone(&metrics) as Arc<dyn tessera_activation::delivery::Observer>,
         Some(tokio::runtime::Handle::current()),
     )
