@@ -233,7 +233,9 @@ class TesseraServer:
         return (session or requests).post(self.url + path, data=data, headers=h, timeout=timeout)
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
-        r = requests.get(self.url + "/metrics", timeout=HTTP_TIMEOUT)
+        # The admin token is taken also when a metrics token is configured.
+        r = requests.get(self.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                         timeout=HTTP_TIMEOUT)
         assert r.status_code == 200, r.text
         return parse_prometheus(r.text)
 

@@ -408,7 +408,8 @@ def test_sms_crm_file_and_dead_letters_with_cli_retry(server_factory, receivers,
     server = server_factory()
     web = server.create_source("web")
     crm_source = server.create_source("crm")
-    out = tmp_path / "events.jsonl"
+    # File destinations write inside [activation] file_dir, by default <data dir>/exports.
+    out = server.data_dir / "exports" / "events.jsonl"
     for body in [
         {"id": "texts", "type": "sms", "purpose": "marketing",
          "settings": {"url": sms.url + "/2010-04-01/Accounts/AC1/Messages.json", "username": "AC1",
@@ -419,7 +420,7 @@ def test_sms_crm_file_and_dead_letters_with_cli_retry(server_factory, receivers,
                       "mapping": {"first_name": "firstname", "plan": "plan", "email": "email"},
                       "crmSource": crm_source.id, "crmOwned": ["lifecycle"]},
          "filter": {"types": ["identify"], "sources": [web.id]}},
-        {"id": "warehouse", "type": "file", "settings": {"path": str(out)}, "delivery": {"batchSize": 50}},
+        {"id": "warehouse", "type": "file", "settings": {"path": "events.jsonl"}, "delivery": {"batchSize": 50}},
         {"id": "strict-hook", "type": "webhook", "settings": {"url": hook.url + "/x"},
          "filter": {"events": ["Coupon Requested"]}},
     ]:

@@ -8,6 +8,7 @@ can do to Tessera, against the real binary with real receivers.
 - Requests the HTTP parser refuses (URI too long, too many headers, not HTTP) get a
   JSON error body like every other error.
 - The data directory is private: 0700, its files 0600, an existing one narrowed at start.
+- Failed authentications are slowed per client address; `/metrics` can require a token.
 """
 
 from __future__ import annotations
@@ -317,3 +318,224 @@ def test_destinations_cannot_reach_cloud_metadata_addresses(server_factory):
         assert "denied address" in (rows[0].get("lastError") or ""), rows[0]
     finally:
         httpd.shutdown()
+
+
+def request_from(source: str, port: int, method: str, path: str, headers: dict | None = None,
+                 body: bytes | None = None) -> tuple[int, dict, dict]:
+    """One request from the loopback address `source` (another client, as far as the
+    server can tell): (status, headers, JSON body or {})."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        raw = r.read()
+        try:
+            parsed = json.loads(raw) if raw else {}
+        except ValueError:
+            parsed = {}
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, parsed
+    finally:
+        conn.close()
+
+
+def test_failed_authentications_are_slowed_per_client(server_factory):
+    """Wrong admin tokens sent at once by many threads from one address: past the
+    limit the address gets 429 too_many_auth_failures with Retry-After, then even the
+    right token is refused unchecked; other addresses are not affected. Wrong write
+    keys count the same way; a missing credential does not count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tessera_e2e import ADMIN_TOKEN, basic_auth
+
+    limit = 20
+    server = server_factory(extra_env={"TESSERA_AUTH_FAILURES": str(limit)})
+    source = server.create_source("web")
+    wrong = {"Authorization": "Bearer tsk_wrong-" + "0" * 40}
+
+    def attempt(i):
+        return request_from("127.0.0.2", server.port, "GET", "/api/v1/sources", wrong)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(attempt, range(60)))
+    statuses = [a[0] for a in answers]
+    checked = statuses.count(401)
+    # Counting is per request; requests already being checked when the limit was hit
+    # still get their 401 (at most one per thread).
+    assert limit <= checked <= limit + 8, statuses
+    assert statuses.count(429) == len(statuses) - checked, statuses
+    refused = next(a for a in answers if a[0] == 429)
+    assert refused[2]["code"] == "too_many_auth_failures", refused
+    assert "Retry-After" in refused[2]["message"]
+    assert 1 <= int(refused[1]["retry-after"]) <= 60, refused[1]
+    # Now even the right token is refused from that address, unchecked...
+    right = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    status, _, body = request_from("127.0.0.2", server.port, "GET", "/api/v1/sources", right)
+    assert (status, body.get("code")) == (429, "too_many_auth_failures")
+    # ...and so is the tracking API, before the body is read.
+    status, _, body = request_from("127.0.0.2", server.port, "POST", "/v1/track",
+                                   {"Authorization": basic_auth(source.write_key), "Content-Type": "application/json"},
+                                   json.dumps({"userId": "u", "event": "E"}).encode())
+    assert (status, body.get("code")) == (429, "too_many_auth_failures")
+    # Other addresses are not affected.
+    assert request_from("127.0.0.3", server.port, "GET", "/api/v1/sources", right)[0] == 200
+    assert request_from("127.0.0.1", server.port, "GET", "/api/v1/sources", wrong)[0] == 401
+
+    # Wrong write keys count too; requests without a credential do not.
+    for _ in range(limit + 5):
+        status, _, body = request_from("127.0.0.4", server.port, "POST", "/v1/track",
+                                       {"Content-Type": "application/json"},
+                                       json.dumps({"userId": "u", "event": "E"}).encode())
+        assert (status, body.get("code")) == (401, "missing_write_key")
+    assert request_from("127.0.0.4", server.port, "GET", "/api/v1/sources")[0] == 401
+    codes = []
+    for _ in range(limit + 3):
+        status, _, body = request_from("127.0.0.4", server.port, "POST", "/v1/track",
+                                       {"Authorization": basic_auth("not-a-key"), "Content-Type": "application/json"},
+                                       json.dumps({"userId": "u", "event": "E"}).encode())
+        codes.append((status, body.get("code")))
+    assert codes[:limit] == [(401, "invalid_write_key")] * limit, codes
+    assert set(codes[limit:]) == {(429, "too_many_auth_failures")}, codes
+    # The right key from a clean address still works.
+    assert_ok(server.post("/v1/track", {"userId": "u", "event": "E"}, write_key=source.write_key))
+
+
+def test_metrics_can_require_a_token(server_factory, tmp_path):
+    import subprocess
+
+    from tessera_e2e import ADMIN_TOKEN, free_port, tessera_bin
+
+    # Default: open (it names destinations: docs/security.md says so).
+    plain = server_factory()
+    assert requests.get(plain.url + "/metrics", timeout=30).status_code == 200
+    plain.terminate()
+
+    token = "metrics-" + uuid.uuid4().hex
+    server = server_factory(extra_env={"TESSERA_METRICS_TOKEN": token})
+    for headers in ({}, {"Authorization": "Bearer wrong-token-000000"}, {"Authorization": f"Basic {token}"}):
+        r = requests.get(server.url + "/metrics", headers=headers, timeout=30)
+        body = assert_error(r, 401, "invalid_metrics_token", headers)
+        assert "TESSERA_METRICS_TOKEN" in body["message"]
+    r = requests.get(server.url + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 200 and "tessera_connections_open" in r.text
+    r = requests.get(server.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+    assert r.status_code == 200
+    # From the configuration file too; a short token stops the start.
+    config = tmp_path / "metrics.toml"
+    config.write_text('[metrics]\ntoken = "short"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+    env.update({"TESSERA_ADMIN_TOKEN": ADMIN_TOKEN, "TESSERA_CONFIG": str(config)})
+    started = subprocess.run(
+        [str(tessera_bin()), "serve", "--data-dir", str(tmp_path / "short"),
+         "--listen", f"127.0.0.1:{free_port()}"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0
+    assert "metrics token" in started.stderr and "at least 16" in started.stderr, started.stderr
+
+
+def test_file_destinations_write_only_inside_the_file_dir(server_factory, cli, tmp_path):
+    """Absolute paths elsewhere, `..` and symbolic links leading out are refused when
+    saved (API and CLI); a link put in place later fails the delivery instead of
+    writing outside."""
+    exports, outside = tmp_path / "exports", tmp_path / "outside"
+    outside.mkdir()
+    config = tmp_path / "tessera.toml"
+    config.write_text(f'[activation]\nfile_dir = "{exports}"\n')
+    server = server_factory(extra_env={"TESSERA_CONFIG": str(config)})
+    exports.mkdir(exist_ok=True)
+    os.symlink(outside, exports / "link")
+
+    def file_destination(id_, path):
+        return {"id": id_, "type": "file", "settings": {"path": path}, "delivery": {"maxAttempts": 1}}
+
+    for path in ["/etc/tessera-escape.jsonl", str(outside / "events.jsonl"), "../outside/events.jsonl",
+                 "sub/../../outside/events.jsonl", "link/events.jsonl", str(exports / "link" / "x.jsonl")]:
+        r = server.admin("POST", "/api/v1/destinations", json=file_destination("escape", path))
+        body = assert_error(r, 400, "invalid_activation", path)
+        assert "file_dir" in body["message"], body
+    # Replacing a good one with a bad path is refused too.
+    create(server, "/api/v1/destinations", file_destination("good", "events.jsonl"))
+    create(server, "/api/v1/destinations", file_destination("absolute", str(exports / "abs.jsonl")))
+    r = server.admin("PUT", "/api/v1/destinations/good", json=file_destination("good", str(outside / "x.jsonl")))
+    assert_error(r, 400, "invalid_activation")
+    # A directory that does not exist yet is fine when saved...
+    create(server, "/api/v1/destinations", file_destination("later", "later/events.jsonl"))
+    # ...and becomes a link out of the directory before the first delivery.
+    os.symlink(outside, exports / "later")
+
+    source = server.create_source("web")
+    send_batch(server, source, [msg("track", userId="u1", event="Order Completed")])
+    wait_until(lambda: (exports / "events.jsonl").exists() and (exports / "abs.jsonl").exists(),
+               timeout=WAIT, what="the good file destinations written")
+    assert json.loads((exports / "events.jsonl").read_text().splitlines()[0])["event"] == "Order Completed"
+    assert stat.S_IMODE(os.stat(exports / "events.jsonl").st_mode) == 0o600
+
+    def dead():
+        rows = deliveries(server, destination="later")
+        return rows if rows and rows[0]["status"] == "dead" else None
+
+    rows = wait_until(dead, timeout=WAIT, what="the delivery through the link dead")
+    assert "symbolic link" in (rows[0].get("lastError") or ""), rows[0]
+    assert list(outside.iterdir()) == [], "nothing was written outside the file directory"
+
+    # The CLI applies the same rule.
+    definition = tmp_path / "escape.json"
+    definition.write_text(json.dumps(file_destination("cli-escape", str(outside / "cli.jsonl"))))
+    cp = cli("destinations", "create", str(definition), data_dir=server.data_dir,
+             env={"TESSERA_CONFIG": str(config)})
+    assert cp.returncode != 0 and "invalid_activation" in cp.stderr and "file_dir" in cp.stderr, cp.stderr
+
+
+def test_the_networks_destinations_may_reach_are_a_setting(server_factory, receivers, tmp_path):
+    """With loopback denied: a literal loopback URL is refused when saved, a name that
+    resolves to loopback and a destination stored before the setting fail at send
+    time; allowed_networks narrows the same way; a bad entry stops the start."""
+    import subprocess
+
+    from tessera_e2e import ADMIN_TOKEN, free_port, tessera_bin
+
+    hook = receivers().start()
+    data = tmp_path / "data"
+    before = server_factory(data_dir=data)
+    create(before, "/api/v1/destinations", {"id": "old-hook", "type": "webhook",
+                                            "settings": {"url": hook.url + "/old"}, "delivery": {"maxAttempts": 1}})
+    before.terminate()
+
+    config = tmp_path / "tessera.toml"
+    config.write_text('[activation]\ndenied_networks = ["loopback", "203.0.113.0/24"]\n')
+    server = server_factory(data_dir=data, extra_env={"TESSERA_CONFIG": str(config)})
+    for url in [hook.url + "/new", f"http://[::1]:{hook.port}/", "http://127.9.9.9/", "http://203.0.113.5/"]:
+        r = server.admin("POST", "/api/v1/destinations", json={"id": "new", "type": "webhook", "settings": {"url": url}})
+        body = assert_error(r, 400, "invalid_activation", url)
+        assert "denied_networks" in body["message"], body
+    create(server, "/api/v1/destinations", {"id": "by-name", "type": "webhook",
+                                            "settings": {"url": f"http://localhost:{hook.port}/name"},
+                                            "delivery": {"maxAttempts": 1}})
+    source = server.create_source("web")
+    send_batch(server, source, [msg("track", userId="u1", event="Order Completed")])
+    for destination in ("old-hook", "by-name"):
+        def dead():
+            rows = deliveries(server, destination=destination)
+            return rows if rows and rows[0]["status"] == "dead" else None
+
+        rows = wait_until(dead, timeout=WAIT, what=f"{destination} delivery dead")
+        assert "denied_networks" in (rows[0].get("lastError") or ""), rows[0]
+    assert hook.accepted() == [], "nothing reached the denied network"
+    server.terminate()
+
+    config.write_text('[activation]\nallowed_networks = ["10.0.0.0/8"]\n')
+    narrow = server_factory(data_dir=tmp_path / "narrow", extra_env={"TESSERA_CONFIG": str(config)})
+    r = narrow.admin("POST", "/api/v1/destinations", json={"id": "new", "type": "webhook",
+                                                            "settings": {"url": hook.url}})
+    assert "allowed_networks" in assert_error(r, 400, "invalid_activation")["message"]
+    narrow.terminate()
+
+    config.write_text('[activation]\ndenied_networks = ["intranet"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+    env.update({"TESSERA_ADMIN_TOKEN": ADMIN_TOKEN, "TESSERA_CONFIG": str(config)})
+    started = subprocess.run(
+        [str(tessera_bin()), "serve", "--data-dir", str(tmp_path / "bad"), "--listen", f"127.0.0.1:{free_port()}"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0
+    assert "denied_networks" in started.stderr and "intranet" in started.stderr, started.stderr

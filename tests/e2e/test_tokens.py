@@ -216,3 +216,40 @@ def test_openapi_document_is_public_and_names_each_scope(server):
         assert operation is not None, (method, path)
         assert all(sorted(scopes) == ["admin", "read:profiles"]
                    for requirement in operation["security"] for scopes in requirement.values()), (method, path)
+
+
+def test_revoking_a_token_revokes_the_tokens_it_created(server, cli):
+    """An admin-scoped token mints a token, which mints another: revoking the first
+    revokes both (API and CLI), and a token minted by the admin token is unaffected."""
+    ops = create_token(server, "ops", ["admin"])
+    minted = server.admin("POST", "/api/v1/tokens", token=ops["token"],
+                          json={"name": "minted by ops", "scopes": ["admin"]})
+    assert minted.status_code == 201, minted.text
+    minted = minted.json()
+    assert minted["parent"] == ops["id"]
+    grandchild = server.admin("POST", "/api/v1/tokens", token=minted["token"],
+                              json={"name": "minted by minted", "scopes": ["read:profiles"]}).json()
+    assert grandchild["parent"] == minted["id"]
+    independent = create_token(server, "independent", ["read:profiles"])
+    assert independent["parent"] is None
+    path = "/api/v1/profiles?identifier=user_id:nobody"
+    for t in (ops, minted, grandchild, independent):
+        assert call(server, "GET", path, token=t["token"]).status_code == 404
+
+    r = server.admin("POST", f"/api/v1/tokens/{ops['id']}/revoke")
+    assert r.status_code == 200, r.text
+    assert r.json()["revokedDescendants"] == [minted["id"], grandchild["id"]]
+    for t in (ops, minted, grandchild):
+        assert_error(call(server, "GET", path, token=t["token"]), 401, "invalid_admin_token")
+    assert call(server, "GET", path, token=independent["token"]).status_code == 404
+    listed = {t["id"]: t for t in server.admin("GET", "/api/v1/tokens").json()["tokens"]}
+    assert listed[grandchild["id"]]["revokedAt"] and listed[grandchild["id"]]["parent"] == minted["id"]
+
+    # The CLI revokes the same way.
+    parent = create_token(server, "cli parent", ["admin"])
+    child = server.admin("POST", "/api/v1/tokens", token=parent["token"],
+                         json={"name": "cli child", "scopes": ["admin"]}).json()
+    cp = cli("tokens", "revoke", parent["id"], data_dir=server.data_dir)
+    assert cp.returncode == 0, cp.stderr
+    assert child["id"] in cp.stderr
+    assert_error(call(server, "GET", path, token=child["token"]), 401, "invalid_admin_token")

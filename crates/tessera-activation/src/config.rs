@@ -310,7 +310,8 @@ fn default_shape() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileSettings {
-    /// The JSONL file appended to.
+    /// The JSONL file appended to: relative to `[activation] file_dir`, or an
+    /// absolute path inside it.
     pub path: String,
 }
 
@@ -366,6 +367,16 @@ impl Kind {
                 format!("smtp-{mode}://{}:{port}", host.to_ascii_lowercase())
             }),
             Self::File(_) => None,
+        }
+    }
+
+    /// The URL it sends to (webhook, SMS, CRM); `None` for email and file.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Self::Webhook(s) => Some(&s.url),
+            Self::Sms(s) => Some(&s.url),
+            Self::Crm(s) => Some(&s.url),
+            Self::Email(_) | Self::File(_) => None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod fanout;
+pub mod files;
 pub mod network;
 pub mod render;
 pub mod senders;
@@ -98,6 +99,44 @@ pub struct Stores {
     pub audiences: Arc<AudienceEngine>,
 }
 
+/// Where destinations may send and write (configuration: `[activation]`).
+#[derive(Debug, Default)]
+pub struct Reach {
+    /// The networks webhook, SMS and CRM destinations may reach.
+    pub networks: Arc<network::NetworkPolicy>,
+    /// The directory file destinations write in (`None`: file destinations are
+    /// refused).
+    pub files: Option<files::FileDir>,
+}
+
+impl Reach {
+    /// Why `destination` may not send where it says, if it may not.
+    pub fn check(&self, destination: &Destination) -> Result<(), ConfigError> {
+        if let Some(url) = destination
+            .kind
+            .url()
+            .and_then(|u| reqwest::Url::parse(u).ok())
+            && let Some(why) = self.networks.denied_host(&url)
+        {
+            return Err(ConfigError(format!("settings.url: {why}")));
+        }
+        if let config::Kind::File(settings) = &destination.kind {
+            self.file_path(&settings.path).map_err(ConfigError)?;
+        }
+        Ok(())
+    }
+
+    /// Where a file destination's `path` writes, or why it may not.
+    pub fn file_path(&self, path: &str) -> Result<std::path::PathBuf, String> {
+        match &self.files {
+            Some(dir) => dir.resolve(path),
+            None => Err(
+                "file destinations are not enabled here: configure [activation] file_dir".into(),
+            ),
+        }
+    }
+}
+
 /// The running activation: definitions, workers, fan-out.
 pub struct Activation {
     pub(crate) stores: Stores,
@@ -127,9 +166,23 @@ impl Activation {
     /// acts on — journey waits, frequency caps, when a delivery is due, the circuit
     /// breaker — is read from `clock`; only what talks to other systems (a webhook's
     /// signature timestamp, an HTTP-date `Retry-After`) uses the machine's time.
+    /// File destinations are refused and the default networks apply; see
+    /// [`Self::with_reach`].
     pub fn new(
         stores: Stores,
         purposes: Vec<String>,
+        observer: Arc<dyn Observer>,
+        runtime: Option<tokio::runtime::Handle>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, ActivationError> {
+        Self::with_reach(stores, purposes, Reach::default(), observer, runtime, clock)
+    }
+
+    /// As [`Self::new`], with where destinations may send and write.
+    pub fn with_reach(
+        stores: Stores,
+        purposes: Vec<String>,
+        reach: Reach,
         observer: Arc<dyn Observer>,
         runtime: Option<tokio::runtime::Handle>,
         clock: Arc<dyn Clock>,
@@ -138,7 +191,7 @@ impl Activation {
         let activation = Arc::new(Self {
             stores,
             store,
-            clients: Arc::new(Clients::new()),
+            clients: Arc::new(Clients::new(Arc::new(reach))),
             observer,
             destinations: RwLock::new(HashMap::new()),
             journeys: RwLock::new(HashMap::new()),
@@ -321,6 +374,7 @@ impl Activation {
         create: bool,
     ) -> Result<Option<Arc<Destination>>, ActivationError> {
         destination.validate(&self.purposes)?;
+        self.clients.reach.check(&destination)?;
         destination
             .check_budgets()
             .map_err(ActivationError::TemplateBudget)?;

@@ -14,6 +14,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_store::activation::Delivery;
 
@@ -164,28 +165,31 @@ pub fn render_error(delivery: &Delivery) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// HTTP and SMTP clients shared by the delivery workers.
+/// HTTP and SMTP clients shared by the delivery workers, and where they may send.
 pub struct Clients {
     http: reqwest::Client,
+    pub(crate) reach: Arc<crate::Reach>,
 }
 
 impl Clients {
-    /// Creates the clients (the TLS provider is installed once per process).
-    pub fn new() -> Self {
+    /// Creates the clients (the TLS provider is installed once per process); they
+    /// reach only what `reach` allows.
+    pub fn new(reach: Arc<crate::Reach>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let networks = Arc::clone(&reach.networks);
         let http = reqwest::Client::builder()
             .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(crate::network::GuardedResolver)
-            .redirect(crate::network::redirect_policy())
+            .dns_resolver(crate::network::GuardedResolver::new(Arc::clone(&networks)))
+            .redirect(crate::network::redirect_policy(networks))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http }
+        Self { http, reach }
     }
 }
 
 impl Default for Clients {
     fn default() -> Self {
-        Self::new()
+        Self::new(Arc::default())
     }
 }
 
@@ -270,15 +274,11 @@ pub async fn send(
     let one = |attempt: Attempt| vec![attempt; group.len()];
     // Literal addresses skip the resolver's check: a destination stored before the
     // rule, or edited in the store, is refused here.
-    let target = match &destination.kind {
-        Kind::Webhook(s) => Some(&s.url),
-        Kind::Sms(s) => Some(&s.url),
-        Kind::Crm(s) => Some(&s.url),
-        _ => None,
-    };
-    if let Some(why) = target
+    if let Some(why) = destination
+        .kind
+        .url()
         .and_then(|url| reqwest::Url::parse(url).ok())
-        .and_then(|url| crate::network::denied_host(&url))
+        .and_then(|url| clients.reach.networks.denied_host(&url))
     {
         return one(Attempt::Fail { error: why });
     }
@@ -390,7 +390,11 @@ pub async fn send(
                 .iter()
                 .map(|p| p.get("line").cloned().unwrap_or(Value::Null).to_string())
                 .collect();
-            let path = s.path.clone();
+            // Checked again before each write: the directory may have changed.
+            let path = match clients.reach.file_path(&s.path) {
+                Ok(path) => path,
+                Err(why) => return one(Attempt::Fail { error: why }),
+            };
             let written = tokio::task::spawn_blocking(move || append_lines(&path, &lines)).await;
             let error = match written {
                 Ok(Ok(())) => return one(Attempt::Delivered),
@@ -435,12 +439,30 @@ fn header_url(url: &str) -> String {
     out
 }
 
-fn append_lines(path: &str, lines: &[String]) -> Result<(), std::io::Error> {
+/// Appends to `path` (created with mode 0600, with its directories): never through a
+/// symbolic link put there since the path was checked.
+fn append_lines(path: &std::path::Path, lines: &[String]) -> Result<(), std::io::Error> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    if let Some(parent) = path.parent() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    let mut file = options.open(path)?;
     let mut text = String::new();
     for line in lines {
         text.push_str(line);

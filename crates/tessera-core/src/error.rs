@@ -99,6 +99,17 @@ error_codes! {
     /// Too many requests for this write key or token; retry after the `Retry-After`
     /// seconds.
     RateLimited => ("rate_limited", 429),
+    /// This client address presented too many wrong credentials within a window
+    /// (`[http] auth_failures`); its requests are refused without being checked until
+    /// the `Retry-After` seconds have passed.
+    TooManyAuthFailures => ("too_many_auth_failures", 429),
+    /// This client address has as many open connections as one client may
+    /// (`[http] max_connections_per_client`); close some, or retry after the
+    /// `Retry-After` seconds.
+    TooManyClientConnections => ("too_many_client_connections", 429),
+    /// `/metrics` needs `Authorization: Bearer <metrics token>` (`[metrics] token`,
+    /// `TESSERA_METRICS_TOKEN`) or the admin token.
+    InvalidMetricsToken => ("invalid_metrics_token", 401),
     /// No API token has that id.
     TokenNotFound => ("token_not_found", 404),
     /// A request parameter is missing or invalid, or the request is not well-formed HTTP/1.1.

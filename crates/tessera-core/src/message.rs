@@ -238,13 +238,37 @@ pub fn normalize(
         set_context_ip(&mut body, ip);
     }
 
-    let received_at = if defaults.keep_received_at {
-        checker
-            .timestamp(&body, "receivedAt")?
-            .unwrap_or(received_at)
+    // A historical message that carries its `receivedAt` was received by a server
+    // before (an export of Tessera or Segment): its `timestamp` is that server's
+    // corrected time already, kept as it is, so export then import is an exact copy.
+    let stored_before = if defaults.keep_received_at {
+        checker.timestamp(&body, "receivedAt")?
     } else {
-        received_at
+        None
     };
+    let received_at = stored_before.unwrap_or(received_at);
+    if let Some(received_at) = stored_before {
+        let timestamp = checker
+            .timestamp(&body, "timestamp")?
+            .unwrap_or(received_at);
+        body.set("timestamp", Value::String(format_timestamp(timestamp)));
+        body.set("receivedAt", Value::String(format_timestamp(received_at)));
+        let payload = body.to_json().map_err(|_| {
+            checker.reject(
+                ErrorCode::InvalidBody,
+                "the message could not be written as JSON".into(),
+            )
+        })?;
+        return Ok(NormalizedMessage {
+            message_type,
+            message_id,
+            user_id,
+            anonymous_id,
+            timestamp,
+            received_at,
+            payload,
+        });
+    }
     if !body.contains("sentAt")
         && let Some(sent_at) = &defaults.sent_at
     {
@@ -741,6 +765,37 @@ mod tests {
         )
         .unwrap_or_else(|r| panic!("{r:?}"));
         assert_eq!(again.payload, first.payload);
+    }
+
+    #[test]
+    fn reimporting_a_stored_message_changes_nothing() {
+        // Sent without a timestamp, and with a sentAt but no timestamp: what an export
+        // prints must come back byte for byte (no `originalTimestamp` added, no second
+        // skew correction).
+        let defaults = RequestDefaults {
+            keep_received_at: true,
+            ..Default::default()
+        };
+        for sent in [
+            json!({"userId": "u", "event": "E"}),
+            json!({"userId": "u", "event": "E", "sentAt": "2026-11-23T11:00:00.000Z"}),
+            json!({"userId": "u", "event": "E", "timestamp": "2026-11-23T10:59:50.000Z",
+                   "sentAt": "2026-11-23T11:00:00.000Z"}),
+            json!({"userId": "u", "event": "E", "timestamp": "2026-11-20T10:00:00Z"}),
+        ] {
+            let stored =
+                run(sent.clone(), Some(MessageType::Track)).unwrap_or_else(|r| panic!("{r:?}"));
+            let again = normalize(
+                MessageFields::from_json(&stored.payload).unwrap_or_else(|e| panic!("{e:?}")),
+                None,
+                &defaults,
+                at("2027-01-01T00:00:00Z"),
+            )
+            .unwrap_or_else(|r| panic!("{r:?}"));
+            assert_eq!(again.payload, stored.payload, "{sent}");
+            assert_eq!(again.timestamp, stored.timestamp);
+            assert_eq!(again.received_at, stored.received_at);
+        }
     }
 
     #[test]

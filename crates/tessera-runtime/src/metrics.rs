@@ -282,7 +282,7 @@ impl Metrics {
         let connections_refused = Counter::default();
         registry.register(
             "connections_refused",
-            "Connections over the connection cap, answered 503 too_many_connections and closed",
+            "Connections over the connection cap (503 too_many_connections) or over one client's (429 too_many_client_connections), answered and closed",
             connections_refused.clone(),
         );
         let ingest_in_flight = Gauge::default();

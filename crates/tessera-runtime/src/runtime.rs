@@ -23,7 +23,7 @@ use tessera_store::profiles::ProfileStore;
 use tessera_store::{Catalog, EventLog, StoreError};
 
 /// What a runtime is configured with (the store options are the [`Stores`]').
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RuntimeConfig {
     /// The group committer's queue and batch sizes.
     pub committer: CommitterConfig,
@@ -35,6 +35,8 @@ pub struct RuntimeConfig {
     pub privacy: PrivacyConfig,
     /// Destinations of the configuration file, stored like those of the API.
     pub destinations: Vec<Destination>,
+    /// Where destinations may send and write (networks, the file directory).
+    pub reach: tessera_activation::Reach,
 }
 
 /// Why a runtime could not be built or started.
@@ -133,7 +135,7 @@ impl Runtime {
             })?;
         let privacy = Arc::new(Privacy::open(Arc::clone(&catalog), config.privacy.clone())?);
         let activation_store = stores.activation()?;
-        let activation = Activation::new(
+        let activation = Activation::with_reach(
             ActivationStores {
                 log: Arc::clone(&events),
                 profiles: Arc::clone(&profiles),
@@ -142,6 +144,7 @@ impl Runtime {
                 audiences: Arc::clone(&audiences),
             },
             config.privacy.purposes.clone(),
+            config.reach,
             Arc::clone(&metrics) as Arc<dyn tessera_activation::delivery::Observer>,
             tokio,
             Arc::clone(&clock),

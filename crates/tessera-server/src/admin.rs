@@ -92,6 +92,9 @@ fn authorize(parts: &Parts, state: &AppState, accepted: &[&str]) -> Result<Strin
         )
     };
     let token = presented_token(parts).ok_or_else(invalid)?;
+    // A client that presented too many wrong credentials waits, unchecked.
+    let client = crate::auth_backoff::client_ip(&parts.extensions);
+    state.auth_backoff.check(client)?;
     let hash = hash_secret(&token);
     if hash == state.admin_token_hash {
         return Ok("admin-token".to_owned());
@@ -100,6 +103,9 @@ fn authorize(parts: &Parts, state: &AppState, accepted: &[&str]) -> Result<Strin
         .catalog
         .token_by_hash(&hash)
         .map_err(ApiError::internal)?;
+    if found.as_ref().is_none_or(|t| t.revoked_at_ms.is_some()) {
+        state.auth_backoff.failed(client);
+    }
     match found {
         Some(token) if token.revoked_at_ms.is_none() => {
             if token.scopes.iter().any(|s| accepted.contains(&s.as_str())) {
@@ -200,6 +206,7 @@ pub fn token_json(token: &ApiToken) -> Value {
         "prefix": token.prefix,
         "createdAt": format_millis(token.created_at_ms),
         "revokedAt": token.revoked_at_ms.map(format_millis),
+        "parent": token.parent_id,
     })
 }
 
@@ -210,11 +217,13 @@ struct TokenRequest {
     scopes: Vec<String>,
 }
 
-/// Creates a scoped API token; the secret is in the answer only.
+/// Creates a scoped API token; the secret is in the answer only. `parent` is the API
+/// token that asks (`None`: the admin token or the CLI): revoking it revokes this one.
 pub fn create_token(
     catalog: &dyn tessera_store::Catalog,
     name: &str,
     scopes: &[String],
+    parent: Option<&str>,
 ) -> Result<(ApiToken, String), ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -243,13 +252,20 @@ pub fn create_token(
         prefix: secret.chars().take(8).collect(),
         created_at_ms: chrono::Utc::now().timestamp_millis(),
         revoked_at_ms: None,
+        parent_id: parent.map(str::to_owned),
     };
     catalog
         .create_token(&NewApiToken {
             token: token.clone(),
             secret_hash: hash_secret(&secret),
         })
-        .map_err(ApiError::internal)?;
+        .map_err(|e| match e {
+            tessera_store::StoreError::NotFound(_) => ApiError::new(
+                ErrorCode::InvalidAdminToken,
+                "the token making this request was revoked meanwhile; no token was created",
+            ),
+            other => ApiError::internal(other),
+        })?;
     Ok((token, secret))
 }
 
@@ -264,7 +280,13 @@ async fn create_token_route(
             format!("{e}; send {{\"name\": \"support desk\", \"scopes\": [\"read:profiles\"]}}"),
         )
     })?;
-    let (token, secret) = create_token(state.catalog.as_ref(), &request.name, &request.scopes)?;
+    let parent = admin.actor.strip_prefix("token:");
+    let (token, secret) = create_token(
+        state.catalog.as_ref(),
+        &request.name,
+        &request.scopes,
+        parent,
+    )?;
     let mut body = token_json(&token);
     record_audit(
         state.catalog.as_ref(),
@@ -294,7 +316,7 @@ async fn revoke_token(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let token = state
+    let revoked = state
         .catalog
         .revoke_token(&id, chrono::Utc::now().timestamp_millis())
         .map_err(ApiError::internal)?
@@ -304,7 +326,9 @@ async fn revoke_token(
                 format!("no API token has the id {id:?} (GET /api/v1/tokens lists them)"),
             )
         })?;
-    let body = token_json(&token);
+    let token = revoked.token;
+    let mut body = token_json(&token);
+    body["revokedDescendants"] = json!(revoked.descendants);
     record_audit(
         state.catalog.as_ref(),
         &admin.actor,

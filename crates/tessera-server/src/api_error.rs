@@ -15,6 +15,7 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     extra: Option<Box<(&'static str, Value)>>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,7 +25,14 @@ impl ApiError {
             code,
             message: message.into(),
             extra: None,
+            retry_after: None,
         }
+    }
+
+    /// Answers with `Retry-After: seconds` (instead of the 1 s of overload answers).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// An internal failure: logged in full, answered as a generic `internal_error`.
@@ -154,6 +162,11 @@ impl IntoResponse for ApiError {
             let headers = response.headers_mut();
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
             headers.insert("x-ratelimit-reset", HeaderValue::from_static(seconds));
+        }
+        if let Some(seconds) = self.retry_after {
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            headers.insert("x-ratelimit-reset", HeaderValue::from(seconds));
         }
         response
     }

@@ -7,6 +7,9 @@
 //! every other client is cut off. So:
 //! - at most [`ConnectionLimits::max_connections`] connections are open; one more is
 //!   answered `503 too_many_connections` (JSON, `Connection: close`) and closed;
+//! - one client address (an IPv4 address, an IPv6 /64) holds at most
+//!   [`ConnectionLimits::max_connections_per_client`] of them; one more is answered
+//!   `429 too_many_client_connections` and closed, so one stranger cannot take them all;
 //! - a request's headers must arrive within [`ConnectionLimits::header_timeout`], and
 //!   the same limit closes a keep-alive connection that sends no next request;
 //! - request bodies have their own deadline where they are read (the tracking API),
@@ -42,6 +45,8 @@ pub struct ConnectionLimits {
     /// once (the key is in the body, so the body is read before the key is known);
     /// more get `503 overloaded`. Bounds the memory strangers can hold.
     pub keyless_bodies: usize,
+    /// Open connections one client address may hold (further ones get 429).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -51,6 +56,7 @@ impl Default for ConnectionLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             keyless_bodies: 64,
+            max_connections_per_client: 1_000,
         }
     }
 }
@@ -136,6 +142,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state.clone());
     let open = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = Arc::new(PerClient::new(limits.max_connections_per_client));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -155,9 +162,17 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(client) = PerClient::enter(&per_client, peer.ip()) else {
+            state.metrics.connections_refused.inc();
+            tokio::spawn(refuse(
+                stream,
+                Refusal::Client(limits.max_connections_per_client),
+            ));
+            continue;
+        };
         let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
             state.metrics.connections_refused.inc();
-            tokio::spawn(refuse(stream));
+            tokio::spawn(refuse(stream, Refusal::Server));
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -179,6 +194,7 @@ pub async fn serve(
             }
             metrics.connections_open.dec();
             drop(permit);
+            drop(client);
         });
     }
     drop(listener);
@@ -186,15 +202,81 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers a connection over the cap with a 503 and closes it.
-async fn refuse(mut stream: TcpStream) {
-    let body = serde_json::json!({
-        "code": ErrorCode::TooManyConnections.as_str(),
-        "message": "this server has as many open connections as it takes; retry shortly (after the Retry-After seconds)",
-    })
-    .to_string();
+/// Open connections by client (see [`crate::auth_backoff::client_key`]).
+struct PerClient {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One open connection of a client; leaving frees its place.
+struct ClientSlot {
+    table: Arc<PerClient>,
+    key: std::net::IpAddr,
+}
+
+impl PerClient {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// A place for one more connection of `ip`, or `None` when it holds the most.
+    fn enter(table: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        let key = crate::auth_backoff::client_key(ip);
+        let mut open = table.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(key).or_insert(0);
+        if *count >= table.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            table: Arc::clone(table),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Why a connection is refused.
+enum Refusal {
+    /// The server holds `max_connections`.
+    Server,
+    /// The client holds this many, its most.
+    Client(usize),
+}
+
+/// Answers a connection over a cap with a JSON error and closes it.
+async fn refuse(mut stream: TcpStream, why: Refusal) {
+    let (status, code, message) = match why {
+        Refusal::Server => (
+            "503 Service Unavailable",
+            ErrorCode::TooManyConnections,
+            "this server has as many open connections as it takes; retry shortly (after the Retry-After seconds)".to_owned(),
+        ),
+        Refusal::Client(max) => (
+            "429 Too Many Requests",
+            ErrorCode::TooManyClientConnections,
+            format!(
+                "this address has {max} open connections, the most one client may hold ([http] max_connections_per_client): reuse or close some, then retry"
+            ),
+        ),
+    };
+    let body = serde_json::json!({"code": code.as_str(), "message": message}).to_string();
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
@@ -221,5 +303,22 @@ mod tests {
             ..ConnectionLimits::default()
         });
         assert_eq!(small.max_connections, 5, "a lower setting is kept");
+    }
+
+    #[test]
+    fn each_client_holds_at_most_its_share() {
+        let table = Arc::new(PerClient::new(2));
+        let ip = |text: &str| text.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let a1 = PerClient::enter(&table, ip("10.0.0.1"));
+        let a2 = PerClient::enter(&table, ip("10.0.0.1"));
+        assert!(a1.is_some() && a2.is_some());
+        assert!(PerClient::enter(&table, ip("10.0.0.1")).is_none());
+        assert!(PerClient::enter(&table, ip("::ffff:10.0.0.1")).is_none());
+        let b = PerClient::enter(&table, ip("10.0.0.2"));
+        assert!(b.is_some());
+        drop(a1);
+        assert!(PerClient::enter(&table, ip("10.0.0.1")).is_some());
+        drop((a2, b));
+        assert!(table.open.lock().map(|o| o.is_empty()).unwrap_or(false));
     }
 }

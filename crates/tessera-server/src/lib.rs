@@ -10,6 +10,7 @@ pub mod activation_api;
 pub mod admin;
 pub mod api_error;
 pub mod audiences;
+pub mod auth_backoff;
 pub mod connections;
 pub mod http_errors;
 pub mod privacy_api;
@@ -65,6 +66,10 @@ pub struct AppState {
     pub activation: Arc<tessera_activation::Activation>,
     /// Deadlines and permits of request bodies (see [`connections`]).
     pub bodies: Arc<connections::BodyGate>,
+    /// Failed authentications per client (see [`auth_backoff`]).
+    pub auth_backoff: Arc<auth_backoff::AuthBackoff>,
+    /// SHA-256 of the token `/metrics` requires (`None`: `/metrics` is open).
+    pub metrics_token_hash: Option<String>,
 }
 
 /// The whole HTTP application.
@@ -128,7 +133,41 @@ async fn healthz(State(state): State<AppState>) -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// `/metrics`, behind `Authorization: Bearer <metrics token>` (or the admin token) when
+/// a metrics token is configured.
+async fn metrics(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    if let Some(expected) = &state.metrics_token_hash {
+        let client = auth_backoff::client_ip(request.extensions());
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        let missing = || {
+            ApiError::new(
+                ErrorCode::InvalidMetricsToken,
+                "/metrics needs \"Authorization: Bearer <token>\" with the metrics token ([metrics] token, TESSERA_METRICS_TOKEN) or the admin token",
+            )
+        };
+        let Some(presented) = presented else {
+            return Err(missing());
+        };
+        state.auth_backoff.check(client)?;
+        let hash = tessera_core::ids::hash_secret(presented);
+        if &hash != expected && hash != state.admin_token_hash {
+            state.auth_backoff.failed(client);
+            return Err(missing());
+        }
+    }
+    Ok(render_metrics(&state).into_response())
+}
+
+fn render_metrics(state: &AppState) -> impl IntoResponse {
     // The lag as of now, not as of the processor's last chunk: a reader waiting for
     // "everything acknowledged is applied" must not see a stale 0.
     if let Ok(lag) = state.processor.lag() {

@@ -101,16 +101,13 @@ async fn ingest(
 ) -> Response {
     let started = Instant::now();
     let _in_flight = InFlight::enter(&state.metrics);
-    let client_ip = browser
-        .then(|| {
-            request
-                .extensions()
-                .get::<ConnectInfo<crate::http_errors::ClientAddr>>()
-                .map(|info| info.0.0.ip().to_string())
-        })
-        .flatten();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<crate::http_errors::ClientAddr>>()
+        .map(|info| info.0.0.ip());
+    let client_ip = peer.filter(|_| browser).map(|ip| ip.to_string());
     let (parts, body) = request.into_parts();
-    let response = match ingest_request(&state, &parts.headers, body, kind, client_ip).await {
+    let response = match ingest_request(&state, &parts.headers, body, kind, client_ip, peer).await {
         Ok(response) => response,
         Err((error, source_key)) => {
             state.metrics.rejected(error.code().as_str());
@@ -153,11 +150,14 @@ async fn ingest_request(
     body: Body,
     kind: BodyKind,
     client_ip: Option<String>,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Response, IngestError> {
+    // A client that presented too many wrong write keys waits, unchecked and unread.
+    state.auth_backoff.check(peer).map_err(|e| (e, None))?;
     let header_key = basic_auth_user(headers);
     // Authenticate before reading the body when the key is in the header.
     let mut source = match &header_key {
-        Some(key) => Some(resolve(state, key)?),
+        Some(key) => Some(resolve(state, key, peer)?),
         None => None,
     };
     let source_key = source.as_ref().map(|s| s.key);
@@ -204,7 +204,7 @@ async fn ingest_request(
                 );
                 (error, None)
             })?;
-            resolve(state, &key)?
+            resolve(state, &key, peer)?
         }
     };
     if !state.rate_limiter.allow(&source.id) {
@@ -340,9 +340,19 @@ pub fn rate_limited() -> ApiError {
     )
 }
 
-fn resolve(state: &AppState, key: &str) -> Result<Source, IngestError> {
+fn resolve(
+    state: &AppState,
+    key: &str,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Source, IngestError> {
     state.sources.resolve(key).map_err(|e| match e {
-        SourceLookupError::User(user) => (user.into(), None),
+        SourceLookupError::User(user) => {
+            // A key of no source is a wrong credential; a disabled source's is not.
+            if user.code == ErrorCode::InvalidWriteKey {
+                state.auth_backoff.failed(peer);
+            }
+            (user.into(), None)
+        }
         SourceLookupError::Store(store) => (ApiError::internal(store), None),
     })
 }

@@ -46,8 +46,8 @@ use std::time::Duration;
 use tessera_store::keys;
 use tessera_store::{
     ApiToken, AppendBatch, AppendOutcome, AuditEntry, Catalog, EventFilter, EventLog, EventRecord,
-    NewApiToken, NewSource, PrivacyRequest, PrivacyRequestKind, RejectionRecord, RewrittenEvent,
-    Source, StoreError, StoreResult, StoredEvent, StoredRejection,
+    NewApiToken, NewSource, PrivacyRequest, PrivacyRequestKind, RejectionRecord, RevokedToken,
+    RewrittenEvent, Source, StoreError, StoreResult, StoredEvent, StoredRejection,
 };
 
 /// The columns of `events` (created at open, and by the upgrade of a first-schema file).
@@ -1303,7 +1303,7 @@ fn load_dedup_window(conn: &Connection, index: &mut DedupIndex) -> StoreResult<(
     Ok(())
 }
 
-const TOKEN_COLUMNS: &str = "id, name, scopes, prefix, created_at_ms, revoked_at_ms";
+const TOKEN_COLUMNS: &str = "id, name, scopes, prefix, created_at_ms, revoked_at_ms, parent_id";
 
 fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
     let scopes: String = row.get(2)?;
@@ -1314,6 +1314,7 @@ fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
         prefix: row.get(3)?,
         created_at_ms: row.get(4)?,
         revoked_at_ms: row.get(5)?,
+        parent_id: row.get(6)?,
     })
 }
 
@@ -1394,7 +1395,8 @@ impl SqliteCatalog {
                  secret_hash   TEXT    NOT NULL UNIQUE,
                  prefix        TEXT    NOT NULL,
                  created_at_ms INTEGER NOT NULL,
-                 revoked_at_ms INTEGER
+                 revoked_at_ms INTEGER,
+                 parent_id     TEXT
              );
              CREATE TABLE IF NOT EXISTS audit_log (
                  id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -1441,6 +1443,19 @@ impl SqliteCatalog {
             > 0;
         if !has_plan {
             conn.execute_batch("ALTER TABLE privacy_requests ADD COLUMN plan_json TEXT;")
+                .map_err(engine)?;
+        }
+        // Catalogs created before tokens recorded the token that created them.
+        let has_parent: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('api_tokens') WHERE name = 'parent_id'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(engine)?
+            > 0;
+        if !has_parent {
+            conn.execute_batch("ALTER TABLE api_tokens ADD COLUMN parent_id TEXT;")
                 .map_err(engine)?;
         }
         rename_settings(&conn)?;
@@ -1580,19 +1595,30 @@ impl Catalog for SqliteCatalog {
     fn create_token(&self, token: &NewApiToken) -> StoreResult<()> {
         let conn = lock(&self.conn);
         let t = &token.token;
-        conn.execute(
-            "INSERT INTO api_tokens (id, name, scopes, secret_hash, prefix, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                t.id,
-                t.name,
-                t.scopes.join(" "),
-                token.secret_hash,
-                t.prefix,
-                t.created_at_ms
-            ],
-        )
-        .map_err(engine)?;
+        // One statement: a parent revoked in between leaves no child behind.
+        let stored = conn
+            .execute(
+                "INSERT INTO api_tokens (id, name, scopes, secret_hash, prefix, created_at_ms, parent_id)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                 WHERE ?7 IS NULL
+                    OR EXISTS (SELECT 1 FROM api_tokens WHERE id = ?7 AND revoked_at_ms IS NULL)",
+                params![
+                    t.id,
+                    t.name,
+                    t.scopes.join(" "),
+                    token.secret_hash,
+                    t.prefix,
+                    t.created_at_ms,
+                    t.parent_id
+                ],
+            )
+            .map_err(engine)?;
+        if stored == 0 {
+            return Err(StoreError::NotFound(format!(
+                "token {} (revoked), which was creating this token",
+                t.parent_id.as_deref().unwrap_or_default()
+            )));
+        }
         Ok(())
     }
 
@@ -1616,20 +1642,57 @@ impl Catalog for SqliteCatalog {
         .map_err(engine)
     }
 
-    fn revoke_token(&self, id: &str, at_ms: i64) -> StoreResult<Option<ApiToken>> {
-        let conn = lock(&self.conn);
-        conn.execute(
-            "UPDATE api_tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
-            params![id, at_ms],
-        )
-        .map_err(engine)?;
-        conn.query_row(
-            &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"),
-            [id],
-            token_from_row,
-        )
-        .optional()
-        .map_err(engine)
+    fn revoke_token(&self, id: &str, at_ms: i64) -> StoreResult<Option<RevokedToken>> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction().map_err(engine)?;
+        let Some(token) = tx
+            .query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"),
+                [id],
+                token_from_row,
+            )
+            .optional()
+            .map_err(engine)?
+        else {
+            return Ok(None);
+        };
+        // The token and its descendants (also those under an already revoked child:
+        // a child revoked earlier may still have live children of older catalogs).
+        let family: Vec<(String, bool)> = {
+            let mut statement = tx
+                .prepare(
+                    "WITH RECURSIVE family(id) AS (
+                         SELECT ?1
+                         UNION SELECT t.id FROM api_tokens t JOIN family f ON t.parent_id = f.id
+                     )
+                     SELECT t.id, t.revoked_at_ms IS NULL FROM api_tokens t
+                     WHERE t.id IN (SELECT id FROM family) AND t.id <> ?1 ORDER BY t.created_at_ms, t.id",
+                )
+                .map_err(engine)?;
+            let rows = statement
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(engine)?;
+            rows.collect::<Result<_, _>>().map_err(engine)?
+        };
+        let descendants: Vec<String> = family
+            .into_iter()
+            .filter_map(|(id, live)| live.then_some(id))
+            .collect();
+        for revoked in std::iter::once(id).chain(descendants.iter().map(String::as_str)) {
+            tx.execute(
+                "UPDATE api_tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+                params![revoked, at_ms],
+            )
+            .map_err(engine)?;
+        }
+        tx.commit().map_err(engine)?;
+        Ok(Some(RevokedToken {
+            token: ApiToken {
+                revoked_at_ms: token.revoked_at_ms.or(Some(at_ms)),
+                ..token
+            },
+            descendants,
+        }))
     }
 
     fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
@@ -1847,6 +1910,47 @@ mod tests {
         });
         assert!(result.is_ok());
         payloads
+    }
+
+    #[test]
+    fn revoking_a_token_revokes_the_tokens_it_created() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Engine(e.to_string()))?;
+        let (_, catalog) = open_data_dir(dir.path())?;
+        let token = |id: &str, parent: Option<&str>| NewApiToken {
+            token: ApiToken {
+                id: id.into(),
+                name: id.into(),
+                scopes: vec!["admin".into()],
+                prefix: "tsk_".into(),
+                created_at_ms: 1,
+                revoked_at_ms: None,
+                parent_id: parent.map(str::to_owned),
+            },
+            secret_hash: format!("hash-{id}"),
+        };
+        catalog.create_token(&token("root", None))?;
+        catalog.create_token(&token("child", Some("root")))?;
+        catalog.create_token(&token("grandchild", Some("child")))?;
+        catalog.create_token(&token("other", None))?;
+        let revoked = catalog.revoke_token("root", 5)?;
+        let revoked = revoked.ok_or_else(|| StoreError::NotFound("root".into()))?;
+        assert_eq!(revoked.token.revoked_at_ms, Some(5));
+        assert_eq!(revoked.descendants, vec!["child", "grandchild"]);
+        let live: Vec<String> = catalog
+            .list_tokens()?
+            .into_iter()
+            .filter(|t| t.revoked_at_ms.is_none())
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(live, vec!["other"]);
+        // A revoked token's child is never stored.
+        assert!(matches!(
+            catalog.create_token(&token("late", Some("root"))),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(catalog.token_by_hash("hash-late")?.is_none());
+        assert!(catalog.revoke_token("nobody", 6)?.is_none());
+        Ok(())
     }
 
     #[test]

@@ -317,6 +317,19 @@ pub struct ApiToken {
     pub created_at_ms: i64,
     /// Revoked (Unix ms), when it was.
     pub revoked_at_ms: Option<i64>,
+    /// The API token that created it (`None`: created with the admin token or the
+    /// CLI). Revoking a token revokes every token it created, and theirs.
+    pub parent_id: Option<String>,
+}
+
+/// A token just revoked, with the tokens revoked with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedToken {
+    /// The token as it now is.
+    pub token: ApiToken,
+    /// Ids of the tokens it created, directly or through others, revoked by this
+    /// revocation (those revoked before are not listed).
+    pub descendants: Vec<String>,
 }
 
 /// A token to store.
@@ -373,15 +386,17 @@ pub trait Catalog: Send + Sync {
     fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>>;
     /// Deletes a setting; returns whether it existed.
     fn delete_setting(&self, name: &str) -> StoreResult<bool>;
-    /// Stores a new API token.
+    /// Stores a new API token. One whose parent does not exist or is revoked is not
+    /// stored: `NotFound` (its parent was revoked while it was being created).
     fn create_token(&self, token: &NewApiToken) -> StoreResult<()>;
     /// Every API token, oldest first (revoked ones included).
     fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
     /// The token whose secret hashes to this.
     fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiToken>>;
-    /// Revokes a token; the token as it now is, or `None` when no token has that id.
+    /// Revokes a token and every token it created (recursively), at once; the token
+    /// as it now is with those revoked along, or `None` when no token has that id.
     /// Revoking a revoked token keeps its first revocation time.
-    fn revoke_token(&self, id: &str, at_ms: i64) -> StoreResult<Option<ApiToken>>;
+    fn revoke_token(&self, id: &str, at_ms: i64) -> StoreResult<Option<RevokedToken>>;
     /// Appends to the audit log (its `id` is assigned; the log is append-only).
     fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// Stores a new privacy request.

@@ -91,7 +91,11 @@ pub enum JourneysCommand {
     },
 }
 
-fn open(data_dir: &Path, purposes: Vec<String>) -> anyhow::Result<Arc<Activation>> {
+fn open(
+    data_dir: &Path,
+    purposes: Vec<String>,
+    reach: tessera_activation::Reach,
+) -> anyhow::Result<Arc<Activation>> {
     // Activation reads the log and never appends to it.
     let stores = open_stores(StoreOptions::read_only(data_dir))
         .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
@@ -106,7 +110,7 @@ fn open(data_dir: &Path, purposes: Vec<String>) -> anyhow::Result<Arc<Activation
         Arc::new(SystemClock),
         EngineOptions::default(),
     ));
-    Activation::new(
+    Activation::with_reach(
         Stores {
             log,
             profiles,
@@ -115,6 +119,7 @@ fn open(data_dir: &Path, purposes: Vec<String>) -> anyhow::Result<Arc<Activation
             audiences,
         },
         purposes,
+        reach,
         Arc::new(NoObserver),
         None,
         Arc::new(SystemClock),
@@ -128,13 +133,14 @@ fn read_json<T: serde::de::DeserializeOwned>(file: &Path) -> anyhow::Result<T> {
     serde_json::from_str(&text).map_err(|e| anyhow!("[invalid_activation] {}: {e}", file.display()))
 }
 
-/// Runs a destinations subcommand.
+/// Runs a destinations subcommand; `reach` says where destinations may send and write.
 pub fn destinations(
     data_dir: &Path,
     purposes: Vec<String>,
+    reach: tessera_activation::Reach,
     command: DestinationsCommand,
 ) -> anyhow::Result<ExitCode> {
-    let activation = open(data_dir, purposes)?;
+    let activation = open(data_dir, purposes, reach)?;
     let catalog = activation_catalog(data_dir)?;
     let catalog = catalog.as_ref();
     match command {
@@ -252,7 +258,8 @@ pub fn journeys(
     purposes: Vec<String>,
     command: JourneysCommand,
 ) -> anyhow::Result<ExitCode> {
-    let activation = open(data_dir, purposes)?;
+    // Journeys name destinations but send nowhere themselves.
+    let activation = open(data_dir, purposes, tessera_activation::Reach::default())?;
     match command {
         JourneysCommand::List => {
             for j in activation.journeys() {

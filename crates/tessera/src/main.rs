@@ -133,7 +133,12 @@ fn main() -> ExitCode {
         }
         Command::Dedupe(args) => dedupe_cli::run(&args),
         Command::Destinations { command } => settings(&cli.store).and_then(|s| {
-            activation_cli::destinations(&s.data_dir, s.privacy.purposes.clone(), command)
+            activation_cli::destinations(
+                &s.data_dir,
+                s.privacy.purposes.clone(),
+                s.reach()?,
+                command,
+            )
         }),
         Command::Deliveries { command } => {
             settings(&cli.store).and_then(|s| activation_cli::deliveries(&s.data_dir, command))

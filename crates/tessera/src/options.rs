@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// Milliseconds a client has to send a tracking request's body; then 408 request_timeout [default: 30000]
     #[arg(long, env = "TESSERA_BODY_TIMEOUT_MS")]
     pub body_timeout_ms: Option<u64>,
+    /// Open connections one client address may hold; more get 429 too_many_client_connections [default: 1000; 0: no limit]
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS_PER_CLIENT")]
+    pub max_connections_per_client: Option<usize>,
+    /// Wrong credentials one client address may present per minute before it gets 429 too_many_auth_failures [default: 200; 0: off]
+    #[arg(long, env = "TESSERA_AUTH_FAILURES")]
+    pub auth_failures: Option<u32>,
 }
 
 /// The `tessera.toml` file.
@@ -64,7 +70,23 @@ pub struct FileConfig {
     /// Limits of the HTTP listener.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The `/metrics` endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
+
+/// `[metrics]` in `tessera.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// When set, `/metrics` needs `Authorization: Bearer <token>` (this token or the
+    /// admin token), else 401 `invalid_metrics_token`; at least 16 characters.
+    /// `TESSERA_METRICS_TOKEN` wins over it. Default: none, `/metrics` is open.
+    pub token: Option<String>,
+}
+
+/// Shortest metrics token accepted (as for the admin token).
+const MIN_METRICS_TOKEN_CHARS: usize = 16;
 
 /// `[http]` in `tessera.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -82,6 +104,18 @@ pub struct HttpConfig {
     /// Tracking requests reading a body whose write key is not in the headers, at
     /// once; more get 503 `overloaded` (default 64).
     pub keyless_bodies: Option<usize>,
+    /// Open connections one client address (an IPv4 address, an IPv6 /64) may hold;
+    /// one more is answered 429 `too_many_client_connections` and closed (default
+    /// 1000; 0: no limit but `max_connections`).
+    pub max_connections_per_client: Option<usize>,
+    /// Wrong credentials (admin or API token, write key, metrics token) one client
+    /// address may present within `auth_failure_window_seconds`; then its requests
+    /// are answered 429 `too_many_auth_failures` unchecked until the window ends
+    /// (default 200; 0: off).
+    pub auth_failures: Option<u32>,
+    /// The window of `auth_failures`, in seconds, from a client's first failure
+    /// (default 60).
+    pub auth_failure_window_seconds: Option<u64>,
 }
 
 /// `[activation]` in `tessera.toml`.
@@ -93,6 +127,19 @@ pub struct ActivationFileConfig {
     /// settings = { url = "https://…" }` — the fields of `POST /api/v1/destinations`.
     #[serde(default)]
     pub destinations: Vec<tessera_activation::config::Destination>,
+    /// The directory file destinations write in; their `path` is relative to it (or
+    /// an absolute path inside it). Default: `<data dir>/exports`.
+    pub file_dir: Option<PathBuf>,
+    /// When set, webhook, SMS and CRM destinations may reach only these networks
+    /// (CIDR such as `"10.20.0.0/16"`, an address, `"loopback"`, `"private"`).
+    /// Default: any (but cloud metadata addresses, always refused).
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
+    /// Networks webhook, SMS and CRM destinations may not reach, whatever
+    /// `allowed_networks` says, e.g. `["loopback", "private"]`. Default: none (but
+    /// cloud metadata addresses, always refused).
+    #[serde(default)]
+    pub denied_networks: Vec<String>,
 }
 
 /// `[privacy]` in `tessera.toml`.
@@ -174,6 +221,14 @@ pub struct Settings {
     pub privacy: tessera_runtime::privacy::PrivacyConfig,
     /// Destinations defined in the configuration file.
     pub destinations: Vec<tessera_activation::config::Destination>,
+    /// How many failed authentications a client may have (`None`: not slowed).
+    pub auth_failures: Option<tessera_server::auth_backoff::FailureLimit>,
+    /// The token `/metrics` requires (`None`: open).
+    pub metrics_token: Option<String>,
+    /// The directory file destinations write in.
+    pub file_dir: PathBuf,
+    /// The networks destinations may reach.
+    pub networks: tessera_activation::network::NetworkPolicy,
 }
 
 impl Settings {
@@ -212,6 +267,11 @@ impl Settings {
         if let Some(mode) = file.privacy.suppressed_events {
             privacy.suppressed_events = mode;
         }
+        let networks = tessera_activation::network::NetworkPolicy::new(
+            &file.activation.allowed_networks,
+            &file.activation.denied_networks,
+        )
+        .map_err(|e| anyhow::anyhow!("configuration file: {e}"))?;
         for destination in &file.activation.destinations {
             if let Err(error) = destination.validate(&privacy.purposes) {
                 bail!(
@@ -242,19 +302,64 @@ impl Settings {
                     .keyless_bodies
                     .unwrap_or(default.keyless_bodies)
                     .max(1),
+                max_connections_per_client: match serve
+                    .max_connections_per_client
+                    .or(file.http.max_connections_per_client)
+                    .unwrap_or(default.max_connections_per_client)
+                {
+                    0 => usize::MAX,
+                    n => n,
+                },
             }
         };
+        let auth_failures = {
+            let default = tessera_server::auth_backoff::FailureLimit::default();
+            let failures = serve
+                .auth_failures
+                .or(file.http.auth_failures)
+                .unwrap_or(default.failures);
+            (failures > 0).then(|| tessera_server::auth_backoff::FailureLimit {
+                failures,
+                window: file
+                    .http
+                    .auth_failure_window_seconds
+                    .map_or(default.window, |s| std::time::Duration::from_secs(s.max(1))),
+                ..default
+            })
+        };
+        let metrics_token = std::env::var("TESSERA_METRICS_TOKEN")
+            .ok()
+            .or(file.metrics.token.clone())
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+        if let Some(token) = &metrics_token {
+            let length = token.chars().count();
+            if length < MIN_METRICS_TOKEN_CHARS {
+                bail!(
+                    "the metrics token (TESSERA_METRICS_TOKEN or [metrics] token) is {length} characters; use at least {MIN_METRICS_TOKEN_CHARS} (e.g. `openssl rand -hex 16`)"
+                );
+            }
+        }
+        let data_dir = store
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./tessera-data"));
         Ok(Self {
+            auth_failures,
+            metrics_token,
+            networks,
+            file_dir: file
+                .activation
+                .file_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("exports")),
             connection_limits,
             destinations: file.activation.destinations.clone(),
             privacy,
             rate_limit,
             computed_traits: file.audiences.computed_traits.clone(),
-            data_dir: store
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./tessera-data")),
+            data_dir,
             listen: serve
                 .listen
                 .clone()
@@ -287,6 +392,24 @@ impl Settings {
                     }),
                 }
             },
+        })
+    }
+}
+
+impl Settings {
+    /// Where destinations may send and write: the network policy, and the file
+    /// directory (created, mode 0700, when missing).
+    pub fn reach(&self) -> anyhow::Result<tessera_activation::Reach> {
+        let files =
+            tessera_activation::files::FileDir::open(&self.file_dir).with_context(|| {
+                format!(
+                    "cannot create the directory of file destinations {} ([activation] file_dir)",
+                    self.file_dir.display()
+                )
+            })?;
+        Ok(tessera_activation::Reach {
+            networks: std::sync::Arc::new(self.networks.clone()),
+            files: Some(files),
         })
     }
 }
@@ -331,6 +454,45 @@ mod tests {
         assert_eq!(settings.listen, "127.0.0.1:9999");
         assert_eq!(settings.queue_capacity, 7);
         assert_eq!(settings.max_events_per_commit, 20_000);
+        Ok(())
+    }
+
+    #[test]
+    fn hardening_settings_have_defaults_and_are_checked() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(&path, "data_dir = \"/d\"\n")?;
+        let store = StoreArgs {
+            data_dir: None,
+            config: Some(path.clone()),
+        };
+        let settings = Settings::resolve(&store, &ServeArgs::default())?;
+        assert_eq!(settings.file_dir, PathBuf::from("/d/exports"));
+        assert_eq!(settings.networks, Default::default());
+        assert_eq!(settings.auth_failures.map(|l| l.failures), Some(200));
+        assert_eq!(settings.connection_limits.max_connections_per_client, 1000);
+        std::fs::write(
+            &path,
+            "[activation]\nfile_dir = \"/x\"\ndenied_networks = [\"loopback\", \"10.0.0.0/8\"]\n\
+             [http]\nauth_failures = 0\nmax_connections_per_client = 0\n",
+        )?;
+        let settings = Settings::resolve(&store, &ServeArgs::default())?;
+        assert_eq!(settings.file_dir, PathBuf::from("/x"));
+        assert_eq!(settings.networks.denied.len(), 3);
+        assert!(settings.auth_failures.is_none());
+        assert_eq!(
+            settings.connection_limits.max_connections_per_client,
+            usize::MAX
+        );
+        std::fs::write(
+            &path,
+            "[activation]\nallowed_networks = [\"10.0.0.0/40\"]\n",
+        )?;
+        let error = Settings::resolve(&store, &ServeArgs::default()).err();
+        assert!(error.is_some_and(|e| e.to_string().contains("allowed_networks")));
+        std::fs::write(&path, "[metrics]\ntoken = \"short\"\n")?;
+        let error = Settings::resolve(&store, &ServeArgs::default()).err();
+        assert!(error.is_some_and(|e| e.to_string().contains("at least 16")));
         Ok(())
     }
 

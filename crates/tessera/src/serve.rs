@@ -88,6 +88,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             computed_traits: settings.computed_traits.clone(),
             privacy: settings.privacy.clone(),
             destinations: settings.destinations.clone(),
+            reach: settings.reach()?,
         },
         Arc::new(SystemClock),
         Some(tokio::runtime::Handle::current()),
@@ -112,6 +113,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         bodies: Arc::new(tessera_server::connections::BodyGate::new(
             &settings.connection_limits,
         )),
+        auth_backoff: Arc::new(tessera_server::auth_backoff::AuthBackoff::new(
+            settings.auth_failures,
+        )),
+        metrics_token_hash: settings
+            .metrics_token
+            .as_deref()
+            .map(tessera_core::ids::hash_secret),
     };
 
     tracing::info!(
@@ -132,6 +140,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         max_connections = limits.max_connections,
         header_timeout_ms = limits.header_timeout.as_millis() as u64,
         body_timeout_ms = limits.body_timeout.as_millis() as u64,
+        max_connections_per_client = limits.max_connections_per_client,
+        metrics_token = settings.metrics_token.is_some(),
         "connection limits"
     );
     let server = tessera_server::connections::serve(listener, state, limits, async move {

@@ -23,7 +23,7 @@ pub enum TokensCommand {
     },
     /// List tokens (never their secrets)
     List,
-    /// Revoke a token: it is refused from then on
+    /// Revoke a token: it, and every token it created, is refused from then on
     Revoke {
         /// The token id (tok_...)
         id: String,
@@ -35,7 +35,7 @@ pub fn run(data_dir: &Path, command: TokensCommand) -> anyhow::Result<ExitCode> 
     let catalog = open_stores(StoreOptions::read_only(data_dir))?.catalog()?;
     match command {
         TokensCommand::Create { name, scopes } => {
-            let (token, secret) = create_token(catalog.as_ref(), &name, &scopes)
+            let (token, secret) = create_token(catalog.as_ref(), &name, &scopes, None)
                 .map_err(|e| anyhow!("[{}] {}", e.code(), e.message()))?;
             let after = token_json(&token);
             record_audit(
@@ -60,10 +60,12 @@ pub fn run(data_dir: &Path, command: TokensCommand) -> anyhow::Result<ExitCode> 
             }
         }
         TokensCommand::Revoke { id } => {
-            let token = catalog
+            let revoked = catalog
                 .revoke_token(&id, chrono::Utc::now().timestamp_millis())?
                 .ok_or_else(|| anyhow!("[token_not_found] no API token has the id {id:?}"))?;
-            let after = token_json(&token);
+            let token = revoked.token;
+            let mut after = token_json(&token);
+            after["revokedDescendants"] = serde_json::json!(revoked.descendants);
             record_audit(
                 catalog.as_ref(),
                 &crate::cli_actor(),
@@ -73,6 +75,12 @@ pub fn run(data_dir: &Path, command: TokensCommand) -> anyhow::Result<ExitCode> 
                 Some(&after),
             );
             eprintln!("revoked token {} ({})", token.id, token.name);
+            if !revoked.descendants.is_empty() {
+                eprintln!(
+                    "also revoked the tokens it created: {}",
+                    revoked.descendants.join(", ")
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -81,6 +81,8 @@ pub fn app_state(
         ),
         activation,
         bodies: Arc::new(tessera_server::connections::BodyGate::default()),
+        auth_backoff: Arc::default(),
+        metrics_token_hash: None,
     };
     (state, threads)
 }

@@ -290,6 +290,7 @@ pub fn tokens_created_listed_and_revoked<E: Engine>(engine: &E) -> Outcome {
         prefix: format!("{id}-p"),
         created_at_ms: at,
         revoked_at_ms: None,
+        parent_id: None,
     };
     let (newer, older) = (token("tok_2", 20), token("tok_1", 10));
     for (t, hash) in [(&newer, "secret-2"), (&older, "secret-1")] {
@@ -320,17 +321,26 @@ pub fn tokens_created_listed_and_revoked<E: Engine>(engine: &E) -> Outcome {
         ..older.clone()
     };
     ensure_eq!(
-        catalog.revoke_token("tok_1", 30).ctx("revoke_token")?,
+        catalog
+            .revoke_token("tok_1", 30)
+            .ctx("revoke_token")?
+            .map(|r| r.token),
         Some(revoked.clone()),
         "revoked"
     );
     ensure_eq!(
-        catalog.revoke_token("tok_1", 40).ctx("revoke_token")?,
+        catalog
+            .revoke_token("tok_1", 40)
+            .ctx("revoke_token")?
+            .map(|r| r.token),
         Some(revoked.clone()),
         "revoking again keeps the first revocation"
     );
     ensure_eq!(
-        catalog.revoke_token("tok_9", 30).ctx("revoke_token")?,
+        catalog
+            .revoke_token("tok_9", 30)
+            .ctx("revoke_token")?
+            .map(|r| r.token),
         None,
         "unknown id"
     );
