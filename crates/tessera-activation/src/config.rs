@@ -752,8 +752,9 @@ fn compile_steps(
         } else if let Some(send) = &step.send {
             if !destinations.contains(&send.destination) {
                 return err(format!(
-                    "{here}.send: no destination has the id {:?}",
-                    send.destination
+                    "{here}.send: no destination has the id {:?}{}",
+                    send.destination,
+                    tessera_core::suggest::did_you_mean(&send.destination, destinations)
                 ));
             }
             for value in send.overrides.values() {

@@ -1023,10 +1023,39 @@ impl AudienceEngine {
                 .iter()
                 .any(|a| a.definition.key == referenced)
             {
+                let keys: Vec<&str> = state
+                    .audiences
+                    .iter()
+                    .map(|a| a.definition.key.as_str())
+                    .collect();
                 return Err(EngineError::Invalid(format!(
-                    "no audience \"{referenced}\": create it first (GET /api/v1/audiences lists them)"
+                    "no audience \"{referenced}\"{}: create it first (GET /api/v1/audiences lists them)",
+                    tessera_core::suggest::did_you_mean(referenced, keys.iter().copied())
                 )));
             }
+        }
+        let mut unknown_computed = None;
+        condition.walk(&mut |c| {
+            if let Condition::Computed(test) = c
+                && unknown_computed.is_none()
+                && !state.computed.contains_key(&test.name)
+                && !RFM_TRAITS.contains(&test.name.as_str())
+            {
+                unknown_computed = Some(test.name.clone());
+            }
+        });
+        if let Some(name) = unknown_computed {
+            let keys: Vec<&str> = state
+                .computed
+                .keys()
+                .map(String::as_str)
+                .chain(RFM_TRAITS.iter().copied())
+                .collect();
+            return Err(EngineError::Invalid(format!(
+                "no computed trait \"{name}\"{}: GET /api/v1/computed-traits lists them (RFM traits: {})",
+                tessera_core::suggest::did_you_mean(&name, keys.iter().copied()),
+                RFM_TRAITS.join(", ")
+            )));
         }
         if let Some(own) = own_key {
             // An edit must not close a cycle through other audiences.
@@ -1046,6 +1075,39 @@ impl AudienceEngine {
             }
         }
         Ok(condition)
+    }
+
+    /// The event, trait and property names of `condition` never seen in the data,
+    /// each with the closest observed name (see [`crate::names`]).
+    pub fn unknown_names(&self, condition: &Condition) -> Vec<crate::names::NameWarning> {
+        crate::names::unknown_names(&self.read().index, condition)
+    }
+
+    /// A warning when no event has the name `name` (journey triggers, insights).
+    pub fn unknown_event(&self, name: &str) -> Option<crate::names::NameWarning> {
+        crate::names::unknown_event(&self.read().index, name)
+    }
+
+    /// A warning when no event has the property `name` (insights).
+    pub fn unknown_property(&self, name: &str) -> Option<crate::names::NameWarning> {
+        crate::names::unknown_property(&self.read().index, name)
+    }
+
+    /// A warning when no profile has the trait `name` (insights).
+    pub fn unknown_trait(&self, name: &str) -> Option<crate::names::NameWarning> {
+        crate::names::unknown_trait(&self.read().index, name)
+    }
+
+    /// The keys of every audience, sorted (for "did you mean" answers).
+    pub fn audience_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .read()
+            .audiences
+            .iter()
+            .map(|a| a.definition.key.clone())
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// Creates an audience; its members are computed by the next tick.

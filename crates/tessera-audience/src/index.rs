@@ -671,6 +671,33 @@ impl ProfileIndex {
         self.traits.keys().map(|s| self.symbols.text(*s))
     }
 
+    /// Every event name with at least one event in the index (in no order).
+    pub fn event_names(&self) -> impl Iterator<Item = &str> {
+        self.events.name_index.keys().map(|s| self.symbols.text(*s))
+    }
+
+    /// Whether some event in the index has a property (a flattened path) of this
+    /// name. Reads the interned property sets only when the name is interned at all.
+    pub fn has_property(&self, name: &str) -> bool {
+        let Some(sym) = self.symbols.get(name) else {
+            return false;
+        };
+        (0..self.property_sets.len() as u32)
+            .any(|id| self.property_sets.get(id).iter().any(|(k, _)| *k == sym))
+    }
+
+    /// The distinct property names (flattened paths) of the first `max_sets`
+    /// interned property sets: the catalog "did you mean" suggestions come from.
+    pub fn property_names(&self, max_sets: usize) -> std::collections::BTreeSet<&str> {
+        let mut seen = std::collections::HashSet::new();
+        for id in 0..self.property_sets.len().min(max_sets) as u32 {
+            for (key, _) in self.property_sets.get(id) {
+                seen.insert(*key);
+            }
+        }
+        seen.into_iter().map(|s| self.symbols.text(s)).collect()
+    }
+
     /// Whether a slot has an identifier of the given type.
     pub fn has_identifier(&self, slot: Slot, id_type: &str) -> bool {
         let Some(bit) = self.identifier_bit(id_type) else {

@@ -20,6 +20,7 @@ pub mod engine;
 pub mod eval;
 pub mod index;
 pub mod language;
+pub mod names;
 pub mod rfm;
 pub mod scalar;
 

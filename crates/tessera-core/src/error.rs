@@ -116,6 +116,9 @@ error_codes! {
     InvalidRequest => ("invalid_request", 400),
     /// No source has that id.
     SourceNotFound => ("source_not_found", 404),
+    /// A source with that name exists already (names are unique, so `--source NAME`
+    /// names one source).
+    SourceExists => ("source_exists", 409),
     /// No profile holds that identifier (or has that id).
     ProfileNotFound => ("profile_not_found", 404),
     /// The identity rules refuse this merge (e.g. both profiles have a user id).

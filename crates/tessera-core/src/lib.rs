@@ -8,6 +8,7 @@ pub mod fields;
 pub mod ids;
 pub mod message;
 pub mod request;
+pub mod suggest;
 pub mod time;
 
 pub use error::{CodedError, ErrorCode, UserError};

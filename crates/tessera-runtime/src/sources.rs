@@ -85,6 +85,16 @@ pub fn create_source(catalog: &dyn Catalog, name: &str) -> Result<CreatedSource,
         )
         .into());
     }
+    if catalog.list_sources()?.iter().any(|s| s.name == name) {
+        return Err(UserError::new(
+            ErrorCode::SourceExists,
+            format!(
+                "a source named {name:?} exists already: names are unique, so choose another \
+                 (GET /api/v1/sources or `tessera sources list` shows them)"
+            ),
+        )
+        .into());
+    }
     let write_key = new_write_key();
     let source = catalog.create_source(&NewSource {
         id: new_source_id(),
@@ -96,14 +106,47 @@ pub fn create_source(catalog: &dyn Catalog, name: &str) -> Result<CreatedSource,
     Ok(CreatedSource { source, write_key })
 }
 
+/// The source with this public id or, failing that, this name. A name that several
+/// sources share (created before names were unique) is refused: the id says which.
+/// An unknown one is answered with the closest existing name.
+pub fn resolve_source(catalog: &dyn Catalog, id_or_name: &str) -> Result<Source, SourceError> {
+    let sources = catalog.list_sources()?;
+    if let Some(source) = sources.iter().find(|s| s.id == id_or_name) {
+        return Ok(source.clone());
+    }
+    let named: Vec<&Source> = sources.iter().filter(|s| s.name == id_or_name).collect();
+    match named.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+            Err(UserError::new(
+                ErrorCode::SourceNotFound,
+                format!(
+                    "no source has the id or name {id_or_name:?}{}: list sources to see them",
+                    tessera_core::suggest::did_you_mean(id_or_name, names.iter().copied())
+                ),
+            )
+            .into())
+        }
+        several => Err(UserError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{} sources are named {id_or_name:?}; name one by its id ({})",
+                several.len(),
+                several
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .into()),
+    }
+}
+
 /// Disables a source by public id or name.
 pub fn disable_source(catalog: &dyn Catalog, id_or_name: &str) -> Result<Source, SourceError> {
-    let source = catalog.find_source(id_or_name)?.ok_or_else(|| {
-        UserError::new(
-            ErrorCode::SourceNotFound,
-            format!("no source has the id or name {id_or_name:?}: list sources to see them"),
-        )
-    })?;
+    let source = resolve_source(catalog, id_or_name)?;
     Ok(catalog.disable_source(&source.id)?)
 }
 

@@ -76,6 +76,20 @@ fn definition_text(value: &Value) -> Result<String, ApiError> {
     }
 }
 
+/// Adds `warnings` to an answer when a definition names events, traits or
+/// properties never seen in the data (each with the closest observed name).
+pub fn with_warnings(
+    mut answer: Value,
+    warnings: &[tessera_audience::names::NameWarning],
+) -> Value {
+    if !warnings.is_empty()
+        && let Value::Object(map) = &mut answer
+    {
+        map.insert("warnings".into(), json!(warnings));
+    }
+    answer
+}
+
 /// An audience's definition as the audit log keeps it.
 fn definition_json(audience: &AudienceDefinition) -> Value {
     json!({"key": audience.key, "name": audience.name, "description": audience.description,
@@ -139,7 +153,9 @@ async fn create(
         None,
         Some(&after),
     );
-    Ok((StatusCode::CREATED, Json(audience_json(engine, &audience))).into_response())
+    let warnings = engine.unknown_names(&audience.condition);
+    let answer = with_warnings(audience_json(engine, &audience), &warnings);
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 async fn show(
@@ -191,7 +207,15 @@ async fn update(
         before.as_ref(),
         Some(&after),
     );
-    Ok(Json(audience_json(engine, &audience)))
+    let warnings = if text.is_some() {
+        engine.unknown_names(&audience.condition)
+    } else {
+        Vec::new()
+    };
+    Ok(Json(with_warnings(
+        audience_json(engine, &audience),
+        &warnings,
+    )))
 }
 
 async fn delete(
@@ -321,16 +345,18 @@ async fn preview(
     let condition = engine
         .check_definition(&text, None)
         .map_err(ApiError::from)?;
+    let warnings = engine.unknown_names(&condition);
     let started = std::time::Instant::now();
     let preview = tokio::task::spawn_blocking(move || engine.preview(&condition, request.sample))
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({
+    let answer = json!({
         "count": preview.count,
         "sample": preview.sample,
         "definition": parse_definition(&text).map(|c| c.to_string()).unwrap_or_default(),
         "tookMs": started.elapsed().as_secs_f64() * 1000.0,
-    })))
+    });
+    Ok(Json(with_warnings(answer, &warnings)))
 }
 
 async fn list_computed(State(state): State<AppState>, _: Admin) -> Json<Value> {
@@ -492,6 +518,21 @@ async fn top(
             "\"limit\" must be from 1 to 1000",
         ));
     }
+    let engine = &state.audiences;
+    let mut warnings: Vec<_> = [
+        engine.unknown_event(&request.event),
+        engine.unknown_property(&request.property),
+        request
+            .by
+            .as_deref()
+            .and_then(|by| engine.unknown_trait(by)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some(filter) = &filter {
+        warnings.extend(engine.unknown_names(filter));
+    }
     let query = TopQuery {
         event: request.event,
         property: request.property,
@@ -504,5 +545,5 @@ async fn top(
     let rows = tokio::task::spawn_blocking(move || engine.top(&query))
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({"rows": rows})))
+    Ok(Json(with_warnings(json!({"rows": rows}), &warnings)))
 }

@@ -344,27 +344,154 @@ async fn segment_external_ids(
     })))
 }
 
-#[derive(Deserialize)]
-struct FindQuery {
-    identifier: Option<String>,
-}
-
+/// `GET /api/v1/profiles`: with `identifier=type:value`, that person's profile;
+/// otherwise a page of profiles (see [`list_profiles`]).
 async fn find_profile(
     State(state): State<AppState>,
     _: ProfileReader,
-    query: Result<Query<FindQuery>, QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let identifier = query
-        .ok()
-        .and_then(|Query(q)| q.identifier)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidRequest,
-                "give ?identifier=type:value, e.g. ?identifier=email:jane@example.com",
-            )
-        })?;
-    let profile = profile_by_identifier(&state, &identifier)?;
-    profile_json_blocking(state, profile).await.map(Json)
+    let Query(params) = query.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{e}; use ?identifier=type:value, or ?q=&trait.NAME=&text=&sort=&limit=&cursor="
+            ),
+        )
+    })?;
+    if let Some((_, identifier)) = params.iter().find(|(k, _)| k == "identifier") {
+        let profile = profile_by_identifier(&state, identifier)?;
+        return profile_json_blocking(state, profile).await.map(Json);
+    }
+    let search = profile_search(&params)?;
+    tokio::task::spawn_blocking(move || list_profiles(&state, &search))
+        .await
+        .map_err(ApiError::internal)?
+        .map(Json)
+}
+
+/// Default and largest page of `GET /api/v1/profiles`.
+const PROFILE_PAGE: (usize, usize) = (50, 200);
+/// Profiles a filtered page of `GET /api/v1/profiles` examines at most.
+const PROFILE_SCAN_BUDGET: usize = 20_000;
+
+/// Reads the listing's query: `q` (identifier prefix), `trait.NAME=VALUE`, `text`,
+/// `sort` (`-lastSeen`, the default, or `lastSeen`), `limit`, `cursor`.
+fn profile_search(
+    params: &[(String, String)],
+) -> Result<tessera_store::profiles::ProfileSearch, ApiError> {
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidRequest, m);
+    let mut search = tessera_store::profiles::ProfileSearch {
+        limit: PROFILE_PAGE.0,
+        scan_budget: PROFILE_SCAN_BUDGET,
+        ..Default::default()
+    };
+    for (key, value) in params {
+        match key.as_str() {
+            "q" => {
+                let typed = value.trim().to_owned();
+                let lower = typed.to_lowercase();
+                search.identifier_prefixes = if lower == typed {
+                    vec![typed]
+                } else {
+                    vec![typed, lower]
+                };
+            }
+            "text" => search.text = Some(value.clone()),
+            "limit" => {
+                search.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=PROFILE_PAGE.1).contains(n))
+                    .ok_or_else(|| {
+                        invalid(format!("\"limit\" must be from 1 to {}", PROFILE_PAGE.1))
+                    })?;
+            }
+            "sort" => {
+                search.ascending = match value.as_str() {
+                    "-lastSeen" => false,
+                    "lastSeen" => true,
+                    _ => {
+                        return Err(invalid(
+                            "\"sort\" is -lastSeen (newest first, the default) or lastSeen".into(),
+                        ));
+                    }
+                }
+            }
+            "cursor" => {
+                search.after = Some(
+                    value
+                        .split_once('_')
+                        .and_then(|(t, id)| Some((t.parse().ok()?, id.parse().ok()?)))
+                        .ok_or_else(|| {
+                            invalid("\"cursor\" is the nextCursor of a previous page".into())
+                        })?,
+                );
+            }
+            _ => {
+                let Some(name) = key.strip_prefix("trait.").filter(|n| !n.is_empty()) else {
+                    return Err(invalid(format!(
+                        "unknown parameter {key:?}: the profile list takes q, trait.NAME, text, sort, limit and cursor"
+                    )));
+                };
+                // The value as a JSON string, and as JSON itself when it is a number,
+                // a boolean or null (`trait.age=42`, `trait.vip=true`).
+                let mut texts = vec![Value::String(value.clone()).to_string()];
+                if let Ok(parsed) = serde_json::from_str::<Value>(value)
+                    && !parsed.is_string()
+                    && !parsed.is_object()
+                    && !parsed.is_array()
+                {
+                    let canonical = parsed.to_string();
+                    if value.trim() != canonical {
+                        texts.push(value.trim().to_owned());
+                    }
+                    texts.push(canonical);
+                }
+                search.traits.push((name.to_owned(), texts));
+            }
+        }
+    }
+    Ok(search)
+}
+
+/// One page of profiles, newest (or oldest) last-seen first, each with its
+/// identifiers and trait values.
+fn list_profiles(
+    state: &AppState,
+    search: &tessera_store::profiles::ProfileSearch,
+) -> Result<Value, ApiError> {
+    let page = state.profiles.search(search).map_err(ApiError::internal)?;
+    let mut profiles = Vec::with_capacity(page.profiles.len());
+    for summary in &page.profiles {
+        let identities: Vec<Value> = state
+            .profiles
+            .identities(summary.id)
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|l| json!({"type": l.id_type, "value": l.value}))
+            .collect();
+        let traits: Map<String, Value> = state
+            .profiles
+            .traits(summary.id)
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|t| {
+                let value = serde_json::from_str(&t.value_json).unwrap_or(Value::Null);
+                (t.name, value)
+            })
+            .collect();
+        profiles.push(json!({
+            "id": summary.id,
+            "firstSeen": format_millis(summary.first_seen_ms),
+            "lastSeen": format_millis(summary.last_seen_ms),
+            "eventCount": summary.event_count,
+            "identities": identities,
+            "traits": traits,
+        }));
+    }
+    let next = page.next.map(|(t, id)| format!("{t}_{id}"));
+    Ok(json!({"profiles": profiles, "nextCursor": next}))
 }
 
 fn parse_profile_id(text: &str) -> Result<ProfileId, ApiError> {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use tessera_store::profiles::{
     ConflictRecord, ConsentRecord, GroupMembership, IdentityLink, MergeRecord, ProfileId,
-    ProfileStore, ProfileSummary, ProfileTxn, RebuildWork, StoredTrait,
+    ProfilePage, ProfileSearch, ProfileStore, ProfileSummary, ProfileTxn, RebuildWork, StoredTrait,
 };
 use tessera_store::{StoreError, StoreResult};
 
@@ -30,6 +30,8 @@ const SCHEMA: &str = "
         event_count   INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX IF NOT EXISTS profiles_by_merged_into ON profiles (merged_into);
+    CREATE INDEX IF NOT EXISTS profiles_by_last_seen
+        ON profiles (last_seen_ms, id) WHERE merged_into IS NULL;
     CREATE TABLE IF NOT EXISTS identities (
         id_type       TEXT    NOT NULL,
         value         TEXT    NOT NULL,
@@ -827,6 +829,187 @@ impl ProfileStore for SqliteProfileStore {
         rows.collect::<Result<_, _>>().map_err(engine)
     }
 
+    fn search(&self, query: &ProfileSearch) -> StoreResult<ProfilePage> {
+        /// An identifier prefix with at most this many identifiers is looked up
+        /// first; a broader one is checked profile by profile in last-seen order.
+        const FEW: i64 = 2_000;
+        type Args = Vec<rusqlite::types::Value>;
+        let conn = lock(&self.reader);
+        let (order, past) = if query.ascending {
+            ("ASC", ">")
+        } else {
+            ("DESC", "<")
+        };
+        let mut cursor = String::new();
+        let mut cursor_args: Args = Vec::new();
+        if let Some((last_seen, id)) = query.after {
+            cursor = format!(" AND (last_seen_ms, id) {past} (?, ?)");
+            cursor_args.push(last_seen.into());
+            cursor_args.push(id.into());
+        }
+        // Filters on a profile row named `profiles`, with their arguments.
+        let mut filters = String::new();
+        let mut filter_args: Args = Vec::new();
+        let mut lookup: Option<(String, Args)> = None;
+        let prefixes: Vec<&String> = query
+            .identifier_prefixes
+            .iter()
+            .filter(|p| !p.is_empty())
+            .collect();
+        if !prefixes.is_empty() {
+            // The distinct identifier types, one probe each through the key.
+            let mut types: Vec<String> = Vec::new();
+            let mut next = conn
+                .prepare_cached(
+                    "SELECT id_type FROM identities WHERE id_type > ?1 ORDER BY id_type LIMIT 1",
+                )
+                .map_err(engine)?;
+            let mut after = String::new();
+            while let Some(t) = next
+                .query_row([&after], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(engine)?
+            {
+                after.clone_from(&t);
+                types.push(t);
+            }
+            let mut ranges = Vec::new();
+            let mut range_args: Args = Vec::new();
+            let mut found = 0i64;
+            let mut count = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM (SELECT 1 FROM identities
+                     WHERE id_type = ?1 AND value >= ?2 AND value < ?3 LIMIT ?4)",
+                )
+                .map_err(engine)?;
+            for t in &types {
+                for prefix in &prefixes {
+                    let end = format!("{prefix}\u{10FFFF}");
+                    if found <= FEW {
+                        found += count
+                            .query_row(params![t, prefix, end, FEW + 1], |r| r.get::<_, i64>(0))
+                            .map_err(engine)?;
+                    }
+                    ranges.push(
+                        "SELECT profile_id FROM identities WHERE id_type = ? AND value >= ? AND value < ?",
+                    );
+                    range_args.push(t.clone().into());
+                    range_args.push((*prefix).clone().into());
+                    range_args.push(end.into());
+                }
+            }
+            if found == 0 {
+                return Ok(ProfilePage::default());
+            }
+            if found <= FEW {
+                lookup = Some((
+                    format!(" AND id IN ({})", ranges.join(" UNION ")),
+                    range_args,
+                ));
+            } else {
+                let any: Vec<&str> = prefixes
+                    .iter()
+                    .map(|_| "(i.value >= ? AND i.value < ?)")
+                    .collect();
+                filters.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM identities i WHERE i.profile_id = profiles.id \
+                     AND ({}))",
+                    any.join(" OR ")
+                ));
+                for prefix in &prefixes {
+                    filter_args.push((*prefix).clone().into());
+                    filter_args.push(format!("{prefix}\u{10FFFF}").into());
+                }
+            }
+        }
+        for (name, values) in &query.traits {
+            let marks = vec!["?"; values.len().max(1)].join(", ");
+            filters.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM traits t WHERE t.profile_id = profiles.id \
+                 AND t.name = ? AND t.value_json IN ({marks}))"
+            ));
+            filter_args.push(name.clone().into());
+            if values.is_empty() {
+                filter_args.push(rusqlite::types::Value::Null);
+            }
+            for value in values {
+                filter_args.push(value.clone().into());
+            }
+        }
+        if let Some(text) = query.text.as_deref().filter(|t| !t.is_empty()) {
+            let pattern = crate::like_patterns(&[text.to_owned()])
+                .pop()
+                .unwrap_or_default();
+            filters.push_str(
+                " AND (EXISTS (SELECT 1 FROM identities i WHERE i.profile_id = profiles.id \
+                 AND i.value LIKE ? ESCAPE '\\') \
+                 OR EXISTS (SELECT 1 FROM traits t WHERE t.profile_id = profiles.id \
+                 AND t.value_json LIKE ? ESCAPE '\\'))",
+            );
+            filter_args.push(pattern.clone().into());
+            filter_args.push(pattern.into());
+        }
+        let limit = query.limit.max(1);
+        let columns = "id, merged_into, first_seen_ms, last_seen_ms, merge_count, event_count";
+        let ordering = format!(" ORDER BY last_seen_ms {order}, id {order}");
+        let run = |sql: &str, args: Args| -> StoreResult<Vec<ProfileSummary>> {
+            let mut statement = conn.prepare(sql).map_err(engine)?;
+            let rows = statement
+                .query_map(rusqlite::params_from_iter(args), summary_row)
+                .map_err(engine)?;
+            rows.collect::<Result<_, _>>().map_err(engine)
+        };
+        let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut rows;
+        let mut scan_ended_at = None;
+        if let Some((lookup, lookup_args)) = lookup {
+            // Few candidates: fetch them by id, then order them.
+            let sql = format!(
+                "SELECT {columns} FROM profiles WHERE merged_into IS NULL{cursor}{lookup}{filters}{ordering} LIMIT ?"
+            );
+            let mut args = cursor_args;
+            args.extend(lookup_args);
+            args.extend(filter_args);
+            args.push(as_i64(limit + 1).into());
+            rows = run(&sql, args)?;
+        } else {
+            // Walk the last-seen index, examining at most the scan budget.
+            let budget = query.scan_budget.max(limit + 1);
+            let window = format!(
+                "SELECT * FROM profiles INDEXED BY profiles_by_last_seen \
+                 WHERE merged_into IS NULL{cursor}{ordering} LIMIT ?"
+            );
+            let sql = format!(
+                "SELECT {columns} FROM ({window}) AS profiles WHERE 1{filters}{ordering} LIMIT ?"
+            );
+            let mut args = cursor_args.clone();
+            args.push(as_i64(budget).into());
+            args.extend(filter_args);
+            args.push(as_i64(limit + 1).into());
+            rows = run(&sql, args)?;
+            if rows.len() <= limit && !filters.is_empty() {
+                // A short page: did the scan stop at the budget rather than the end?
+                let sql = format!(
+                    "SELECT {columns} FROM profiles INDEXED BY profiles_by_last_seen \
+                     WHERE merged_into IS NULL{cursor}{ordering} LIMIT 1 OFFSET ?"
+                );
+                let mut args = cursor_args;
+                args.push(as_i64(budget - 1).into());
+                scan_ended_at = run(&sql, args)?.pop().map(|p| (p.last_seen_ms, p.id));
+            }
+        }
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|p| (p.last_seen_ms, p.id))
+        } else {
+            scan_ended_at
+        };
+        Ok(ProfilePage {
+            profiles: rows,
+            next,
+        })
+    }
+
     fn profile_count(&self) -> StoreResult<i64> {
         let conn = lock(&self.reader);
         conn.query_row(
@@ -835,5 +1018,150 @@ impl ProfileStore for SqliteProfileStore {
             |r| r.get(0),
         )
         .map_err(engine)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Profiles 1..=n, profile i last seen at i ms, with a user id `user-i`, an email
+    /// `p{i}@example.com` and the trait `plan` = `"pro"` for every tenth.
+    fn store(n: i64) -> (tempfile::TempDir, SqliteProfileStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteProfileStore::open_in(dir.path()).unwrap();
+        store
+            .apply(0, 1, &mut |txn| {
+                for i in 1..=n {
+                    txn.create_profile(i, i)?;
+                    for (id_type, value) in [
+                        ("user_id", format!("user-{i}")),
+                        ("email", format!("p{i}@example.com")),
+                    ] {
+                        txn.link(&IdentityLink {
+                            id_type: id_type.into(),
+                            value,
+                            profile_id: i,
+                            first_seen_ms: i,
+                            source_key: 1,
+                            message_id: format!("m{i}"),
+                        })?;
+                    }
+                    let plan = if i % 10 == 0 { "\"pro\"" } else { "\"free\"" };
+                    txn.set_trait(
+                        i,
+                        &StoredTrait {
+                            name: "plan".into(),
+                            value_json: plan.into(),
+                            source_key: 1,
+                            message_id: format!("m{i}"),
+                            timestamp_ms: i,
+                            seq: i,
+                        },
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        (dir, store)
+    }
+
+    fn ids(page: &ProfilePage) -> Vec<ProfileId> {
+        page.profiles.iter().map(|p| p.id).collect()
+    }
+
+    fn query(limit: usize) -> ProfileSearch {
+        ProfileSearch {
+            limit,
+            scan_budget: 10_000,
+            ..ProfileSearch::default()
+        }
+    }
+
+    #[test]
+    fn pages_go_newest_first_and_end() {
+        let (_dir, store) = store(5);
+        let first = store.search(&query(2)).unwrap();
+        assert_eq!(ids(&first), vec![5, 4]);
+        assert_eq!(first.next, Some((4, 4)));
+        let second = store
+            .search(&ProfileSearch {
+                after: first.next,
+                ..query(2)
+            })
+            .unwrap();
+        assert_eq!(ids(&second), vec![3, 2]);
+        let last = store
+            .search(&ProfileSearch {
+                after: second.next,
+                ..query(2)
+            })
+            .unwrap();
+        assert_eq!((ids(&last), last.next), (vec![1], None));
+        let oldest = store
+            .search(&ProfileSearch {
+                ascending: true,
+                ..query(2)
+            })
+            .unwrap();
+        assert_eq!(ids(&oldest), vec![1, 2]);
+    }
+
+    #[test]
+    fn prefixes_traits_and_text_filter() {
+        let (_dir, store) = store(30);
+        let by_prefix = |prefix: &str| {
+            ids(&store
+                .search(&ProfileSearch {
+                    identifier_prefixes: vec![prefix.into()],
+                    ..query(50)
+                })
+                .unwrap())
+        };
+        assert_eq!(
+            by_prefix("user-2"),
+            vec![29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 2]
+        );
+        assert_eq!(by_prefix("p7@"), vec![7]);
+        assert_eq!(by_prefix("nobody"), Vec::<ProfileId>::new());
+        let pro = store
+            .search(&ProfileSearch {
+                traits: vec![("plan".into(), vec!["\"pro\"".into()])],
+                ..query(50)
+            })
+            .unwrap();
+        assert_eq!((ids(&pro), pro.next), (vec![30, 20, 10], None));
+        let text = store
+            .search(&ProfileSearch {
+                text: Some("P13@EXAMPLE".into()),
+                ..query(50)
+            })
+            .unwrap();
+        assert_eq!(ids(&text), vec![13]);
+    }
+
+    #[test]
+    fn a_filtered_scan_stops_at_its_budget_with_a_cursor() {
+        let (_dir, store) = store(30);
+        let pro = |after| {
+            store
+                .search(&ProfileSearch {
+                    traits: vec![("plan".into(), vec!["\"pro\"".into()])],
+                    after,
+                    scan_budget: 8,
+                    ..query(5)
+                })
+                .unwrap()
+        };
+        // 30..=23 examined: only 30 matches; the scan resumes after 23.
+        let first = pro(None);
+        assert_eq!((ids(&first), first.next), (vec![30], Some((23, 23))));
+        let second = pro(first.next);
+        assert_eq!((ids(&second), second.next), (vec![20], Some((15, 15))));
+        let third = pro(second.next);
+        assert_eq!((ids(&third), third.next), (vec![10], Some((7, 7))));
+        let fourth = pro(third.next);
+        assert_eq!((ids(&fourth), fourth.next), (vec![], None));
     }
 }

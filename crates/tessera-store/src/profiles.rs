@@ -123,6 +123,39 @@ pub struct ProfileSummary {
     pub event_count: i64,
 }
 
+/// Which canonical profiles [`ProfileStore::search`] lists, in what order, from where.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileSearch {
+    /// Only profiles with an identifier (of any type) whose value starts with one of
+    /// these (e.g. the text as typed and its lowercase form).
+    pub identifier_prefixes: Vec<String>,
+    /// Only profiles whose trait `name` has one of these JSON texts (`"pro"`, `42`);
+    /// every entry must hold.
+    pub traits: Vec<(String, Vec<String>)>,
+    /// Only profiles with an identifier value or a trait value containing this text
+    /// (ASCII case-insensitive).
+    pub text: Option<String>,
+    /// Oldest last-seen first (`false`: newest first).
+    pub ascending: bool,
+    /// Continue after this `(last_seen_ms, id)` (a previous page's `next`).
+    pub after: Option<(i64, ProfileId)>,
+    /// At most this many.
+    pub limit: usize,
+    /// A filtered page examines at most this many profiles (in last-seen order) and
+    /// then ends, possibly short or empty, with `next` where the scan stopped — so a
+    /// rare match never costs a scan of every profile in one request.
+    pub scan_budget: usize,
+}
+
+/// One page of [`ProfileStore::search`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfilePage {
+    /// The matching profiles.
+    pub profiles: Vec<ProfileSummary>,
+    /// `(last_seen_ms, id)` to continue after; `None` once every match was listed.
+    pub next: Option<(i64, ProfileId)>,
+}
+
 /// Writes of the processor, inside one transaction.
 pub trait ProfileTxn {
     /// The profile owning an identifier.
@@ -217,6 +250,10 @@ pub trait ProfileStore: Send + Sync {
     fn canonical_profiles(&self, after: ProfileId, limit: usize) -> StoreResult<Vec<ProfileId>>;
     /// Number of canonical profiles.
     fn profile_count(&self) -> StoreResult<i64>;
+    /// Canonical profiles matching `query`, by last-seen time (ties by id), one page.
+    /// Walks an index on the last-seen time; an identifier prefix few identifiers
+    /// have is looked up in the identifier index first.
+    fn search(&self, query: &ProfileSearch) -> StoreResult<ProfilePage>;
     /// Bulk read for rebuilding in-memory indexes: `(profile, seq)` of every attributed
     /// event after `after`, in `(profile, seq)` order, at most `limit`.
     fn event_owner_page(

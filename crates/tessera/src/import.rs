@@ -97,12 +97,17 @@ pub fn run(
     // Erased people stay erased: their identifiers are suppressed here as at the API.
     let privacy = Privacy::open(Arc::clone(&catalog), privacy.clone())?;
     let screen = (&privacy, stored_rules(catalog.as_ref())?);
-    let source = catalog.find_source(&args.source)?.with_context(|| {
-        format!(
-            "no source has the id or name {:?}: create one with `tessera sources create NAME`",
-            args.source
-        )
-    })?;
+    let source =
+        tessera_runtime::sources::resolve_source(catalog.as_ref(), &args.source).map_err(|e| {
+            match e {
+                tessera_runtime::sources::SourceError::User(user) => anyhow::anyhow!(
+                    "[{}] {} (`tessera sources create NAME` creates one)",
+                    user.code,
+                    user.message
+                ),
+                tessera_runtime::sources::SourceError::Store(store) => store.into(),
+            }
+        })?;
     let rejects_path = args.rejects.clone().unwrap_or_else(|| {
         let mut name = args.file.clone().into_os_string();
         name.push(".rejected.jsonl");
