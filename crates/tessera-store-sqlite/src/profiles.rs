@@ -119,6 +119,44 @@ impl SqliteProfileStore {
 
 struct SqliteTxn<'a> {
     tx: &'a Transaction<'a>,
+    /// Each touched profile's latest event time not yet written to `last_seen_ms`.
+    /// Written once per profile per transaction ([`SqliteTxn::flush_last_seen`]), not
+    /// once per event: `last_seen_ms` is indexed (`profiles_by_last_seen`), and
+    /// rewriting an index entry for every event would slow the processor down.
+    last_seen: std::collections::HashMap<ProfileId, i64>,
+}
+
+impl<'a> SqliteTxn<'a> {
+    fn new(tx: &'a Transaction<'a>) -> Self {
+        Self {
+            tx,
+            last_seen: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Writes the pending last-seen times of `only` (every profile when `None`).
+    fn flush_last_seen(&mut self, only: Option<&[ProfileId]>) -> StoreResult<()> {
+        let pending: Vec<(ProfileId, i64)> = match only {
+            None => self.last_seen.drain().collect(),
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| self.last_seen.remove_entry(id))
+                .collect(),
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut statement = self
+            .tx
+            .prepare_cached(
+                "UPDATE profiles SET last_seen_ms = ?2 WHERE id = ?1 AND last_seen_ms < ?2",
+            )
+            .map_err(engine)?;
+        for (id, seen) in pending {
+            statement.execute(params![id, seen]).map_err(engine)?;
+        }
+        Ok(())
+    }
 }
 
 fn summary_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileSummary> {
@@ -202,6 +240,7 @@ impl ProfileTxn for SqliteTxn<'_> {
     }
 
     fn summary(&mut self, profile: ProfileId) -> StoreResult<Option<ProfileSummary>> {
+        self.flush_last_seen(Some(&[profile]))?;
         read_summary(self.tx, profile)
     }
 
@@ -238,6 +277,7 @@ impl ProfileTxn for SqliteTxn<'_> {
 
     fn merge(&mut self, record: &MergeRecord) -> StoreResult<()> {
         let (winner, loser) = (record.winner, record.loser);
+        self.flush_last_seen(Some(&[winner, loser]))?;
         let statements: [(&str, &[&dyn rusqlite::ToSql]); 8] = [
             ("UPDATE OR IGNORE consent SET profile_id = ?1 WHERE profile_id = ?2", &[&winner, &loser]),
             ("UPDATE identities SET profile_id = ?1 WHERE profile_id = ?2", &[&winner, &loser]),
@@ -346,12 +386,15 @@ impl ProfileTxn for SqliteTxn<'_> {
         self.tx
             .prepare_cached(
                 "UPDATE profiles SET first_seen_ms = min(first_seen_ms, ?2),
-                                     last_seen_ms = max(last_seen_ms, ?2),
                                      event_count = event_count + ?3
                  WHERE id = ?1",
             )
             .and_then(|mut s| s.execute(params![profile, timestamp_ms, inserted as i64]))
             .map_err(engine)?;
+        // last_seen_ms = max(last_seen_ms, timestamp_ms), written when the
+        // transaction's work is done (or before the profile is read or merged).
+        let seen = self.last_seen.entry(profile).or_insert(timestamp_ms);
+        *seen = (*seen).max(timestamp_ms);
         Ok(())
     }
 
@@ -466,7 +509,9 @@ impl ProfileStore for SqliteProfileStore {
         if current != after_seq {
             return Ok(false);
         }
-        work(&mut SqliteTxn { tx: &tx })?;
+        let mut txn = SqliteTxn::new(&tx);
+        work(&mut txn)?;
+        txn.flush_last_seen(None)?;
         set_checkpoint(&tx, through_seq)?;
         tx.commit().map_err(engine)?;
         Ok(true)
@@ -518,7 +563,9 @@ impl ProfileStore for SqliteProfileStore {
         }
         seqs.sort_unstable();
         seqs.dedup();
-        work(&mut SqliteTxn { tx: &tx }, &seqs)?;
+        let mut txn = SqliteTxn::new(&tx);
+        work(&mut txn, &seqs)?;
+        txn.flush_last_seen(None)?;
         tx.commit().map_err(engine)
     }
 
