@@ -446,3 +446,19 @@ def assert_stored_as_sent(sent: dict, stored: dict | None, what: str = "", max_s
             f"{what}: originalTimestamp should be the client's timestamp as sent ({client_ts!r}), "
             f"got {stored.get('originalTimestamp')!r}"
         )
+
+
+def files_containing(data_dir: Path, needles: list[str]) -> list[str]:
+    """Every (file, needle) where the file's bytes contain the needle, as UTF-8 or
+    JSON-escaped, case-insensitive: all of every regular file under the directory
+    (erasure checks: free and unallocated space, WAL and shared-memory files included)."""
+    found = []
+    for path in sorted(Path(data_dir).rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes().lower()
+        for needle in needles:
+            forms = {needle.lower().encode(), json.dumps(needle)[1:-1].lower().encode()}
+            if any(form in data for form in forms):
+                found.append(f"{path.name}: {needle!r}")
+    return found

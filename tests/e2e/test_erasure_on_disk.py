@@ -19,26 +19,11 @@ from pathlib import Path
 
 import requests
 
-from tessera_e2e import HTTP_TIMEOUT, assert_error, basic_auth, export_events, wait_until
+from tessera_e2e import HTTP_TIMEOUT, assert_error, basic_auth, export_events, files_containing, wait_until
 
 CLIENTS = 7
 SECONDS = 3.0
 WAIT = 60.0
-
-
-def files_containing(data_dir: Path, needles: list[str]) -> list[str]:
-    """Every (file, needle) where the file's bytes contain the needle, as UTF-8 or
-    JSON-escaped, case-insensitive: all of every regular file under the directory."""
-    found = []
-    for path in sorted(Path(data_dir).rglob("*")):
-        if not path.is_file():
-            continue
-        data = path.read_bytes().lower()
-        for needle in needles:
-            forms = {needle.lower().encode(), json.dumps(needle)[1:-1].lower().encode()}
-            if any(form in data for form in forms):
-                found.append(f"{path.name}: {needle!r}")
-    return found
 
 
 def caught_up(server) -> None:

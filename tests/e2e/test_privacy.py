@@ -18,7 +18,16 @@ from pathlib import Path
 
 import requests
 
-from tessera_e2e import ADMIN_TOKEN, HTTP_TIMEOUT, assert_error, export_events, free_port, run_cli, wait_until
+from tessera_e2e import (
+    ADMIN_TOKEN,
+    HTTP_TIMEOUT,
+    assert_error,
+    export_events,
+    files_containing,
+    free_port,
+    run_cli,
+    wait_until,
+)
 
 WAIT = 20.0
 PROFILES = "/api/v1/profiles"
@@ -50,21 +59,6 @@ def caught_up(server) -> None:
 
 def profile(server, identifier: str):
     return server.admin("GET", PROFILES, params={"identifier": identifier})
-
-
-def files_containing(data_dir: Path, needles: list[str]) -> list[str]:
-    """Every (file, needle) where the file's bytes contain the needle (as UTF-8, and
-    as its JSON-escaped form), across the whole data directory."""
-    found = []
-    for path in sorted(Path(data_dir).rglob("*")):
-        if not path.is_file():
-            continue
-        data = path.read_bytes().lower()
-        for needle in needles:
-            forms = {needle.lower().encode(), json.dumps(needle)[1:-1].lower().encode()}
-            if any(form in data for form in forms):
-                found.append(f"{path.name}: {needle!r}")
-    return found
 
 
 def buyers(server) -> list[int]:

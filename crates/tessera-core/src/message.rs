@@ -247,71 +247,57 @@ pub fn normalize(
         None
     };
     let received_at = stored_before.unwrap_or(received_at);
-    if let Some(received_at) = stored_before {
-        let timestamp = checker
+    let timestamp = if stored_before.is_some() {
+        // Received by a server before (an export): kept as stored, no second correction.
+        checker
             .timestamp(&body, "timestamp")?
-            .unwrap_or(received_at);
-        body.set("timestamp", Value::String(format_timestamp(timestamp)));
-        body.set("receivedAt", Value::String(format_timestamp(received_at)));
-        let payload = body.to_json().map_err(|_| {
-            checker.reject(
-                ErrorCode::InvalidBody,
-                "the message could not be written as JSON".into(),
-            )
-        })?;
-        return Ok(NormalizedMessage {
-            message_type,
-            message_id,
-            user_id,
-            anonymous_id,
-            timestamp,
-            received_at,
-            payload,
-        });
-    }
-    if !body.contains("sentAt")
-        && let Some(sent_at) = &defaults.sent_at
-    {
-        body.set("sentAt", sent_at.clone());
-    }
-    let sent_at = checker.timestamp(&body, "sentAt")?;
-    // The client's own clock reading: `originalTimestamp` when an earlier hop kept it
-    // (re-import of an export), else the `timestamp` the SDK set.
-    let original_field = if body.contains("originalTimestamp") {
-        "originalTimestamp"
+            .unwrap_or(received_at)
     } else {
-        "timestamp"
-    };
-    let original = checker.timestamp(&body, original_field)?;
-    let timestamp = match (original, sent_at) {
-        // The device clock may be wrong; the time elapsed between the event and its
-        // sending is not. Segment's rule: receivedAt - (sentAt - originalTimestamp).
-        // A correction outside four-digit years (a `sentAt` or `timestamp` years off)
-        // is clamped to them and flagged as `context.tessera.timestampClamped`.
-        (Some(original), Some(sent_at)) => {
-            let corrected = received_at
-                .checked_sub_signed(sent_at - original)
-                .ok_or_else(|| {
-                    checker.reject(
-                        ErrorCode::InvalidTimestamp,
-                        "\"sentAt\" and \"timestamp\" are too far apart to correct the clock skew"
-                            .into(),
-                    )
-                })?;
-            let (clamped, changed) = clamp_corrected(corrected);
-            if changed {
-                flag_clamped_timestamp(&mut body);
-            }
-            clamped
+        if !body.contains("sentAt")
+            && let Some(sent_at) = &defaults.sent_at
+        {
+            body.set("sentAt", sent_at.clone());
         }
-        (Some(original), None) => original,
-        (None, _) => received_at,
+        let sent_at = checker.timestamp(&body, "sentAt")?;
+        // The client's own clock reading: `originalTimestamp` when an earlier hop kept it
+        // (re-import of an export), else the `timestamp` the SDK set.
+        let original_field = if body.contains("originalTimestamp") {
+            "originalTimestamp"
+        } else {
+            "timestamp"
+        };
+        let original = checker.timestamp(&body, original_field)?;
+        let timestamp = match (original, sent_at) {
+            // The device clock may be wrong; the time elapsed between the event and its
+            // sending is not. Segment's rule: receivedAt - (sentAt - originalTimestamp).
+            // A correction outside four-digit years (a `sentAt` or `timestamp` years off)
+            // is clamped to them and flagged as `context.tessera.timestampClamped`.
+            (Some(original), Some(sent_at)) => {
+                let corrected = received_at
+                    .checked_sub_signed(sent_at - original)
+                    .ok_or_else(|| {
+                        checker.reject(
+                            ErrorCode::InvalidTimestamp,
+                            "\"sentAt\" and \"timestamp\" are too far apart to correct the clock skew"
+                                .into(),
+                        )
+                    })?;
+                let (clamped, changed) = clamp_corrected(corrected);
+                if changed {
+                    flag_clamped_timestamp(&mut body);
+                }
+                clamped
+            }
+            (Some(original), None) => original,
+            (None, _) => received_at,
+        };
+        if original_field == "timestamp"
+            && let Some(client_value) = body.get("timestamp").map(Cow::into_owned)
+        {
+            body.set("originalTimestamp", client_value);
+        }
+        timestamp
     };
-    if original_field == "timestamp"
-        && let Some(client_value) = body.get("timestamp").map(Cow::into_owned)
-    {
-        body.set("originalTimestamp", client_value);
-    }
     body.set("timestamp", Value::String(format_timestamp(timestamp)));
     body.set("receivedAt", Value::String(format_timestamp(received_at)));
     let payload = body.to_json().map_err(|_| {
