@@ -4,6 +4,7 @@ scope that reads profiles, and the errors."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from tessera_e2e import assert_error, assert_ok, iso_ms, utcnow, wait_until
@@ -107,3 +108,60 @@ def test_profiles_are_searched_by_prefix_trait_and_text(server, source, admin_to
                    {"color": "red"}, {"trait.": "x"}]:
         assert_error(server.admin("GET", "/api/v1/profiles", params=params), 400, "invalid_request", str(params))
     assert admin_token
+
+
+def test_a_dotted_trait_filter_looks_into_nested_traits(server, source):
+    assert_ok(server.post("/v1/batch", {"batch": [
+        {"type": "identify", "userId": "nest-paris", "traits": {"address": {"city": "Paris", "zip": 75001}}},
+        {"type": "identify", "userId": "nest-lyon", "traits": {"address": {"city": "Lyon"}}},
+        {"type": "identify", "userId": "nest-flat", "traits": {"city": "Paris"}},
+    ]}, write_key=source.write_key))
+    wait_until(lambda: len(listing(server, q="nest-")["profiles"]) == 3, timeout=30, what="3 profiles")
+
+    assert user_ids(listing(server, **{"trait.address.city": "Paris"})) == ["nest-paris"]
+    assert user_ids(listing(server, **{"trait.address.city": "Lyon"})) == ["nest-lyon"]
+    assert user_ids(listing(server, **{"trait.address.zip": "75001"})) == ["nest-paris"]
+    assert user_ids(listing(server, **{"trait.city": "Paris"})) == ["nest-flat"]
+    assert user_ids(listing(server, **{"trait.address.country": "Paris"})) == []
+    # The whole object is not equal to a text.
+    assert user_ids(listing(server, **{"trait.address": "Paris"})) == []
+
+
+def test_the_cli_lists_and_searches_profiles(server, source, cli, data_dir):
+    people(server, source, 12)
+    wait_until(lambda: len(listing(server, limit=200)["profiles"]) == 13, timeout=30, what="13 profiles")
+
+    def run(*args):
+        done = cli("profiles", *args, data_dir=data_dir)
+        assert done.returncode == 0, done
+        return done
+
+    # --json prints the API's answer, filter for filter.
+    for args, params in [
+        (["list", "--limit", "5"], {"limit": "5"}),
+        (["search", "user-1"], {"q": "user-1"}),
+        (["list", "--trait", "plan=pro", "--trait", "age=29"], {"trait.plan": "pro", "trait.age": "29"}),
+        (["list", "--text", "zora q"], {"text": "zora q"}),
+        (["list", "--sort", "lastSeen", "--limit", "3"], {"sort": "lastSeen", "limit": "3"}),
+    ]:
+        assert json.loads(run(*args, "--json").stdout) == listing(server, **params), args
+
+    # Cursor pages, as the API's.
+    first = json.loads(run("list", "--limit", "5", "--json").stdout)
+    rest = json.loads(run("list", "--limit", "5", "--cursor", first["nextCursor"], "--json").stdout)
+    assert user_ids(rest) == ["user-06", "user-05", "user-04", "user-03", "user-02"], rest
+
+    # The table: a header, one row per profile, the next cursor on stderr.
+    table = run("search", "PERSON03@")
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "LAST", "SEEN", "EVENTS", "IDENTIFIERS", "TRAITS"], table.stdout
+    assert len(lines) == 2 and "email:person03@example.com" in lines[1] and "plan=pro" in lines[1], table.stdout
+    paged = run("list", "--limit", "2")
+    assert len(paged.stdout.splitlines()) == 3 and "--cursor" in paged.stderr, paged
+    assert run("search", "nobody").stdout.strip() == "no profiles match"
+
+    # Bad flags: coded, non-zero.
+    for args in [["list", "--limit", "0"], ["list", "--sort", "name"], ["list", "--cursor", "nope"],
+                 ["list", "--trait", "plan"]]:
+        done = cli("profiles", *args, data_dir=data_dir)
+        assert done.returncode != 0 and "[invalid_request]" in done.stderr, (args, done)

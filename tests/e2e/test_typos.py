@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from tessera_e2e import assert_error, assert_ok, wait_until
+from tessera_e2e import ADMIN_TOKEN, assert_error, assert_ok, wait_until
 
 
 def get_json(response, status: int = 200, what: str = "") -> dict:
@@ -98,7 +98,7 @@ def test_unknown_references_are_refused_with_the_closest_name(server, source):
     assert [a["key"] for a in get_json(server.admin("GET", "/api/v1/audiences"))["audiences"]] == ["cart-abandoners"]
 
 
-def test_names_never_seen_are_accepted_with_a_warning(server, source):
+def test_names_never_seen_are_accepted_with_a_warning(server, source, cli, data_dir):
     seed(server, source)
 
     body = get_json(server.admin("POST", "/api/v1/audiences/preview", json={
@@ -156,6 +156,15 @@ def test_names_never_seen_are_accepted_with_a_warning(server, source):
         "event": "Order Completed", "property": "currency"}))
     assert "warnings" not in body and body["rows"], body
 
+    # The CLI's preview (it builds the index from the data directory) warns the same.
+    done = cli("audiences", "preview", 'event "Order Complted" and trait plna = "pro"', data_dir=data_dir)
+    assert done.returncode == 0, done
+    assert warnings_of(json.loads(done.stdout)) == [
+        ("unknown_event", "Order Complted", "Order Completed"),
+        ("unknown_trait", "plna", "plan"),
+    ], done.stdout
+    assert "did you mean `Order Completed`?" in done.stderr, done.stderr
+
 
 def test_source_names_are_unique(server, cli, data_dir, tmp_path):
     server.create_source("website")
@@ -177,3 +186,77 @@ def test_source_names_are_unique(server, cli, data_dir, tmp_path):
     assert done.returncode == 0, done
     typo = cli("import", str(lines), "--source", "webiste", data_dir=data_dir)
     assert typo.returncode != 0 and "did you mean `website`?" in typo.stderr, typo
+
+
+def test_the_cli_and_the_configuration_file_refuse_unknown_references(server, cli, data_dir, tmp_path, binary):
+    """The same checks as the API, with the same messages, for `tessera destinations
+    create`, `tessera journeys create` and destinations of tessera.toml (at start)."""
+    get_json(server.admin("POST", "/api/v1/audiences", json={
+        "key": "cart-abandoners", "definition": 'event "Product Added" within 7d'}), 201)
+
+    def create(kind: str, name: str, definition: dict):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(definition))
+        return cli(kind, "create", str(path), data_dir=data_dir)
+
+    mail = {"id": "mail", "type": "email", "filter": {"includeEvents": False},
+            "settings": {"smtpUrl": "smtp://127.0.0.1:2525", "from": "shop@example.com",
+                         "subject": "s", "text": "t"}}
+    for place, filt in [("filter.memberOf", {"memberOf": "cart-abandonerz"}),
+                        ("filter.audiences[1]", {"audiences": ["cart-abandoners", "cart-abandonerz"]})]:
+        done = create("destinations", "bad-mail", {**mail, "filter": filt})
+        assert done.returncode != 0, done
+        assert "[invalid_activation]" in done.stderr and place in done.stderr, done
+        assert "did you mean `cart-abandoners`?" in done.stderr, done
+    assert create("destinations", "mail", mail).returncode == 0
+
+    journey = {"key": "cart-email", "trigger": {"audienceEntered": "cart-abandonerz"},
+               "steps": [{"send": {"destination": "mail"}}]}
+    cases = [
+        ({"trigger": {"audienceEntered": "cart-abandonerz"}}, "trigger.audienceEntered", "cart-abandoners"),
+        ({"steps": [{"send": {"destination": "mial"}}]}, "steps[0].send", "mail"),
+        ({"steps": [{"if": 'audience "cart-abandonerz"', "then": [{"send": {"destination": "mail"}}]}]},
+         "steps[0].if", "cart-abandoners"),
+        ({"steps": [{"wait": "1h"}, {"if": "computed total_order > 1", "else": [{"exit": True}]}]},
+         "steps[1].if", "total_orders"),
+    ]
+    for change, place, closest in cases:
+        done = create("journeys", "bad-journey", {**journey, "trigger": {"audienceEntered": "cart-abandoners"},
+                                                  **change})
+        assert done.returncode != 0, (change, done)
+        assert "[invalid_activation]" in done.stderr and place in done.stderr, (change, done)
+        assert f"did you mean `{closest}`?" in done.stderr, (change, done)
+    assert get_json(server.admin("GET", "/api/v1/journeys"))["journeys"] == []
+    journey["trigger"] = {"audienceEntered": "cart-abandoners"}
+    done = create("journeys", "journey", journey)
+    assert done.returncode == 0, done
+    wait_until(lambda: [j["key"] for j in get_json(server.admin("GET", "/api/v1/journeys"))["journeys"]]
+               == ["cart-email"], timeout=10, what="the server to load the CLI's journey")
+
+    # A destination of the configuration file naming an unknown audience stops the
+    # server at start, naming the file, the entry and the closest audience.
+    server.terminate()
+    config = tmp_path / "tessera.toml"
+
+    def with_member_of(audience: str) -> None:
+        config.write_text(f'''
+[[activation.destinations]]
+id = "crm"
+type = "webhook"
+filter = {{ memberOf = "{audience}" }}
+settings = {{ url = "http://127.0.0.1:9/crm" }}
+''')
+
+    with_member_of("cart-abandonerz")
+    done = cli("serve", "--listen", "127.0.0.1:0", "--config", str(config), data_dir=data_dir,
+               env={"TESSERA_ADMIN_TOKEN": ADMIN_TOKEN}, timeout=60)
+    assert done.returncode != 0, done
+    assert f"configuration file {config}" in done.stderr, done.stderr
+    assert '[[activation.destinations]] "crm"' in done.stderr and "filter.memberOf" in done.stderr, done.stderr
+    assert "did you mean `cart-abandoners`?" in done.stderr, done.stderr
+    # Corrected, it starts and defines the destination.
+    with_member_of("cart-abandoners")
+    server.extra_env["TESSERA_CONFIG"] = str(config)
+    server.start()
+    ids = [d["id"] for d in get_json(server.admin("GET", "/api/v1/destinations"))["destinations"]]
+    assert ids == ["crm", "mail"], ids

@@ -20,6 +20,7 @@ pub mod error;
 pub mod fanout;
 pub mod files;
 pub mod network;
+pub mod references;
 pub mod render;
 pub mod senders;
 
@@ -58,6 +59,16 @@ pub enum ActivationError {
     /// A store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What [`Activation::save_journey`] answers.
+#[derive(Debug)]
+pub struct SavedJourney {
+    /// The definition it replaced.
+    pub previous: Option<Arc<CompiledJourney>>,
+    /// Event, trait and property names the journey uses that were never seen in the
+    /// data, each with the closest observed name.
+    pub warnings: Vec<tessera_audience::names::NameWarning>,
 }
 
 /// Which kind of definition an [`ActivationError`] is about.
@@ -373,6 +384,7 @@ impl Activation {
         destination: Destination,
         create: bool,
     ) -> Result<Option<Arc<Destination>>, ActivationError> {
+        references::check_destination(&self.stores.audiences, &destination)?;
         destination.validate(&self.purposes)?;
         self.clients.reach.check(&destination)?;
         destination
@@ -501,12 +513,15 @@ impl Activation {
     }
 
     /// Creates or replaces a journey. Replacing one ends its active runs (their
-    /// position would mean something else in the new steps).
+    /// position would mean something else in the new steps). Audiences, computed
+    /// traits and destinations it names must exist ([`references`]); names never
+    /// seen in the data come back as warnings.
     pub fn save_journey(
         self: &Arc<Self>,
         journey: Journey,
         create: bool,
-    ) -> Result<Option<Arc<CompiledJourney>>, ActivationError> {
+    ) -> Result<SavedJourney, ActivationError> {
+        let warnings = references::check_journey(&self.stores.audiences, &journey)?;
         let ids: Vec<String> = self.destinations().iter().map(|d| d.id.clone()).collect();
         let compiled = journey.compile(&ids)?;
         compiled
@@ -542,7 +557,7 @@ impl Activation {
             &text,
         )?;
         self.reload()?;
-        Ok(previous)
+        Ok(SavedJourney { previous, warnings })
     }
 
     /// Deletes a journey; its active runs end.

@@ -155,9 +155,12 @@ impl Runtime {
             activation
                 .save_destination(destination.clone(), !exists)
                 .map_err(|e| {
+                    use tessera_core::CodedError;
                     RuntimeError::Configuration(format!(
-                        "[[activation.destinations]] {:?}: {e}",
-                        destination.id
+                        "[[activation.destinations]] {:?}: [{}] {}",
+                        destination.id,
+                        e.code(),
+                        e.user_message()
                     ))
                 })?;
         }

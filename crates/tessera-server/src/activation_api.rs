@@ -120,7 +120,6 @@ async fn create_destination(
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let destination: Destination = body(&bytes, "destination")?;
-    check_destination_names(&state, &destination)?;
     let saved = destination.clone();
     change(&state, move |a| a.save_destination(saved, true)).await?;
     record_audit(
@@ -187,7 +186,6 @@ async fn update_destination(
     // Secrets shown as *** are kept as they were.
     let previous = find_destination(&state, &id)?;
     keep_secrets(&mut destination, &previous)?;
-    check_destination_names(&state, &destination)?;
     let saved = destination.clone();
     change(&state, move |a| a.save_destination(saved, false)).await?;
     record_audit(
@@ -414,88 +412,6 @@ async fn retry_deliveries(
     Ok(Json(json!({ "retried": retried })))
 }
 
-/// An `invalid_activation` error for a reference to an audience that does not exist,
-/// naming the closest existing key.
-fn no_audience(state: &AppState, place: &str, key: &str) -> ApiError {
-    let keys = state.audiences.audience_keys();
-    ApiError::new(
-        ErrorCode::InvalidActivation,
-        format!(
-            "{place}: no audience {key:?}{} (GET /api/v1/audiences lists them)",
-            tessera_core::suggest::did_you_mean(key, &keys)
-        ),
-    )
-}
-
-/// Refuses a destination filter naming audiences that do not exist.
-fn check_destination_names(state: &AppState, destination: &Destination) -> Result<(), ApiError> {
-    let keys = state.audiences.audience_keys();
-    let filter = &destination.filter;
-    if let Some(key) = &filter.member_of
-        && !keys.contains(key)
-    {
-        return Err(no_audience(state, "filter.memberOf", key));
-    }
-    for (i, key) in filter.audiences.iter().enumerate() {
-        if !keys.contains(key) {
-            return Err(no_audience(state, &format!("filter.audiences[{i}]"), key));
-        }
-    }
-    Ok(())
-}
-
-/// Refuses a journey naming an audience that does not exist (the trigger, or an
-/// `if` condition's `audience KEY`) or a computed trait that does not exist, and
-/// warns about event, trait and property names never seen in the data. Destinations
-/// are checked when the journey compiles.
-fn check_journey_names(
-    state: &AppState,
-    journey: &Journey,
-) -> Result<Vec<tessera_audience::names::NameWarning>, ApiError> {
-    let engine = &state.audiences;
-    let mut warnings = Vec::new();
-    if let Some(key) = &journey.trigger.audience_entered
-        && !engine.audience_keys().contains(key)
-    {
-        return Err(no_audience(state, "trigger.audienceEntered", key));
-    }
-    if let Some(event) = &journey.trigger.event {
-        warnings.extend(engine.unknown_event(event));
-    }
-    fn check_steps(
-        engine: &tessera_audience::engine::AudienceEngine,
-        steps: &[tessera_activation::config::Step],
-        path: &str,
-        warnings: &mut Vec<tessera_audience::names::NameWarning>,
-    ) -> Result<(), ApiError> {
-        for (i, step) in steps.iter().enumerate() {
-            let here = format!("{path}[{i}]");
-            if let Some(text) = &step.condition {
-                // A condition that does not parse is reported by the compiler below.
-                if tessera_audience::language::parse_definition(text).is_ok() {
-                    let condition = engine.check_definition(text, None).map_err(|e| {
-                        ApiError::new(
-                            ErrorCode::InvalidActivation,
-                            format!("{here}.if: {}", ApiError::from(e).message()),
-                        )
-                    })?;
-                    warnings.extend(engine.unknown_names(&condition));
-                }
-            }
-            if let Some(wait) = &step.wait_until {
-                warnings.extend(engine.unknown_event(&wait.event));
-            }
-            check_steps(engine, &step.then, &format!("{here}.then"), warnings)?;
-            check_steps(engine, &step.otherwise, &format!("{here}.else"), warnings)?;
-        }
-        Ok(())
-    }
-    check_steps(engine, &journey.steps, "steps", &mut warnings)?;
-    let mut seen = std::collections::HashSet::new();
-    warnings.retain(|w| seen.insert((w.code, w.name.clone())));
-    Ok(warnings)
-}
-
 fn journey_json(state: &AppState, journey: &Journey) -> Result<Value, ApiError> {
     let mut value = serde_json::to_value(journey).unwrap_or(Value::Null);
     let mut runs = serde_json::Map::new();
@@ -520,9 +436,9 @@ async fn create_journey(
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let journey: Journey = body(&bytes, "journey")?;
-    let warnings = check_journey_names(&state, &journey)?;
     let saved = journey.clone();
-    change(&state, move |a| a.save_journey(saved, true)).await?;
+    // Unknown audiences, computed traits and destinations are refused by the save.
+    let saved = change(&state, move |a| a.save_journey(saved, true)).await?;
     let after = serde_json::to_value(&journey).unwrap_or(Value::Null);
     record_audit(
         state.catalog.as_ref(),
@@ -532,7 +448,7 @@ async fn create_journey(
         None,
         Some(&after),
     );
-    let answer = crate::audiences::with_warnings(journey_json(&state, &journey)?, &warnings);
+    let answer = crate::audiences::with_warnings(journey_json(&state, &journey)?, &saved.warnings);
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
@@ -576,10 +492,11 @@ async fn update_journey(
             ),
         ));
     }
-    let warnings = check_journey_names(&state, &journey)?;
     let saved = journey.clone();
-    let previous = change(&state, move |a| a.save_journey(saved, false)).await?;
-    let before = previous.map(|p| serde_json::to_value(&p.journey).unwrap_or(Value::Null));
+    let saved = change(&state, move |a| a.save_journey(saved, false)).await?;
+    let before = saved
+        .previous
+        .map(|p| serde_json::to_value(&p.journey).unwrap_or(Value::Null));
     let after = serde_json::to_value(&journey).unwrap_or(Value::Null);
     record_audit(
         state.catalog.as_ref(),
@@ -589,7 +506,7 @@ async fn update_journey(
         before.as_ref(),
         Some(&after),
     );
-    let answer = crate::audiences::with_warnings(journey_json(&state, &journey)?, &warnings);
+    let answer = crate::audiences::with_warnings(journey_json(&state, &journey)?, &saved.warnings);
     Ok(Json(answer))
 }
 

@@ -375,9 +375,11 @@ const PROFILE_PAGE: (usize, usize) = (50, 200);
 /// Profiles a filtered page of `GET /api/v1/profiles` examines at most.
 const PROFILE_SCAN_BUDGET: usize = 20_000;
 
-/// Reads the listing's query: `q` (identifier prefix), `trait.NAME=VALUE`, `text`,
-/// `sort` (`-lastSeen`, the default, or `lastSeen`), `limit`, `cursor`.
-fn profile_search(
+/// Reads the listing's query: `q` (identifier prefix), `trait.NAME=VALUE` (`NAME`
+/// may be a dotted path into a nested trait: `trait.address.city=Paris`), `text`,
+/// `sort` (`-lastSeen`, the default, or `lastSeen`), `limit`, `cursor`. The CLI's
+/// `tessera profiles` reads its flags through it too.
+pub fn profile_search(
     params: &[(String, String)],
 ) -> Result<tessera_store::profiles::ProfileSearch, ApiError> {
     let invalid = |m: String| ApiError::new(ErrorCode::InvalidRequest, m);
@@ -461,20 +463,25 @@ fn list_profiles(
     state: &AppState,
     search: &tessera_store::profiles::ProfileSearch,
 ) -> Result<Value, ApiError> {
-    let page = state.profiles.search(search).map_err(ApiError::internal)?;
+    profiles_page(state.profiles.as_ref(), search).map_err(ApiError::internal)
+}
+
+/// The answer of the profile listing for `search`: `{"profiles": […],
+/// "nextCursor": …}` (also what `tessera profiles … --json` prints).
+pub fn profiles_page(
+    store: &dyn tessera_store::profiles::ProfileStore,
+    search: &tessera_store::profiles::ProfileSearch,
+) -> Result<Value, tessera_store::StoreError> {
+    let page = store.search(search)?;
     let mut profiles = Vec::with_capacity(page.profiles.len());
     for summary in &page.profiles {
-        let identities: Vec<Value> = state
-            .profiles
-            .identities(summary.id)
-            .map_err(ApiError::internal)?
+        let identities: Vec<Value> = store
+            .identities(summary.id)?
             .into_iter()
             .map(|l| json!({"type": l.id_type, "value": l.value}))
             .collect();
-        let traits: Map<String, Value> = state
-            .profiles
-            .traits(summary.id)
-            .map_err(ApiError::internal)?
+        let traits: Map<String, Value> = store
+            .traits(summary.id)?
             .into_iter()
             .map(|t| {
                 let value = serde_json::from_str(&t.value_json).unwrap_or(Value::Null);

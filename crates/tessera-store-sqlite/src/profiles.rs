@@ -971,17 +971,34 @@ impl ProfileStore for SqliteProfileStore {
         }
         for (name, values) in &query.traits {
             let marks = vec!["?"; values.len().max(1)].join(", ");
+            let push_values = |args: &mut Args| {
+                if values.is_empty() {
+                    args.push(rusqlite::types::Value::Null);
+                }
+                for value in values {
+                    args.push(value.clone().into());
+                }
+            };
+            // The trait of that very name, or — for a dotted name — the value at the
+            // rest of the path inside a trait named by its first segments
+            // (`address.city`: `city` of the object trait `address`).
+            let mut any = vec![format!("(t.name = ? AND t.value_json IN ({marks}))")];
+            filter_args.push(name.clone().into());
+            push_values(&mut filter_args);
+            for (trait_name, path) in nested_trait_paths(name) {
+                any.push(format!(
+                    "(t.name = ? AND json_valid(t.value_json) \
+                     AND (t.value_json -> ?) IN ({marks}))"
+                ));
+                filter_args.push(trait_name.into());
+                filter_args.push(path.into());
+                push_values(&mut filter_args);
+            }
             filters.push_str(&format!(
                 " AND EXISTS (SELECT 1 FROM traits t WHERE t.profile_id = profiles.id \
-                 AND t.name = ? AND t.value_json IN ({marks}))"
+                 AND ({}))",
+                any.join(" OR ")
             ));
-            filter_args.push(name.clone().into());
-            if values.is_empty() {
-                filter_args.push(rusqlite::types::Value::Null);
-            }
-            for value in values {
-                filter_args.push(value.clone().into());
-            }
         }
         if let Some(text) = query.text.as_deref().filter(|t| !t.is_empty()) {
             let pattern = crate::like_patterns(&[text.to_owned()])
@@ -1066,6 +1083,30 @@ impl ProfileStore for SqliteProfileStore {
         )
         .map_err(engine)
     }
+}
+
+/// Dotted trait names split into a stored trait and a JSON path inside it:
+/// `a.b.c` → `("a", "$.\"b\".\"c\"")`, `("a.b", "$.\"c\"")`. Segments are quoted, so
+/// keys with spaces or other punctuation match; a name with an empty segment or a
+/// `"` in the path yields nothing (it can only be a top-level trait).
+fn nested_trait_paths(name: &str) -> Vec<(String, String)> {
+    /// Nested levels looked into at most.
+    const MAX_SEGMENTS: usize = 16;
+    let segments: Vec<&str> = name.split('.').collect();
+    if segments.len() < 2 || segments.len() > MAX_SEGMENTS || segments.iter().any(|s| s.is_empty())
+    {
+        return Vec::new();
+    }
+    (1..segments.len())
+        .filter(|&split| segments[split..].iter().all(|s| !s.contains('"')))
+        .map(|split| {
+            let path: String = segments[split..]
+                .iter()
+                .map(|s| format!(".\"{s}\""))
+                .collect();
+            (segments[..split].join("."), format!("${path}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1153,6 +1194,51 @@ mod tests {
             })
             .unwrap();
         assert_eq!(ids(&oldest), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_dotted_trait_name_looks_into_nested_traits() {
+        let (_dir, store) = store(3);
+        let nested = [
+            (1, "address", r#"{"city":"Paris","geo":{"zip":75001}}"#),
+            (2, "address", r#"{"city":"Lyon"}"#),
+            // A top-level trait whose name holds a dot matches as itself.
+            (3, "address.city", r#""Paris""#),
+        ];
+        store
+            .apply(1, 2, &mut |txn| {
+                for (profile, name, value_json) in nested {
+                    txn.set_trait(
+                        profile,
+                        &StoredTrait {
+                            name: name.into(),
+                            value_json: value_json.into(),
+                            source_key: 1,
+                            message_id: format!("n{profile}"),
+                            timestamp_ms: profile,
+                            seq: profile,
+                        },
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let by = |name: &str, value: &str| {
+            ids(&store
+                .search(&ProfileSearch {
+                    traits: vec![(name.into(), vec![value.into()])],
+                    ..query(10)
+                })
+                .unwrap())
+        };
+        assert_eq!(by("address.city", r#""Paris""#), vec![3, 1]);
+        assert_eq!(by("address.city", r#""Lyon""#), vec![2]);
+        assert_eq!(by("address.geo.zip", "75001"), vec![1]);
+        assert_eq!(by("address.geo.zip", r#""75001""#), Vec::<i64>::new());
+        assert_eq!(by("address.country", r#""Paris""#), Vec::<i64>::new());
+        // Not JSON objects (plan is a string): no match, no error.
+        assert_eq!(by("plan.tier", r#""pro""#), Vec::<i64>::new());
+        assert_eq!(by("address..city", r#""Paris""#), Vec::<i64>::new());
     }
 
     #[test]

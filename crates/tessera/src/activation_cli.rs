@@ -110,6 +110,11 @@ fn open(
         Arc::new(SystemClock),
         EngineOptions::default(),
     ));
+    // The audiences and computed traits definitions name (checked when saved); the
+    // index of observed names is not built, so the CLI does not warn about them.
+    audiences
+        .load_definitions()
+        .map_err(crate::cli_error::coded)?;
     Activation::with_reach(
         Stores {
             log,
@@ -268,9 +273,12 @@ pub fn journeys(
         }
         JourneysCommand::Create { file, replace } => {
             let journey: Journey = read_json(&file)?;
-            let previous = activation
+            let saved = activation
                 .save_journey(journey.clone(), !replace)
                 .map_err(crate::cli_error::coded)?;
+            for warning in &saved.warnings {
+                eprintln!("warning [{}]: {}", warning.code, warning.message);
+            }
             record_audit(
                 activation_catalog(data_dir)?.as_ref(),
                 &crate::cli_actor(),
@@ -280,7 +288,8 @@ pub fn journeys(
                     "journey.create"
                 },
                 &journey.key,
-                previous
+                saved
+                    .previous
                     .map(|p| serde_json::to_value(&p.journey).unwrap_or_default())
                     .as_ref(),
                 Some(&serde_json::to_value(&journey)?),

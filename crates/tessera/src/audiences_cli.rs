@@ -246,7 +246,15 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
                 .map_err(crate::cli_error::coded)?;
             bar.finish_and_clear();
             let preview = engine.preview(&condition, sample);
-            print_json(&serde_json::json!({"count": preview.count, "sample": preview.sample}));
+            // Names never seen in the data, as the preview route answers them.
+            let warnings = engine.unknown_names(&condition);
+            for warning in &warnings {
+                eprintln!("warning [{}]: {}", warning.code, warning.message);
+            }
+            print_json(&tessera_server::audiences::with_warnings(
+                serde_json::json!({"count": preview.count, "sample": preview.sample}),
+                &warnings,
+            ));
         }
         AudiencesCommand::Members { key } => {
             engine.get(&key).map_err(crate::cli_error::coded)?;

@@ -10,6 +10,7 @@ mod identity_cli;
 mod import;
 mod options;
 mod privacy_cli;
+mod profiles_cli;
 mod serve;
 mod sources_cli;
 mod tokens_cli;
@@ -61,6 +62,11 @@ enum Command {
     Identity {
         #[command(subcommand)]
         command: identity_cli::IdentityCommand,
+    },
+    /// Profiles: list and search (identifier prefix, traits, text), newest first
+    Profiles {
+        #[command(subcommand)]
+        command: profiles_cli::ProfilesCommand,
     },
     /// Audiences: define, preview, list members
     Audiences {
@@ -124,6 +130,9 @@ fn main() -> ExitCode {
         Command::Replay => settings(&cli.store).and_then(|s| identity_cli::replay(&s.data_dir)),
         Command::Identity { command } => {
             settings(&cli.store).and_then(|s| identity_cli::run(&s.data_dir, command))
+        }
+        Command::Profiles { command } => {
+            settings(&cli.store).and_then(|s| profiles_cli::run(&s.data_dir, command))
         }
         Command::Audiences { command } => {
             settings(&cli.store).and_then(|s| audiences_cli::run(&s.data_dir, command))

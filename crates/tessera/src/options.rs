@@ -229,12 +229,14 @@ pub struct Settings {
     pub file_dir: PathBuf,
     /// The networks destinations may reach.
     pub networks: tessera_activation::network::NetworkPolicy,
+    /// The configuration file read, if any (named in errors about its entries).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Settings {
     /// Resolves the settings from flags/env and the configuration file.
     pub fn resolve(store: &StoreArgs, serve: &ServeArgs) -> anyhow::Result<Self> {
-        let file = load_file(store.config.as_deref())?;
+        let (file, config_file) = load_file(store.config.as_deref())?;
         for definition in &file.audiences.computed_traits {
             if let Err(message) = definition.validate() {
                 bail!("configuration file: [[audiences.computed_traits]]: {message}");
@@ -346,6 +348,7 @@ impl Settings {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./tessera-data"));
         Ok(Self {
+            config_file,
             auth_failures,
             metrics_token,
             networks,
@@ -414,13 +417,15 @@ impl Settings {
     }
 }
 
-fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
+/// The configuration file (`explicit`, else `./tessera.toml` when it exists) and its
+/// path.
+fn load_file(explicit: Option<&Path>) -> anyhow::Result<(FileConfig, Option<PathBuf>)> {
     let path = match explicit {
         Some(path) => path.to_path_buf(),
         None => {
             let default = PathBuf::from("tessera.toml");
             if !default.exists() {
-                return Ok(FileConfig::default());
+                return Ok((FileConfig::default(), None));
             }
             default
         }
@@ -428,7 +433,7 @@ fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
     match toml::from_str(&text) {
-        Ok(config) => Ok(config),
+        Ok(config) => Ok((config, Some(path))),
         Err(error) => bail!("configuration file {} is invalid: {error}", path.display()),
     }
 }

@@ -92,7 +92,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
         Arc::new(SystemClock),
         Some(tokio::runtime::Handle::current()),
-    )?;
+    )
+    .map_err(|error| match (&error, &settings.config_file) {
+        (tessera_runtime::RuntimeError::Configuration(_), Some(file)) => {
+            anyhow::anyhow!("configuration file {}: {error}", file.display())
+        }
+        _ => anyhow::Error::new(error),
+    })?;
     let running = runtime.start()?;
     let state = AppState {
         events: Arc::clone(&runtime.events),
