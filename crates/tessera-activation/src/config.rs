@@ -256,6 +256,10 @@ pub struct EmailSettings {
     /// Unsubscribe URL template, sent as `List-Unsubscribe`.
     #[serde(default)]
     pub unsubscribe_url: Option<String>,
+    /// `false`: no open pixel and no tracked links in this destination's emails
+    /// (default: tracked when the server has a `public_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_engagement: Option<bool>,
 }
 
 /// SMS gateway settings (Twilio-compatible form POST: `To`, `From`, `Body`).

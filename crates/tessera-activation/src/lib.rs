@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod delivery;
+pub mod engagement;
 pub mod error;
 pub mod fanout;
 pub mod files;
@@ -118,6 +119,10 @@ pub struct Reach {
     /// The directory file destinations write in (`None`: file destinations are
     /// refused).
     pub files: Option<files::FileDir>,
+    /// The address recipients reach Tessera at (`[activation] public_url`); when
+    /// set, emails carry an open pixel and tracked links pointing there
+    /// ([`engagement`]). `None`: emails are sent as written.
+    pub public_url: Option<String>,
 }
 
 impl Reach {
@@ -199,10 +204,30 @@ impl Activation {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, ActivationError> {
         let store = Arc::clone(&stores.store);
+        let engagement = match &reach.public_url {
+            Some(url) => {
+                // Whoever stores the secret first (server, CLI), everyone uses it.
+                let secret = match stores
+                    .catalog
+                    .setting(tessera_store::keys::ENGAGEMENT_SECRET)?
+                {
+                    Some(secret) => secret,
+                    None => stores.catalog.setting_or_insert(
+                        tessera_store::keys::ENGAGEMENT_SECRET,
+                        &tessera_core::ids::new_salt(),
+                    )?,
+                };
+                Some(Arc::new(
+                    engagement::Engagement::new(url, secret.as_bytes())
+                        .map_err(|e| ActivationError::Config(ConfigError(e)))?,
+                ))
+            }
+            None => None,
+        };
         let activation = Arc::new(Self {
             stores,
             store,
-            clients: Arc::new(Clients::new(Arc::new(reach))),
+            clients: Arc::new(Clients::new(Arc::new(reach), engagement)),
             observer,
             destinations: RwLock::new(HashMap::new()),
             journeys: RwLock::new(HashMap::new()),
@@ -217,6 +242,12 @@ impl Activation {
         });
         activation.reload()?;
         Ok(activation)
+    }
+
+    /// Signs and checks the tokens of emails' open pixels and tracked links; `None`
+    /// when no public URL is configured (emails are sent as written).
+    pub fn engagement(&self) -> Option<&engagement::Engagement> {
+        self.clients.engagement.as_deref()
     }
 
     /// The current time of the injected clock, Unix milliseconds.

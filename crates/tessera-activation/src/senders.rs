@@ -169,12 +169,17 @@ pub fn render_error(delivery: &Delivery) -> Option<String> {
 pub struct Clients {
     http: reqwest::Client,
     pub(crate) reach: Arc<crate::Reach>,
+    /// Open pixels and tracked links of emails (`None`: sent as written).
+    pub(crate) engagement: Option<Arc<crate::engagement::Engagement>>,
 }
 
 impl Clients {
     /// Creates the clients (the TLS provider is installed once per process); they
     /// reach only what `reach` allows.
-    pub fn new(reach: Arc<crate::Reach>) -> Self {
+    pub fn new(
+        reach: Arc<crate::Reach>,
+        engagement: Option<Arc<crate::engagement::Engagement>>,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let networks = Arc::clone(&reach.networks);
         let http = reqwest::Client::builder()
@@ -183,13 +188,17 @@ impl Clients {
             .redirect(crate::network::redirect_policy(networks))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, reach }
+        Self {
+            http,
+            reach,
+            engagement,
+        }
     }
 }
 
 impl Default for Clients {
     fn default() -> Self {
-        Self::new(Arc::default())
+        Self::new(Arc::default(), None)
     }
 }
 
@@ -384,7 +393,13 @@ pub async fn send(
                 Err(error) => one(transport_error(&error)),
             }
         }
-        Kind::Email(s) => vec![send_email(s, &group[0], &payloads[0], timeout).await],
+        Kind::Email(s) => {
+            let engagement = clients
+                .engagement
+                .as_deref()
+                .filter(|_| s.track_engagement != Some(false));
+            vec![send_email(s, engagement, &group[0], &payloads[0], timeout).await]
+        }
         Kind::File(s) => {
             let lines: Vec<String> = payloads
                 .iter()
@@ -474,6 +489,7 @@ fn append_lines(path: &std::path::Path, lines: &[String]) -> Result<(), std::io:
 
 async fn send_email(
     settings: &crate::config::EmailSettings,
+    engagement: Option<&crate::engagement::Engagement>,
     delivery: &Delivery,
     payload: &Value,
     timeout: Duration,
@@ -501,7 +517,22 @@ async fn send_email(
         ));
     }
     let body = text("text").unwrap_or_default();
-    let message = match text("html") {
+    // The pixel and tracked links name this delivery, known only now.
+    let html = text("html").map(|html| match engagement {
+        Some(engagement) => engagement.rewrite_html(
+            &html,
+            &crate::engagement::Token {
+                kind: crate::engagement::Kind::Open,
+                delivery: delivery.id,
+                profile: delivery.new.profile_id,
+                destination: delivery.new.destination.clone(),
+                journey: delivery.new.journey.clone(),
+                url: None,
+            },
+        ),
+        None => html,
+    });
+    let message = match html {
         Some(html) => builder.multipart(
             MultiPart::alternative()
                 .singlepart(

@@ -140,6 +140,9 @@ error_codes! {
     /// The update keeps a masked secret (`"***"`) but changes where it would be sent
     /// (URL scheme, host or port, SMTP server); send the secret again.
     SecretRequired => ("secret_required", 400),
+    /// An email's open pixel or tracked link whose token does not verify (changed,
+    /// forged, or made by another server); never redirected.
+    InvalidEngagementToken => ("invalid_engagement_token", 400),
     /// No destination has that id.
     DestinationNotFound => ("destination_not_found", 404),
     /// A destination with that id exists (or journeys still use it).

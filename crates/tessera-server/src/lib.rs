@@ -12,6 +12,7 @@ pub mod api_error;
 pub mod audiences;
 pub mod auth_backoff;
 pub mod connections;
+pub mod engagement;
 pub mod http_errors;
 pub mod privacy_api;
 pub mod profiles;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audiences::router())
         .merge(privacy_api::router())
         .merge(activation_api::router())
+        .merge(engagement::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))

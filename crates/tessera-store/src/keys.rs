@@ -12,6 +12,8 @@ pub const IDENTITY_RULES: &str = "identity_rules";
 pub const IDENTITY_UNLINKED: &str = "identity_unlinked";
 /// The salt of the suppression list's hashes.
 pub const PRIVACY_SUPPRESSION_SALT: &str = "privacy_suppression_salt";
+/// The secret that signs the tokens of emails' open pixels and tracked links.
+pub const ENGAGEMENT_SECRET: &str = "engagement_secret";
 /// The RFM model's configuration (JSON).
 pub const RFM: &str = "rfm";
 

@@ -140,6 +140,11 @@ pub struct ActivationFileConfig {
     /// cloud metadata addresses, always refused).
     #[serde(default)]
     pub denied_networks: Vec<String>,
+    /// The address recipients reach this server at, e.g.
+    /// `"https://cdp.example.com"`; when set, emails carry an open pixel and
+    /// tracked links pointing there (`TESSERA_PUBLIC_URL` wins). Default: none
+    /// (emails are sent as written).
+    pub public_url: Option<String>,
 }
 
 /// `[privacy]` in `tessera.toml`.
@@ -231,6 +236,8 @@ pub struct Settings {
     pub networks: tessera_activation::network::NetworkPolicy,
     /// The configuration file read, if any (named in errors about its entries).
     pub config_file: Option<PathBuf>,
+    /// Where recipients reach this server (email engagement tracking), if set.
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -347,7 +354,20 @@ impl Settings {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./tessera-data"));
+        let public_url = std::env::var("TESSERA_PUBLIC_URL")
+            .ok()
+            .or(file.activation.public_url.clone())
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &public_url
+            && !tessera_activation::engagement::trackable(url)
+        {
+            bail!(
+                "the public URL (TESSERA_PUBLIC_URL or [activation] public_url) {url:?} is not an http:// or https:// address such as https://cdp.example.com"
+            );
+        }
         Ok(Self {
+            public_url,
             config_file,
             auth_failures,
             metrics_token,
@@ -413,6 +433,7 @@ impl Settings {
         Ok(tessera_activation::Reach {
             networks: std::sync::Arc::new(self.networks.clone()),
             files: Some(files),
+            public_url: self.public_url.clone(),
         })
     }
 }
