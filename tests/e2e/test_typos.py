@@ -233,6 +233,16 @@ def test_the_cli_and_the_configuration_file_refuse_unknown_references(server, cl
     wait_until(lambda: [j["key"] for j in get_json(server.admin("GET", "/api/v1/journeys"))["journeys"]]
                == ["cart-email"], timeout=10, what="the server to load the CLI's journey")
 
+    # The audience cannot be deleted while the journey and the destination name it.
+    get_json(server.admin("PUT", "/api/v1/destinations/mail", json={
+        **mail, "filter": {"memberOf": "cart-abandoners", "includeEvents": False}}))
+    body = assert_error(server.admin("DELETE", "/api/v1/audiences/cart-abandoners"), 400, "invalid_definition")
+    assert 'destination "mail"' in body["message"] and 'journey "cart-email"' in body["message"], body
+    done = cli("audiences", "delete", "cart-abandoners", data_dir=data_dir)
+    assert done.returncode != 0 and "[invalid_definition]" in done.stderr, done
+    assert 'journey "cart-email"' in done.stderr, done
+    assert get_json(server.admin("GET", "/api/v1/audiences/cart-abandoners"))["key"] == "cart-abandoners"
+
     # A destination of the configuration file naming an unknown audience stops the
     # server at start, naming the file, the entry and the closest audience.
     server.terminate()

@@ -125,3 +125,89 @@ fn check_steps(
     }
     Ok(())
 }
+
+/// The destinations and journeys that name the audience `key` (filters, triggers,
+/// `if` conditions), as `destination "id"` / `journey "key"`: deleting it would
+/// leave them pointing at nothing.
+pub fn audience_users<'a>(
+    key: &str,
+    destinations: impl IntoIterator<Item = &'a Destination>,
+    journeys: impl IntoIterator<Item = &'a Journey>,
+) -> Vec<String> {
+    fn in_steps(key: &str, steps: &[Step], depth: usize) -> bool {
+        depth <= MAX_DEPTH
+            && steps.iter().any(|step| {
+                step.condition.as_deref().is_some_and(|text| {
+                    tessera_audience::language::parse_definition(text)
+                        .is_ok_and(|c| c.referenced_audiences().contains(&key))
+                }) || in_steps(key, &step.then, depth + 1)
+                    || in_steps(key, &step.otherwise, depth + 1)
+            })
+    }
+    let mut users: Vec<String> = destinations
+        .into_iter()
+        .filter(|d| {
+            d.filter.member_of.as_deref() == Some(key)
+                || d.filter.audiences.iter().any(|a| a == key)
+        })
+        .map(|d| format!("destination {:?}", d.id))
+        .collect();
+    users.extend(
+        journeys
+            .into_iter()
+            .filter(|j| {
+                j.trigger.audience_entered.as_deref() == Some(key) || in_steps(key, &j.steps, 0)
+            })
+            .map(|j| format!("journey {:?}", j.key)),
+    );
+    users
+}
+
+/// Why an audience that `users` name cannot be deleted (see [`audience_users`]).
+pub fn audience_in_use(key: &str, users: &[String]) -> String {
+    format!(
+        "audience {key:?} is used by {}: change or delete them first",
+        users.join(", ")
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_users_of_an_audience_are_named() {
+        let destinations: Vec<Destination> = [
+            json!({"id": "crm", "type": "webhook", "settings": {"url": "http://127.0.0.1:9/"},
+                   "filter": {"memberOf": "vip"}}),
+            json!({"id": "feed", "type": "webhook", "settings": {"url": "http://127.0.0.1:9/"},
+                   "filter": {"audiences": ["other", "vip"]}}),
+            json!({"id": "all", "type": "webhook", "settings": {"url": "http://127.0.0.1:9/"}}),
+        ]
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+        let journeys: Vec<Journey> = [
+            json!({"key": "welcome", "trigger": {"audienceEntered": "vip"}, "steps": []}),
+            json!({"key": "nested", "trigger": {"event": "E"}, "steps": [
+                {"if": "trait a = 1", "then": [{"if": "audience \"vip\"", "then": [{"exit": true}]}]}]}),
+            json!({"key": "unrelated", "trigger": {"event": "E"}, "steps": [
+                {"if": "audience \"vipp\"", "then": [{"exit": true}]}]}),
+        ]
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+        assert_eq!(
+            audience_users("vip", &destinations, &journeys),
+            vec![
+                "destination \"crm\"",
+                "destination \"feed\"",
+                "journey \"welcome\"",
+                "journey \"nested\""
+            ]
+        );
+        assert!(audience_users("nobody", &destinations, &journeys).is_empty());
+    }
+}

@@ -224,6 +224,20 @@ async fn delete(
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let before = state.audiences.get(&key).ok().map(|a| definition_json(&a));
+    // Destinations and journeys naming it would point at nothing.
+    let destinations = state.activation.destinations();
+    let journeys = state.activation.journeys();
+    let users = tessera_activation::references::audience_users(
+        &key,
+        destinations.iter().map(|d| d.as_ref()),
+        journeys.iter().map(|j| &j.journey),
+    );
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidDefinition,
+            tessera_activation::references::audience_in_use(&key, &users),
+        ));
+    }
     let audit_key = key.clone();
     let engine = std::sync::Arc::clone(&state.audiences);
     let report = tokio::task::spawn_blocking(move || engine.delete(&key))

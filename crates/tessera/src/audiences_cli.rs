@@ -99,6 +99,28 @@ pub enum ComputedCommand {
     },
 }
 
+/// The stored destinations and journeys that name the audience `key`.
+fn audience_users(catalog: &dyn Catalog, key: &str) -> anyhow::Result<Vec<String>> {
+    use tessera_activation::config::{Destination, Journey};
+    use tessera_store::keys::{DESTINATION_PREFIX, JOURNEY_PREFIX};
+    // A definition that does not read is skipped here, as activation skips it.
+    let destinations: Vec<Destination> = catalog
+        .settings_with_prefix(DESTINATION_PREFIX)?
+        .iter()
+        .filter_map(|(_, text)| serde_json::from_str(text).ok())
+        .collect();
+    let journeys: Vec<Journey> = catalog
+        .settings_with_prefix(JOURNEY_PREFIX)?
+        .iter()
+        .filter_map(|(_, text)| serde_json::from_str(text).ok())
+        .collect();
+    Ok(tessera_activation::references::audience_users(
+        key,
+        &destinations,
+        &journeys,
+    ))
+}
+
 fn engine(data_dir: &Path) -> anyhow::Result<(AudienceEngine, Arc<dyn Catalog>)> {
     if !data_dir.is_dir() {
         bail!(
@@ -218,6 +240,13 @@ pub fn run(data_dir: &Path, command: AudiencesCommand) -> anyhow::Result<ExitCod
         }
         AudiencesCommand::Delete { key } => {
             let before = engine.get(&key).ok().map(|a| definition_json(&a));
+            let users = audience_users(catalog.as_ref(), &key)?;
+            if !users.is_empty() {
+                anyhow::bail!(
+                    "[invalid_definition] {}",
+                    tessera_activation::references::audience_in_use(&key, &users)
+                );
+            }
             let report = engine.delete(&key).map_err(crate::cli_error::coded)?;
             record_audit(
                 catalog.as_ref(),
