@@ -116,6 +116,10 @@ pub struct HttpConfig {
     /// The window of `auth_failures`, in seconds, from a client's first failure
     /// (default 60).
     pub auth_failure_window_seconds: Option<u64>,
+    /// Where browsers reach Tessera, e.g. `https://collect.example.com`, when that is
+    /// not the scheme and `Host` requests arrive with (behind a proxy): the browser
+    /// SDKs' settings tell them to send there. `TESSERA_PUBLIC_URL` wins over it.
+    pub public_url: Option<String>,
 }
 
 /// `[activation]` in `tessera.toml`.
@@ -229,6 +233,8 @@ pub struct Settings {
     pub file_dir: PathBuf,
     /// The networks destinations may reach.
     pub networks: tessera_activation::network::NetworkPolicy,
+    /// Where browsers reach Tessera (`None`: the host of each request).
+    pub public_url: Option<tessera_server::web_sdk::PublicUrl>,
 }
 
 impl Settings {
@@ -340,12 +346,23 @@ impl Settings {
                 );
             }
         }
+        let public_url = std::env::var("TESSERA_PUBLIC_URL")
+            .ok()
+            .or(file.http.public_url.clone())
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| {
+                tessera_server::web_sdk::PublicUrl::parse(&u).map_err(|e| {
+                    anyhow::anyhow!("the public URL (TESSERA_PUBLIC_URL or [http] public_url): {e}")
+                })
+            })
+            .transpose()?;
         let data_dir = store
             .data_dir
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./tessera-data"));
         Ok(Self {
+            public_url,
             auth_failures,
             metrics_token,
             networks,
