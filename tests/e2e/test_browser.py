@@ -25,8 +25,11 @@ the cookie and the email on one profile.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import ssl
+import subprocess
 import threading
 import urllib.parse
 from collections import Counter
@@ -149,6 +152,64 @@ class PageServer:
         self.httpd.server_close()
 
 
+class TlsProxy:
+    """What a site's TLS-terminating proxy does in front of Tessera: https on its own
+    port (a self-signed certificate for 127.0.0.1), every request passed on unchanged to
+    Tessera's plain-http port and its answer passed back unchanged."""
+
+    HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade"}
+
+    def __init__(self, port: int, upstream_port: int, workdir: Path):
+        self.port = port
+        cert, key = workdir / "proxy-cert.pem", workdir / "proxy-key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                        str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
+        hop_by_hop = self.HOP_BY_HOP
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
+                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=HTTP_TIMEOUT)
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    answer = upstream.getresponse()
+                    data = answer.read()
+                    self.send_response(answer.status)
+                    for name, value in answer.getheaders():
+                        if name.lower() not in hop_by_hop:
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                finally:
+                    upstream.close()
+
+            do_GET = do_POST = do_OPTIONS = _forward  # noqa: N815 (http.server's names)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(cert), str(key))
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class Watch:
     """Every request, failure, HTTP error and console error of a browser context."""
 
@@ -209,15 +270,22 @@ def chromium():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
+        # --ignore-certificate-errors: the TLS proxy's certificate is self-signed.
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=["--no-sandbox", "--ignore-certificate-errors"])
         yield browser
         browser.close()
 
 
-def site(server, source) -> PageServer:
-    segment = (SEGMENT_PAGE.replace("__TESSERA__", server.url).replace("__KEY__", source.write_key)
-               .replace("__CDN__", f'analytics._cdn="{server.url}"'))
-    rudder = RUDDER_PAGE.replace("__TESSERA__", server.url).replace("__KEY__", source.write_key)
+def site(server, source, tessera_url: str | None = None) -> PageServer:
+    """The pages, with Tessera at `tessera_url` (default: the server's own http URL,
+    where analytics.js needs `analytics._cdn`; over https the snippet is Segment's
+    with the host changed and nothing else)."""
+    tessera = tessera_url or server.url
+    cdn = "" if tessera.startswith("https://") else f'analytics._cdn="{tessera}"'
+    segment = (SEGMENT_PAGE.replace("__TESSERA__", tessera).replace("__KEY__", source.write_key)
+               .replace("__CDN__", cdn))
+    rudder = RUDDER_PAGE.replace("__TESSERA__", tessera).replace("__KEY__", source.write_key)
     assert RUDDER_BUNDLE.is_file(), f"{RUDDER_BUNDLE} is missing: run tests/setup-env.sh"
     return PageServer({
         "/segment.html": ("text/html; charset=utf-8", segment.encode()),
@@ -369,6 +437,31 @@ def test_segment_snippet_with_tesseras_host_lands_every_event_on_one_profile(chr
     assert f"/analytics.js/v1/{source.write_key}/analytics.min.js" in fetched, fetched
     chunks = [path for path in fetched if path.startswith("/analytics-next/bundles/auto-track.bundle.")]
     assert chunks, f"analytics.js did not load its auto-track chunk from Tessera: {fetched}"
+
+
+def test_segment_snippet_unchanged_but_the_host_behind_a_tls_proxy_with_public_url(
+        chromium, server_factory, export, tmp_path):
+    """Production's shape: Tessera behind a TLS-terminating proxy, `public_url` naming
+    the proxy, and Segment's snippet with its host changed and nothing else (over https
+    analytics.js finds its CDN in its own script address, so no `analytics._cdn`)."""
+    proxy_port = free_port()
+    server = server_factory(extra_env={"TESSERA_PUBLIC_URL": f"https://127.0.0.1:{proxy_port}"})
+    source = server.create_source("web-tls")
+    proxy = TlsProxy(proxy_port, server.port, tmp_path)
+    pages = site(server, source, tessera_url=proxy.url)
+    try:
+        assert "_cdn" not in pages.files["/segment.html"][1].decode()
+        origins = {proxy.url, pages.url}  # Tessera's own http address is not among them
+        email = f"{new_id('tls')}@{EMAIL_DOMAIN}"
+        watch, watch2, jar, _ = visit(chromium, pages.url, origins, export, server, source, "/segment.html", email)
+        anonymous_id = cookie(jar, "ajs_anonymous_id").strip('"')
+        assert_journey(server, source, export, watch, watch2, anonymous_id, email, pages.url, "/segment.html")
+        fetched = {urllib.parse.urlsplit(url).path for _, url in watch.requests if url.startswith(proxy.url)}
+        assert {f"/v1/projects/{source.write_key}/settings", "/v1/p", "/v1/t", "/v1/i"} <= fetched, fetched
+        assert any(path.startswith("/analytics-next/bundles/") for path in fetched), fetched
+    finally:
+        pages.close()
+        proxy.close()
 
 
 def test_rudderstack_sdk_with_tessera_as_control_and_data_plane_lands_every_event_on_one_profile(
