@@ -39,7 +39,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tessera_e2e import ADMIN_TOKEN, HTTP_TIMEOUT, REPO_ROOT, by_message_id, free_port, new_id, wait_until
+from tessera_e2e import (
+    ADMIN_TOKEN,
+    HTTP_TIMEOUT,
+    REPO_ROOT,
+    ServerExited,
+    by_message_id,
+    free_port,
+    new_id,
+    wait_until,
+)
 
 CHROMIUM = Path(os.environ.get("TESSERA_CHROMIUM", "/usr/bin/chromium"))
 RUDDER_BUNDLE = (REPO_ROOT / "tests" / "node" / "node_modules" / "@rudderstack" / "analytics-js" / "dist"
@@ -547,6 +556,14 @@ def test_public_url_is_what_the_settings_tell_browsers(server_factory):
     assert r.status_code == 200, r.text
     segment = r.json()["integrations"]["Segment.io"]
     assert segment["apiHost"] == "collect.example.com/tessera/v1" and segment["protocol"] == "https", segment
+
+
+def test_a_public_url_that_is_not_one_stops_the_start_with_what_to_fix(server_factory):
+    server = server_factory(start=False, extra_env={"TESSERA_PUBLIC_URL": "collect.example.com"})
+    with pytest.raises(ServerExited):
+        server.start(timeout=20)
+    assert "TESSERA_PUBLIC_URL or [http] public_url" in server.log_text(), server.log_tail()
+    assert "https://host" in server.log_text(), server.log_tail()
 
 
 def test_beacon_batches_take_the_write_key_from_the_query(server, source, export):
