@@ -12,6 +12,9 @@ Tessera's, so every call to Tessera is cross-origin and CORS is really exercised
     page's own server) with `configUrl` and the data plane set to Tessera; a second
     visit sends through `sendBeacon` (/beacon/v1/batch).
 
+The Segment page also runs behind a TLS-terminating proxy with `public_url` set, the
+snippet then Segment's own with only the host changed (production's shape).
+
 Each page is opened with ?utm_source=news&utm_campaign=spring: a page view, a click
 that tracks `Product Added`, a form that identifies with an email, a reload; then a
 second visit in a new browser context that has only the first one's cookies. Every
