@@ -578,4 +578,6 @@ def test_beacon_batches_take_the_write_key_from_the_query(server, source, export
     assert r.status_code == 200 and r.json()["success"] is True, r.text
     r = requests.post(f"{server.url}/beacon/v1/batch?writeKey=nope", data=body, timeout=HTTP_TIMEOUT)
     assert r.status_code == 401 and r.json()["code"] == "invalid_write_key", r.text
-    assert [e["event"] for e in export(server.data_dir, source=source.id) if e["messageId"] == message_id] == ["Beaconed"]
+    stored = [e for e in export(server.data_dir, source=source.id) if e["messageId"] == message_id]
+    assert [e["event"] for e in stored] == ["Beaconed"], stored
+    assert stored[0]["context"]["ip"] == "127.0.0.1", stored[0]  # as on the browser short forms
