@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Tessera: formatting, lints, unit and property tests, then the
 # end-to-end suite against the real release binary with the official Segment and
-# RudderStack SDKs. Installs what it needs (Python venv, npm packages) on first run.
+# RudderStack SDKs, in Debian's Chromium for the browser ones. Installs what it needs
+# (Python venv, npm packages, chromium) on first run.
 # Usage: tests/run.sh            (from the repository root; CI runs exactly this)
 set -euo pipefail
 cd "$(dirname "$0")/.."

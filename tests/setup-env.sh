@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end suite needs (idempotent, works on a clean clone):
-#   tests/.venv              Python venv with tests/requirements.txt
-#   tests/node/node_modules  the Segment Node SDK, from tests/node/package-lock.json
+#   tests/.venv              Python venv with tests/requirements.txt (Playwright among them)
+#   tests/node/node_modules  the Segment Node SDK and RudderStack's browser SDK, from
+#                            tests/node/package-lock.json
+#   /usr/bin/chromium        Debian's Chromium, which Playwright drives (apt-get, when
+#                            absent; needs root, as CI has). Playwright never downloads
+#                            a browser build of its own.
 # Then run:  tests/.venv/bin/pytest -q tests/e2e
 set -euo pipefail
 
 TESTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$TESTS_DIR/.venv"
 PYTHON="${PYTHON:-python3}"
+
+CHROMIUM="${TESSERA_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup-env.sh: installing Debian's chromium (for tests/e2e/test_browser.py)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup-env.sh: $CHROMIUM is missing: install Debian's chromium package (apt-get install chromium) as root" >&2
+    exit 1
+  fi
+fi
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"

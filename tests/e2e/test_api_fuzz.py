@@ -1571,3 +1571,59 @@ def test_zz_server_survived_the_fuzzing(env):
     panics = [line for line in log.splitlines() if "panicked" in line]
     assert not panics, f"server log says panicked: {panics[:5]}"
     print(f"\nfuzzed requests checked: {env.checked}")
+
+
+# The browser SDKs' routes (crates/tessera-server/src/web_sdk.rs): analytics.js's
+# settings, bundle and chunks, RudderStack's source configuration and beacon route.
+BROWSER_SDK_PATHS = ["/v1/projects/{key}/settings", "/analytics.js/v1/{key}/analytics.min.js",
+                     "/analytics-next/bundles/{file}", "/sourceConfig/", "/sourceConfig", "/beacon/v1/batch"]
+HOSTS = ["127.0.0.1", "example.com:8080", "[::1]:80", "", " ", "a b", "ex ample.com", "x" * 300, "host:99999999",
+         "[::1", "user@host", "évil.example", "host:port", "host/path"]
+
+
+@FUZZ
+@given(data=st.data())
+def test_browser_sdk_routes_never_fail_badly(env, data):
+    template = data.draw(st.sampled_from(BROWSER_SDK_PATHS))
+    keys = [env.write_key, env.disabled_write_key, "nope"]
+    target = (template.replace("{key}", data.draw(path_segment(keys)))
+              .replace("{file}", data.draw(path_segment(["auto-track.bundle.f131ce01a05e3a33a8c1.js", "x.js"]))))
+    pairs = []
+    for _ in range(data.draw(st.integers(0, 4))):
+        name = data.draw(st.sampled_from(["writeKey", "writeKey", "p", "v", "build", "x", "", "writekey"]))
+        value = data.draw(st.one_of(st.sampled_from(keys), texts))
+        pairs.append((name, value))
+    if pairs:
+        enc = data.draw(st.sampled_from([pct, pct_loose]))
+        target += "?" + "&".join(f"{enc(k)}={enc(str(v))}" for k, v in pairs)
+    elif data.draw(st.booleans()):
+        target += "?" + data.draw(st.sampled_from(RAW_QUERIES))
+    assume(len(target) <= MAX_TARGET)
+    method = "POST" if template.startswith("/beacon") else data.draw(st.sampled_from(["GET", "GET", "OPTIONS", "HEAD"]))
+    headers: dict[str, str | bytes] = {}
+    if data.draw(st.booleans()):
+        user = data.draw(st.one_of(st.sampled_from(keys), texts))
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:".encode("utf-8", "surrogatepass")).decode()
+    if data.draw(st.booleans()):
+        headers["Host"] = data.draw(st.sampled_from(HOSTS)).encode("utf-8")
+    if data.draw(st.booleans()):
+        headers["If-None-Match"] = data.draw(st.sampled_from(['"x"', "*", "W/\"y\", \"z\"", ""])).encode()
+    if data.draw(st.booleans()):
+        headers["Accept-Encoding"] = data.draw(st.sampled_from(["gzip", "gzip;q=0", "br", "*", "gzip;q=x", ""]))
+    if method == "OPTIONS" and data.draw(st.booleans()):
+        headers["Origin"] = "https://shop.example"
+        headers["Access-Control-Request-Method"] = data.draw(st.sampled_from(["POST", "GET", "X"]))
+        headers["Access-Control-Request-Headers"] = "authorization,anonymousid,sentat"
+    body = None
+    if method == "POST":
+        body = data.draw(st.one_of(st.none(), st.sampled_from(INVALID_JSON), st.just(json.dumps(
+            {"batch": [{"type": "track", "event": "e", "anonymousId": "a"}], "sentAt": "2026-01-01T00:00:00Z"}).encode())))
+    req = Req(method, target, headers, body, "basic" if "Authorization" in headers else "none")
+    ans = env.wire.send(req)
+    if method == "GET" and ans.status in (200, 304) and \
+            not ans.headers.get("content-type", "").startswith("application/json"):
+        # Scripts and not-modified answers are not JSON; everything else is checked as usual.
+        assert ans.status == 304 or ans.headers.get("content-type", "").startswith("text/javascript"), ans.headers
+        env.checked += 1
+        return
+    check(env, req, ans)

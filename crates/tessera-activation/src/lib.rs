@@ -119,7 +119,7 @@ pub struct Reach {
     /// The directory file destinations write in (`None`: file destinations are
     /// refused).
     pub files: Option<files::FileDir>,
-    /// The address recipients reach Tessera at (`[activation] public_url`); when
+    /// The address recipients reach Tessera at (`[http] public_url`); when
     /// set, emails carry an open pixel and tracked links pointing there
     /// ([`engagement`]). `None`: emails are sent as written.
     pub public_url: Option<String>,

@@ -59,6 +59,13 @@ error_codes! {
     InvalidWriteKey => ("invalid_write_key", 401),
     /// The write key belongs to a disabled source.
     SourceDisabled => ("source_disabled", 401),
+    /// No enabled source has this write key: the browser SDKs' settings
+    /// (`/v1/projects/{writeKey}/settings`) and source configuration (`/sourceConfig`)
+    /// are answered only for an enabled source's key.
+    WriteKeyNotFound => ("write_key_not_found", 404),
+    /// analytics.js asked for a chunk that the analytics.js version Tessera serves
+    /// does not have (the page runs another version's bundle: reload it).
+    UnknownAsset => ("unknown_asset", 404),
     /// A message has neither `userId` nor `anonymousId`.
     MissingUserId => ("missing_user_id", 400),
     /// A `track` message has no `event`.

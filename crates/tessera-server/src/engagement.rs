@@ -53,7 +53,7 @@ fn verify(state: &AppState, text: &str, kind: Kind) -> Result<Token, ApiError> {
     let engagement = state.activation.engagement().ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidEngagementToken,
-            "engagement tracking is off on this server ([activation] public_url is not set)",
+            "engagement tracking is off on this server ([http] public_url is not set)",
         )
     })?;
     engagement.verify(text, kind).map_err(refused)

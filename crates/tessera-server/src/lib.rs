@@ -18,6 +18,7 @@ pub mod privacy_api;
 pub mod profiles;
 pub mod rate_limit;
 pub mod tracking;
+pub mod web_sdk;
 
 use crate::api_error::ApiError;
 use axum::Router;
@@ -71,12 +72,15 @@ pub struct AppState {
     pub auth_backoff: Arc<auth_backoff::AuthBackoff>,
     /// SHA-256 of the token `/metrics` requires (`None`: `/metrics` is open).
     pub metrics_token_hash: Option<String>,
+    /// Where browsers reach Tessera (see [`web_sdk`]).
+    pub web_sdk: Arc<web_sdk::WebSdkConfig>,
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(tracking::router())
+        .merge(web_sdk::router())
         .merge(admin::router())
         .merge(profiles::router())
         .merge(audiences::router())

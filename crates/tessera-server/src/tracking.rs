@@ -77,23 +77,47 @@ pub fn router() -> Router<AppState> {
 
 /// `OPTIONS` on a tracking route: the CORS layer answers preflights before this;
 /// a plain `OPTIONS` gets an empty 204.
-async fn preflight() -> axum::http::StatusCode {
+pub(crate) async fn preflight() -> axum::http::StatusCode {
     axum::http::StatusCode::NO_CONTENT
 }
 
-/// CORS for browsers (analytics.js and pages posting JSON with custom headers), on
-/// the tracking routes only: it answers their preflight `OPTIONS` requests (the
-/// routes themselves only take POST). The admin, profile and audience APIs are not
-/// for browsers on other origins and send no CORS headers.
+/// The request headers browsers may send to the tracking and browser-SDK routes:
+/// what analytics.js (`X-Retry-Count`, `Authorization` when configured) and
+/// RudderStack's SDK (`AnonymousId`, `SentAt`, its `Rsa-*` retry headers,
+/// `Authorization`) send. Listed one by one: a wildcard does not extend to
+/// `Authorization` under the Fetch standard.
+pub const CORS_ALLOWED_HEADERS: [&str; 12] = [
+    "accept",
+    "anonymousid",
+    "authorization",
+    "content-encoding",
+    "content-type",
+    "rsa-recovered",
+    "rsa-retry-attempt",
+    "rsa-retry-reason",
+    "rsa-since-first-attempt",
+    "rsa-since-last-attempt",
+    "sentat",
+    "x-retry-count",
+];
+
+/// CORS for browsers (analytics.js, RudderStack's SDK, pages posting JSON with custom
+/// headers), on the tracking and browser-SDK routes only: it answers their preflight
+/// `OPTIONS` requests with [`CORS_ALLOWED_HEADERS`] and lets scripts read
+/// `Retry-After`. The admin, profile and audience APIs are not for browsers on other
+/// origins and send no CORS headers.
 pub fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers(Any)
+        .allow_headers(CORS_ALLOWED_HEADERS.map(header::HeaderName::from_static))
+        .expose_headers([header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(86_400))
 }
 
-async fn ingest(
+/// Reads, authenticates, validates and stores one tracking request (also behind
+/// RudderStack's beacon route, see [`crate::web_sdk`]).
+pub(crate) async fn ingest(
     State(state): State<AppState>,
     request: Request,
     kind: BodyKind,
@@ -398,7 +422,7 @@ async fn record_request_rejection(state: &AppState, source_key: i64, error: &Api
 }
 
 /// The write key from `Authorization: Basic base64(key:)`, if present.
-fn basic_auth_user(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn basic_auth_user(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

@@ -116,6 +116,12 @@ pub struct HttpConfig {
     /// The window of `auth_failures`, in seconds, from a client's first failure
     /// (default 60).
     pub auth_failure_window_seconds: Option<u64>,
+    /// Where browsers and email recipients reach Tessera, e.g.
+    /// `https://collect.example.com`: the browser SDKs' settings tell them to send
+    /// there (unset: the scheme and `Host` each request arrives with), and emails
+    /// carry an open pixel and tracked links pointing there (unset: emails are sent
+    /// as written). `TESSERA_PUBLIC_URL` wins over it.
+    pub public_url: Option<String>,
 }
 
 /// `[activation]` in `tessera.toml`.
@@ -140,11 +146,6 @@ pub struct ActivationFileConfig {
     /// cloud metadata addresses, always refused).
     #[serde(default)]
     pub denied_networks: Vec<String>,
-    /// The address recipients reach this server at, e.g.
-    /// `"https://cdp.example.com"`; when set, emails carry an open pixel and
-    /// tracked links pointing there (`TESSERA_PUBLIC_URL` wins). Default: none
-    /// (emails are sent as written).
-    pub public_url: Option<String>,
 }
 
 /// `[privacy]` in `tessera.toml`.
@@ -236,8 +237,9 @@ pub struct Settings {
     pub networks: tessera_activation::network::NetworkPolicy,
     /// The configuration file read, if any (named in errors about its entries).
     pub config_file: Option<PathBuf>,
-    /// Where recipients reach this server (email engagement tracking), if set.
-    pub public_url: Option<String>,
+    /// Where browsers and email recipients reach Tessera (`None`: browsers are told
+    /// the host of each request; emails are sent without engagement tracking).
+    pub public_url: Option<tessera_server::web_sdk::PublicUrl>,
 }
 
 impl Settings {
@@ -349,23 +351,21 @@ impl Settings {
                 );
             }
         }
+        let public_url = std::env::var("TESSERA_PUBLIC_URL")
+            .ok()
+            .or(file.http.public_url.clone())
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| {
+                tessera_server::web_sdk::PublicUrl::parse(&u).map_err(|e| {
+                    anyhow::anyhow!("the public URL (TESSERA_PUBLIC_URL or [http] public_url): {e}")
+                })
+            })
+            .transpose()?;
         let data_dir = store
             .data_dir
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./tessera-data"));
-        let public_url = std::env::var("TESSERA_PUBLIC_URL")
-            .ok()
-            .or(file.activation.public_url.clone())
-            .map(|u| u.trim().trim_end_matches('/').to_owned())
-            .filter(|u| !u.is_empty());
-        if let Some(url) = &public_url
-            && !tessera_activation::engagement::trackable(url)
-        {
-            bail!(
-                "the public URL (TESSERA_PUBLIC_URL or [activation] public_url) {url:?} is not an http:// or https:// address such as https://cdp.example.com"
-            );
-        }
         Ok(Self {
             public_url,
             config_file,
@@ -433,7 +433,10 @@ impl Settings {
         Ok(tessera_activation::Reach {
             networks: std::sync::Arc::new(self.networks.clone()),
             files: Some(files),
-            public_url: self.public_url.clone(),
+            public_url: self
+                .public_url
+                .as_ref()
+                .map(|url| format!("{}://{}", url.scheme, url.host)),
         })
     }
 }

@@ -126,6 +126,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .metrics_token
             .as_deref()
             .map(tessera_core::ids::hash_secret),
+        web_sdk: Arc::new(tessera_server::web_sdk::WebSdkConfig {
+            public_url: settings.public_url.clone(),
+        }),
     };
 
     tracing::info!(

@@ -83,6 +83,7 @@ pub fn app_state(
         bodies: Arc::new(tessera_server::connections::BodyGate::default()),
         auth_backoff: Arc::default(),
         metrics_token_hash: None,
+        web_sdk: Arc::default(),
     };
     (state, threads)
 }
