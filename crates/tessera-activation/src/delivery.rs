@@ -18,7 +18,7 @@ use std::time::Duration;
 use tessera_store::activation::{Delivery, DeliveryOutcome, DeliveryStatus};
 
 /// A round holds up to this many times `concurrency × batch` deliveries.
-const ROUND_FACTOR: usize = 16;
+const ROUND_FACTOR: usize = 64;
 /// Most deliveries in one round.
 const MAX_ROUND: usize = 1_000;
 /// Longest a worker sleeps before looking at the outbox again.

@@ -2,7 +2,13 @@
 //!
 //! A thread follows two cursors kept in the activation store: the event log (only as
 //! far as the processor has applied it, so each event's profile is known) and the
-//! audience change feed. Each round it
+//! audience change feed. The processor hands each chunk it applied — the events with
+//! the profile each went to — to [`Activation::hand_applied`]; a round takes its
+//! events from there, so they are not read back from the log nor their owners looked
+//! up again. The log and the identity lookup are the fallback for what was not
+//! handed over (after a restart, a chunk applied by an erasure's catch-up or by
+//! another process, or more than [`MAX_QUEUED_EVENTS`] waiting): the cursors, not the
+//! hand-over, are what recovery relies on. Each round it
 //! 1. starts journeys the round's events and changes trigger, and advances runs
 //!    waiting for one of those events (a run is keyed by its trigger, so a round
 //!    repeated after a crash starts nothing twice);
@@ -32,6 +38,41 @@ const MAX_STEPS: usize = 1_000;
 /// wait for the next round), so templates near their budget cannot keep one round
 /// — and a shutdown waiting for it — going for long.
 const ROUND_TIME: Duration = Duration::from_secs(1);
+
+/// Most events of handed-over chunks kept waiting for the fan-out; beyond that the
+/// queue is dropped and the fan-out reads those events from the log.
+pub const MAX_QUEUED_EVENTS: usize = 100_000;
+/// Longest chain of merges followed to find an event's profile now.
+const MAX_MERGE_CHAIN: usize = 64;
+
+/// A chunk the processor applied, as the fan-out needs it.
+#[derive(Debug, Clone, Default)]
+pub struct AppliedChunk {
+    /// The checkpoint before the chunk: its events are the `seq`s in
+    /// `(after_seq, through_seq]`, every one of them in `events`.
+    pub after_seq: i64,
+    /// The checkpoint after the chunk.
+    pub through_seq: i64,
+    /// The chunk's events in log order with the profile each was attributed to
+    /// (`None`: the event has no identifier).
+    pub events: Vec<(StoredEvent, Option<ProfileId>)>,
+    /// Merges the chunk made, (winner, loser) in order.
+    pub merges: Vec<(ProfileId, ProfileId)>,
+}
+
+/// Handed-over chunks in log order, each following the one before.
+#[derive(Debug, Default)]
+pub struct AppliedQueue {
+    chunks: std::collections::VecDeque<Arc<AppliedChunk>>,
+    events: usize,
+}
+
+/// An event of a round and its owner when the processor handed it over.
+struct RoundEvent {
+    event: StoredEvent,
+    /// `Some`: the owner is known (from the hand-over); `None`: look it up.
+    owner: Option<Option<ProfileId>>,
+}
 
 /// Finds the profile a message belongs to (the processor's identity resolution).
 /// A store failure fails the round (it is retried), so no event is taken for one
@@ -90,6 +131,99 @@ struct Batch {
 }
 
 impl Activation {
+    /// Hands a chunk the processor applied to the fan-out (and wakes it). Chunks must
+    /// come in log order; one that does not follow the last queued one, or one that
+    /// would make the queue hold more than [`MAX_QUEUED_EVENTS`], replaces the queue
+    /// (the fan-out reads what it misses from the log).
+    pub fn hand_applied(&self, chunk: AppliedChunk) {
+        {
+            let mut queue = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+            let follows = queue
+                .chunks
+                .back()
+                .is_none_or(|last| last.through_seq == chunk.after_seq);
+            if !follows || queue.events + chunk.events.len() > MAX_QUEUED_EVENTS {
+                queue.chunks.clear();
+                queue.events = 0;
+            }
+            queue.events += chunk.events.len();
+            queue.chunks.push_back(Arc::new(chunk));
+        }
+        self.wake_fanout();
+    }
+
+    /// Drops every handed-over chunk: their owners or payloads may no longer hold (an
+    /// erasure is about to delete a person). The fan-out reads the log instead.
+    pub fn forget_applied(&self) {
+        let mut queue = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        queue.chunks.clear();
+        queue.events = 0;
+    }
+
+    /// Up to `limit` handed-over events after `cursor` (and at most through
+    /// `applied`), with their owners now (merges made since followed); when the queue
+    /// does not start at `cursor`, `Err` with where it starts (events up to there are
+    /// read from the log).
+    fn take_applied(
+        &self,
+        cursor: i64,
+        applied: i64,
+        limit: usize,
+    ) -> Result<Vec<RoundEvent>, Option<i64>> {
+        let mut queue = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(front) = queue.chunks.front() {
+            if front.through_seq > cursor {
+                break;
+            }
+            let n = front.events.len();
+            queue.chunks.pop_front();
+            queue.events -= n;
+        }
+        let Some(front) = queue.chunks.front() else {
+            return Err(None);
+        };
+        if front.after_seq > cursor {
+            return Err(Some(front.after_seq));
+        }
+        // Where each profile merged into since: the owner an event has now.
+        let mut merged_into: HashMap<ProfileId, ProfileId> = HashMap::new();
+        for chunk in &queue.chunks {
+            for (winner, loser) in &chunk.merges {
+                merged_into.insert(*loser, *winner);
+            }
+        }
+        let now_owner = |mut profile: ProfileId| {
+            for _ in 0..MAX_MERGE_CHAIN {
+                match merged_into.get(&profile) {
+                    Some(winner) if *winner != profile => profile = *winner,
+                    _ => break,
+                }
+            }
+            profile
+        };
+        let mut taken = Vec::new();
+        let mut expected_after = front.after_seq;
+        'chunks: for chunk in &queue.chunks {
+            if chunk.after_seq != expected_after {
+                break;
+            }
+            expected_after = chunk.through_seq;
+            for (event, owner) in &chunk.events {
+                if event.seq <= cursor {
+                    continue;
+                }
+                if event.seq > applied || taken.len() >= limit {
+                    break 'chunks;
+                }
+                taken.push(RoundEvent {
+                    event: event.clone(),
+                    owner: Some(owner.map(now_owner)),
+                });
+            }
+        }
+        Ok(taken)
+    }
+
     /// Waits until [`Activation::wake_fanout`] is called or `timeout` passes.
     pub fn wait_for_work(&self, timeout: Duration) {
         let (flag, signal) = &self.fanout_wake;
@@ -117,21 +251,31 @@ impl Activation {
         // processor: no event is read, resolved or matched for nothing.
         let events_matter =
             !journeys.is_empty() || destinations.iter().any(|d| d.enabled && d.takes_events());
-        let mut events: Vec<StoredEvent> = Vec::new();
+        let mut events: Vec<RoundEvent> = Vec::new();
         if events_matter {
-            self.stores.log.scan(
-                &EventFilter {
-                    after_seq: Some(events_cursor),
-                    limit: Some(ROUND),
-                    ..EventFilter::default()
-                },
-                &mut |event| {
-                    if event.seq <= applied {
-                        events.push(event);
-                    }
-                    Ok(())
-                },
-            )?;
+            match self.take_applied(events_cursor, applied, ROUND) {
+                Ok(handed) => events = handed,
+                Err(handed_from) => {
+                    let until = handed_from.map_or(applied, |from| from.min(applied));
+                    self.stores.log.scan(
+                        &EventFilter {
+                            after_seq: Some(events_cursor),
+                            limit: Some(ROUND),
+                            ..EventFilter::default()
+                        },
+                        &mut |event| {
+                            // Events handed over are taken from there next round.
+                            if event.seq <= until {
+                                events.push(RoundEvent { event, owner: None });
+                            }
+                            Ok(())
+                        },
+                    )?;
+                }
+            }
+        } else {
+            // The cursor just follows the processor: nothing handed over is needed.
+            self.forget_applied();
         }
         let changes =
             self.stores
@@ -167,7 +311,7 @@ impl Activation {
                 })
                 .collect();
         let mut handled_events = 0;
-        for event in &events {
+        for RoundEvent { event, owner } in &events {
             if handled_events > 0 && out_of_time() {
                 break;
             }
@@ -192,7 +336,10 @@ impl Activation {
             if !for_journeys && candidates.is_empty() {
                 continue;
             }
-            let owner = resolve(&message)?;
+            let owner = match owner {
+                Some(known) => *known,
+                None => resolve(&message)?,
+            };
             let message = Value::Object(message);
             if let (true, Some(owner), Some(name)) = (for_journeys, owner, &name) {
                 for journey in journeys.iter().filter(|j| {
@@ -291,7 +438,7 @@ impl Activation {
 
         let mut cursors: Vec<(&str, i64)> = Vec::new();
         if let Some(last) = events[..handled_events].last() {
-            cursors.push(("events", last.seq));
+            cursors.push(("events", last.event.seq));
         } else if !events_matter && applied > events_cursor {
             cursors.push(("events", applied));
         }

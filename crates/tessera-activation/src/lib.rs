@@ -174,6 +174,9 @@ pub struct Activation {
     workers: std::sync::Mutex<HashMap<String, u64>>,
     /// Wakes the fan-out thread (the processor applied something).
     pub(crate) fanout_wake: (std::sync::Mutex<bool>, std::sync::Condvar),
+    /// Chunks the processor applied, with each event's profile, not yet taken by the
+    /// fan-out ([`Activation::hand_applied`]).
+    pub(crate) applied: std::sync::Mutex<fanout::AppliedQueue>,
 }
 
 impl Activation {
@@ -239,6 +242,7 @@ impl Activation {
             round_lock: std::sync::Mutex::new(()),
             workers: std::sync::Mutex::new(HashMap::new()),
             fanout_wake: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
+            applied: std::sync::Mutex::new(fanout::AppliedQueue::default()),
         });
         activation.reload()?;
         Ok(activation)

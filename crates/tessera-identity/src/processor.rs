@@ -246,6 +246,13 @@ pub struct ChunkReport {
     pub events: Vec<(ProfileId, StoredEvent)>,
     /// Merges (winner, loser), in order.
     pub merges: Vec<(ProfileId, ProfileId)>,
+    /// Events of the chunk with no identifier (attributed to no profile).
+    pub unattributed: Vec<StoredEvent>,
+    /// The checkpoint the chunk started from: its events are the log's `seq`s in
+    /// `(after_seq, through_seq]`.
+    pub after_seq: i64,
+    /// The checkpoint after the chunk.
+    pub through_seq: i64,
 }
 
 /// Passes writes through and notes merges.
@@ -431,14 +438,21 @@ impl Processor {
             return Ok(ChunkReport::default());
         }
         let applied = events.len();
+        let mut attributed = Vec::with_capacity(events.len());
+        let mut unattributed = Vec::new();
+        for (owner, event) in owners.into_iter().zip(events) {
+            match owner {
+                Some(owner) => attributed.push((owner, event)),
+                None => unattributed.push(event),
+            }
+        }
         Ok(ChunkReport {
             applied,
-            events: owners
-                .into_iter()
-                .zip(events)
-                .filter_map(|(owner, event)| owner.map(|o| (o, event)))
-                .collect(),
+            events: attributed,
             merges,
+            unattributed,
+            after_seq: checkpoint,
+            through_seq: last,
         })
     }
 

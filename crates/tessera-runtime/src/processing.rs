@@ -34,8 +34,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tessera_activation::Activation;
+use tessera_activation::fanout::AppliedChunk;
 use tessera_audience::engine::{AudienceEngine, ProfileChanges};
-use tessera_identity::processor::{CHUNK_EVENTS, Processor};
+use tessera_identity::processor::{CHUNK_EVENTS, ChunkReport, Processor};
+use tessera_store::StoredEvent;
+use tessera_store::profiles::ProfileId;
 
 /// How long the thread waits when there is nothing new.
 const IDLE_WAIT: Duration = Duration::from_millis(20);
@@ -99,7 +102,9 @@ impl ProcessorThread {
                             failures = 0;
                             metrics.processor_events.inc_by(report.applied as u64);
                             if report.applied > 0 {
-                                activation.wake_fanout();
+                                // The fan-out takes the events with their profiles
+                                // from here instead of reading them back (and wakes).
+                                activation.hand_applied(applied_chunk(&report));
                             }
                             let applied_at = chrono::Utc::now().timestamp_millis();
                             let acked = acknowledged(&metrics, &report.events, applied_at);
@@ -175,6 +180,29 @@ impl ProcessorThread {
     }
 }
 
+/// A chunk's events in log order with their profiles, as the processor hands them to
+/// the fan-out ([`Activation::hand_applied`]).
+pub fn applied_chunk(report: &ChunkReport) -> AppliedChunk {
+    let mut events: Vec<(StoredEvent, Option<ProfileId>)> = report
+        .events
+        .iter()
+        .map(|(owner, event)| (event.clone(), Some(*owner)))
+        .chain(
+            report
+                .unattributed
+                .iter()
+                .map(|event| (event.clone(), None)),
+        )
+        .collect();
+    events.sort_unstable_by_key(|(event, _)| event.seq);
+    AppliedChunk {
+        after_seq: report.after_seq,
+        through_seq: report.through_seq,
+        events,
+        merges: report.merges.clone(),
+    }
+}
+
 /// Carries out queued erasures; a failed one stays open and is retried.
 fn erasures(
     processor: &Processor,
@@ -210,6 +238,7 @@ fn erasures(
         Some(&ActivationSide {
             store: activation.store(),
             pause: Some(activation.round_lock()),
+            forget_handed: Some(&|| activation.forget_applied()),
         }),
         &mut catch_up,
     ) {

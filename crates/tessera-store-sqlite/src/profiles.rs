@@ -8,6 +8,7 @@
 
 use crate::{engine, lock, open_writer_and_reader, query_rows};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use tessera_store::profiles::{
@@ -123,14 +124,131 @@ struct SqliteTxn<'a> {
     /// Written once per profile per transaction ([`SqliteTxn::flush_last_seen`]), not
     /// once per event: `last_seen_ms` is indexed (`profiles_by_last_seen`), and
     /// rewriting an index entry for every event would slow the processor down.
-    last_seen: std::collections::HashMap<ProfileId, i64>,
+    last_seen: HashMap<ProfileId, i64>,
+    /// Identifier → owner as this transaction knows it: read from the store once,
+    /// then kept current by [`ProfileTxn::link`] and [`ProfileTxn::merge`] (a chunk
+    /// sees the same person's identifiers again and again).
+    owners: HashMap<(String, String), Option<ProfileId>>,
+    /// Each touched profile's traits, read once per transaction; changed traits are
+    /// written when the transaction's work is done (or before the profile is merged).
+    traits: HashMap<ProfileId, TraitCache>,
+    /// Each touched profile's attributed events and earliest event time not yet added
+    /// to `profiles` (one `UPDATE` per profile per transaction, not per event).
+    counts: HashMap<ProfileId, PendingCounts>,
+}
+
+/// A profile's traits within one transaction.
+#[derive(Default)]
+struct TraitCache {
+    values: BTreeMap<String, StoredTrait>,
+    /// Names set in this transaction and not yet written.
+    dirty: BTreeSet<String>,
+}
+
+/// Counters of `profiles` a transaction has yet to write.
+struct PendingCounts {
+    first_seen_ms: i64,
+    events: i64,
 }
 
 impl<'a> SqliteTxn<'a> {
     fn new(tx: &'a Transaction<'a>) -> Self {
         Self {
             tx,
-            last_seen: std::collections::HashMap::new(),
+            last_seen: HashMap::new(),
+            owners: HashMap::new(),
+            traits: HashMap::new(),
+            counts: HashMap::new(),
+        }
+    }
+
+    /// Writes everything pending (the end of the transaction's work).
+    fn flush(&mut self) -> StoreResult<()> {
+        let profiles: Vec<ProfileId> = self.traits.keys().copied().collect();
+        self.flush_traits(&profiles)?;
+        self.flush_counts(None)?;
+        self.flush_last_seen(None)
+    }
+
+    /// Writes the pending counters of `only` (every profile when `None`).
+    fn flush_counts(&mut self, only: Option<&[ProfileId]>) -> StoreResult<()> {
+        let pending: Vec<(ProfileId, PendingCounts)> = match only {
+            None => self.counts.drain().collect(),
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| self.counts.remove_entry(id))
+                .collect(),
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut statement = self
+            .tx
+            .prepare_cached(
+                "UPDATE profiles SET first_seen_ms = min(first_seen_ms, ?2),
+                                     event_count = event_count + ?3
+                 WHERE id = ?1",
+            )
+            .map_err(engine)?;
+        for (id, counts) in pending {
+            statement
+                .execute(params![id, counts.first_seen_ms, counts.events])
+                .map_err(engine)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the traits `profiles` changed in this transaction.
+    fn flush_traits(&mut self, profiles: &[ProfileId]) -> StoreResult<()> {
+        let mut statement = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO traits (profile_id, name, value_json, source_key, message_id, timestamp_ms, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (profile_id, name) DO UPDATE SET
+                    value_json = excluded.value_json, source_key = excluded.source_key,
+                    message_id = excluded.message_id, timestamp_ms = excluded.timestamp_ms,
+                    seq = excluded.seq",
+            )
+            .map_err(engine)?;
+        for profile in profiles {
+            let Some(cache) = self.traits.get_mut(profile) else {
+                continue;
+            };
+            for name in std::mem::take(&mut cache.dirty) {
+                let Some(value) = cache.values.get(&name) else {
+                    continue;
+                };
+                statement
+                    .execute(params![
+                        profile,
+                        value.name,
+                        value.value_json,
+                        value.source_key,
+                        value.message_id,
+                        value.timestamp_ms,
+                        value.seq
+                    ])
+                    .map_err(engine)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A profile's traits, read from the store on first use in the transaction.
+    fn trait_cache(&mut self, profile: ProfileId) -> StoreResult<&mut TraitCache> {
+        match self.traits.entry(profile) {
+            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let values = read_traits(self.tx, profile)?
+                    .into_iter()
+                    .map(|t| (t.name.clone(), t))
+                    .collect();
+                Ok(entry.insert(TraitCache {
+                    values,
+                    dirty: BTreeSet::new(),
+                }))
+            }
         }
     }
 
@@ -213,7 +331,13 @@ const TRAIT_COLUMNS: &str = "name, value_json, source_key, message_id, timestamp
 
 impl ProfileTxn for SqliteTxn<'_> {
     fn profile_of(&mut self, id_type: &str, value: &str) -> StoreResult<Option<ProfileId>> {
-        read_owner(self.tx, id_type, value)
+        let key = (id_type.to_string(), value.to_string());
+        if let Some(owner) = self.owners.get(&key) {
+            return Ok(*owner);
+        }
+        let owner = read_owner(self.tx, id_type, value)?;
+        self.owners.insert(key, owner);
+        Ok(owner)
     }
 
     fn identifier_counts(&mut self, profile: ProfileId) -> StoreResult<Vec<(String, u32)>> {
@@ -240,6 +364,7 @@ impl ProfileTxn for SqliteTxn<'_> {
     }
 
     fn summary(&mut self, profile: ProfileId) -> StoreResult<Option<ProfileSummary>> {
+        self.flush_counts(Some(&[profile]))?;
         self.flush_last_seen(Some(&[profile]))?;
         read_summary(self.tx, profile)
     }
@@ -251,6 +376,8 @@ impl ProfileTxn for SqliteTxn<'_> {
             )
             .and_then(|mut s| s.execute(params![profile, seen_ms]))
             .map_err(engine)?;
+        // A new profile has no traits: nothing to read.
+        self.traits.insert(profile, TraitCache::default());
         Ok(())
     }
 
@@ -272,12 +399,25 @@ impl ProfileTxn for SqliteTxn<'_> {
                 ])
             })
             .map_err(engine)?;
+        self.owners.insert(
+            (link.id_type.clone(), link.value.clone()),
+            Some(link.profile_id),
+        );
         Ok(())
     }
 
     fn merge(&mut self, record: &MergeRecord) -> StoreResult<()> {
         let (winner, loser) = (record.winner, record.loser);
+        self.flush_traits(&[winner, loser])?;
+        self.flush_counts(Some(&[winner, loser]))?;
         self.flush_last_seen(Some(&[winner, loser]))?;
+        // The loser's traits are deleted below; its identifiers become the winner's.
+        self.traits.remove(&loser);
+        for owner in self.owners.values_mut() {
+            if *owner == Some(loser) {
+                *owner = Some(winner);
+            }
+        }
         let statements: [(&str, &[&dyn rusqlite::ToSql]); 8] = [
             ("UPDATE OR IGNORE consent SET profile_id = ?1 WHERE profile_id = ?2", &[&winner, &loser]),
             ("UPDATE identities SET profile_id = ?1 WHERE profile_id = ?2", &[&winner, &loser]),
@@ -338,40 +478,23 @@ impl ProfileTxn for SqliteTxn<'_> {
     }
 
     fn traits(&mut self, profile: ProfileId) -> StoreResult<Vec<StoredTrait>> {
-        read_traits(self.tx, profile)
+        // In name order, as the store reads them (BTreeMap order is byte order).
+        Ok(self
+            .trait_cache(profile)?
+            .values
+            .values()
+            .cloned()
+            .collect())
     }
 
     fn trait_value(&mut self, profile: ProfileId, name: &str) -> StoreResult<Option<StoredTrait>> {
-        self.tx
-            .prepare_cached(&format!(
-                "SELECT {TRAIT_COLUMNS} FROM traits WHERE profile_id = ?1 AND name = ?2"
-            ))
-            .and_then(|mut s| s.query_row(params![profile, name], trait_row).optional())
-            .map_err(engine)
+        Ok(self.trait_cache(profile)?.values.get(name).cloned())
     }
 
     fn set_trait(&mut self, profile: ProfileId, value: &StoredTrait) -> StoreResult<()> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO traits (profile_id, name, value_json, source_key, message_id, timestamp_ms, seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (profile_id, name) DO UPDATE SET
-                    value_json = excluded.value_json, source_key = excluded.source_key,
-                    message_id = excluded.message_id, timestamp_ms = excluded.timestamp_ms,
-                    seq = excluded.seq",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    profile,
-                    value.name,
-                    value.value_json,
-                    value.source_key,
-                    value.message_id,
-                    value.timestamp_ms,
-                    value.seq
-                ])
-            })
-            .map_err(engine)?;
+        let cache = self.trait_cache(profile)?;
+        cache.values.insert(value.name.clone(), value.clone());
+        cache.dirty.insert(value.name.clone());
         Ok(())
     }
 
@@ -383,16 +506,14 @@ impl ProfileTxn for SqliteTxn<'_> {
             )
             .and_then(|mut s| s.execute(params![profile, seq]))
             .map_err(engine)?;
-        self.tx
-            .prepare_cached(
-                "UPDATE profiles SET first_seen_ms = min(first_seen_ms, ?2),
-                                     event_count = event_count + ?3
-                 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![profile, timestamp_ms, inserted as i64]))
-            .map_err(engine)?;
-        // last_seen_ms = max(last_seen_ms, timestamp_ms), written when the
+        // first_seen_ms, event_count and last_seen_ms are written when the
         // transaction's work is done (or before the profile is read or merged).
+        let counts = self.counts.entry(profile).or_insert(PendingCounts {
+            first_seen_ms: timestamp_ms,
+            events: 0,
+        });
+        counts.first_seen_ms = counts.first_seen_ms.min(timestamp_ms);
+        counts.events += inserted as i64;
         let seen = self.last_seen.entry(profile).or_insert(timestamp_ms);
         *seen = (*seen).max(timestamp_ms);
         Ok(())
@@ -511,7 +632,7 @@ impl ProfileStore for SqliteProfileStore {
         }
         let mut txn = SqliteTxn::new(&tx);
         work(&mut txn)?;
-        txn.flush_last_seen(None)?;
+        txn.flush()?;
         set_checkpoint(&tx, through_seq)?;
         tx.commit().map_err(engine)?;
         Ok(true)
@@ -565,7 +686,7 @@ impl ProfileStore for SqliteProfileStore {
         seqs.dedup();
         let mut txn = SqliteTxn::new(&tx);
         work(&mut txn, &seqs)?;
-        txn.flush_last_seen(None)?;
+        txn.flush()?;
         tx.commit().map_err(engine)
     }
 

@@ -206,6 +206,7 @@ pub fn run(settings: &Settings, command: PrivacyCommand) -> anyhow::Result<ExitC
                         Some(&ActivationSide {
                             store: stores.activation.as_ref(),
                             pause: None,
+                            forget_handed: None,
                         }),
                         &mut catch_up,
                     )?;

@@ -68,6 +68,9 @@ pub struct ActivationSide<'a> {
     pub store: &'a dyn ActivationStore,
     /// Excludes fan-out rounds while held (`None` when no fan-out runs: the CLI).
     pub pause: Option<&'a std::sync::Mutex<()>>,
+    /// Drops the chunks handed to the fan-out but not yet taken (they may hold the
+    /// person's events): called as each erasure starts (`None`: the CLI).
+    pub forget_handed: Option<&'a dyn Fn()>,
 }
 
 /// Carries out every open erasure request. `catch_up(seq)` applies the log at least
@@ -126,6 +129,11 @@ pub fn run_open_erasures(
         privacy
             .catalog
             .update_privacy_request(&request.id, "running", None, None)?;
+        // Events handed to the fan-out in memory may be the person's: from now on it
+        // reads the log, from which they are deleted below.
+        if let Some(forget) = activation.and_then(|a| a.forget_handed) {
+            forget();
+        }
 
         // (1) + (2): settle the plan under suppression; a retry starts from the plan
         // of the earlier attempt.

@@ -209,6 +209,7 @@ macro_rules! store_contract_tests {
                 failed_work_applies_nothing,
                 checkpoint_is_never_seen_without_its_chunk,
                 merge_moves_everything_to_the_winner,
+                transactions_read_their_own_writes,
                 profile_reads_are_ordered,
                 reset_empties_everything,
                 erase_removes_profiles_and_merged_ones,

@@ -345,6 +345,105 @@ pub fn merge_moves_everything_to_the_winner<E: Engine>(engine: &E) -> Outcome {
     Ok(())
 }
 
+/// Within one transaction every read sees the transaction's own writes (an engine
+/// may hold them back and write them at the end, as long as no read can tell):
+/// `profile_of` after `link` and `merge`, `trait_value`/`traits` after `set_trait`,
+/// `summary` after `add_event`, the loser's traits gone after `merge`; and all of it
+/// is in the store once the work is done.
+pub fn transactions_read_their_own_writes<E: Engine>(engine: &E) -> Outcome {
+    let place = engine.fresh_place()?;
+    let store = engine.profiles(&place).ctx("open the profile store")?;
+    let applied = apply(store.as_ref(), 0, 9, |txn| {
+        let check = |ok: bool, what: &str| -> StoreResult<()> {
+            if ok {
+                Ok(())
+            } else {
+                Err(crate::StoreError::Engine(format!(
+                    "in the transaction: {what}"
+                )))
+            }
+        };
+        check(
+            txn.profile_of("email", "a@x")?.is_none(),
+            "no owner before link",
+        )?;
+        create(txn, 1, "a@x", &[1, 2])?;
+        check(
+            txn.profile_of("email", "a@x")? == Some(1),
+            "profile_of after link",
+        )?;
+        txn.set_trait(1, &stored_trait("plan", "\"free\"", 1))?;
+        txn.set_trait(1, &stored_trait("plan", "\"pro\"", 2))?;
+        txn.set_trait(1, &stored_trait("age", "42", 2))?;
+        check(
+            txn.trait_value(1, "plan")?.map(|t| t.value_json) == Some("\"pro\"".into()),
+            "trait_value after set_trait",
+        )?;
+        let names: Vec<String> = txn.traits(1)?.into_iter().map(|t| t.name).collect();
+        check(
+            names == ["age", "plan"],
+            "traits after set_trait, in name order",
+        )?;
+        let summary = txn.summary(1)?;
+        check(
+            summary.map(|s| (s.event_count, s.first_seen_ms, s.last_seen_ms)) == Some((2, 10, 20)),
+            "summary after add_event",
+        )?;
+        create(txn, 3, "b@x", &[3])?;
+        txn.set_trait(3, &stored_trait("city", "\"Oslo\"", 3))?;
+        txn.add_event(1, 4, 40)?;
+        txn.merge(&merge_record(1, 3, 5))?;
+        check(
+            txn.profile_of("email", "b@x")? == Some(1),
+            "profile_of after merge",
+        )?;
+        check(
+            txn.traits(3)?.is_empty(),
+            "the loser's traits are gone after merge",
+        )?;
+        let summary = txn.summary(1)?;
+        check(
+            summary.map(|s| (s.event_count, s.last_seen_ms, s.merge_count)) == Some((4, 40, 1)),
+            "the winner's summary after merge",
+        )?;
+        txn.set_trait(1, &stored_trait("plan", "\"team\"", 6))
+    })?;
+    ensure!(applied, "apply from the initial checkpoint 0 applies");
+    let traits: Vec<(String, String)> = store
+        .traits(1)
+        .ctx("traits")?
+        .into_iter()
+        .map(|t| (t.name, t.value_json))
+        .collect();
+    ensure_eq!(
+        traits,
+        vec![
+            ("age".into(), "42".into()),
+            ("plan".into(), "\"team\"".into())
+        ],
+        "the transaction's last trait values are stored"
+    );
+    ensure_eq!(
+        store.traits(3).ctx("traits")?,
+        Vec::<StoredTrait>::new(),
+        "the loser keeps no traits"
+    );
+    let winner = store
+        .profile(1)
+        .ctx("profile")?
+        .ok_or("the winner is gone")?;
+    ensure_eq!(
+        (
+            winner.event_count,
+            winner.first_seen_ms,
+            winner.last_seen_ms
+        ),
+        (4, 10, 40),
+        "the winner's counters are stored"
+    );
+    Ok(())
+}
+
 /// Reads of one profile: events newest first below `before_seq` (at most `limit`);
 /// consent oldest first by time then log position; conflicts newest first; a trait
 /// set again is replaced; a group set with an older time keeps the newer traits;
