@@ -13,10 +13,12 @@ pub mod audiences;
 pub mod auth_backoff;
 pub mod connections;
 pub mod http_errors;
+pub mod plans_api;
 pub mod privacy_api;
 pub mod profiles;
 pub mod rate_limit;
 pub mod tracking;
+pub mod webhooks;
 
 use crate::api_error::ApiError;
 use axum::Router;
@@ -70,6 +72,10 @@ pub struct AppState {
     pub auth_backoff: Arc<auth_backoff::AuthBackoff>,
     /// SHA-256 of the token `/metrics` requires (`None`: `/metrics` is open).
     pub metrics_token_hash: Option<String>,
+    /// Webhook sources and their compiled configurations, cached.
+    pub webhooks: Arc<tessera_runtime::webhooks::WebhookSources>,
+    /// Tracking plans, compiled and cached per source, and their violations.
+    pub plans: Arc<tessera_runtime::plans::Plans>,
 }
 
 /// The whole HTTP application.
@@ -81,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .merge(audiences::router())
         .merge(privacy_api::router())
         .merge(activation_api::router())
+        .merge(webhooks::router())
+        .merge(plans_api::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))

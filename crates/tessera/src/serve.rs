@@ -99,6 +99,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         profiles: Arc::clone(&runtime.profiles),
         processor: Arc::clone(&runtime.processor),
         catalog: Arc::clone(&catalog),
+        webhooks: Arc::new(tessera_runtime::webhooks::WebhookSources::new(Arc::clone(
+            &catalog,
+        ))),
+        plans: Arc::new(tessera_runtime::plans::Plans::new(Arc::clone(&catalog))),
         committer: running.committer.clone(),
         metrics: Arc::clone(&runtime.metrics),
         sources: Arc::new(SourceResolver::new(catalog)),
@@ -144,6 +148,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         metrics_token = settings.metrics_token.is_some(),
         "connection limits"
     );
+    let plans = Arc::clone(&state.plans);
     let server = tessera_server::connections::serve(listener, state, limits, async move {
         let _ = graceful.changed().await;
     });
@@ -159,6 +164,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
 
     tracing::info!("HTTP stopped; committing what is queued");
+    if let Err(error) = plans.flush(true) {
+        tracing::warn!(%error, "could not store the last tracking plan violations");
+    }
     tokio::task::spawn_blocking(move || running.shutdown())
         .await
         .context("the ingest pipeline did not shut down cleanly")?;

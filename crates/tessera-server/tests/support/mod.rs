@@ -83,6 +83,10 @@ pub fn app_state(
         bodies: Arc::new(tessera_server::connections::BodyGate::default()),
         auth_backoff: Arc::default(),
         metrics_token_hash: None,
+        webhooks: Arc::new(tessera_runtime::webhooks::WebhookSources::new(Arc::clone(
+            &catalog,
+        ))),
+        plans: Arc::new(tessera_runtime::plans::Plans::new(Arc::clone(&catalog))),
     };
     (state, threads)
 }
