@@ -149,6 +149,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "connection limits"
     );
     let plans = Arc::clone(&state.plans);
+    // Recorded tracking-plan violations reach the catalog within a second also when no
+    // further request comes (the CLI reads them there).
+    let flusher = Arc::clone(&plans);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let plans = Arc::clone(&flusher);
+            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || plans.flush(false)).await {
+                tracing::warn!(%error, "could not store tracking plan violations");
+            }
+        }
+    });
     let server = tessera_server::connections::serve(listener, state, limits, async move {
         let _ = graceful.changed().await;
     });
