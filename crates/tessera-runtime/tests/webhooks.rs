@@ -302,6 +302,9 @@ fn generic_mapping_and_fallbacks() {
     // Not JSON: kept as text.
     let text = &generic(json!({"type": "track", "event": "/a"}), b"a=1&b=2")[0];
     assert_eq!(text["properties"]["rawBody"], "a=1&b=2");
+    // Its id comes from the body too, and it says where it came from.
+    assert!(text["messageId"].as_str().unwrap().starts_with("generic:sha256:"));
+    assert_eq!(text["context"]["webhook"]["sourceId"], "src_g");
     // Too large to copy into one message: kept with its size and hash.
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(40_000));
     let big = &generic(json!({"type": "track", "event": "/a"}), big.as_bytes())[0];
@@ -332,5 +335,67 @@ fn body_limit_and_config_checks() {
             tessera_core::CodedError::code(&error),
             tessera_core::ErrorCode::InvalidWebhookConfig
         );
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any configuration bytes: a configuration or a coded refusal, never a panic.
+        #[test]
+        fn parse_config_is_total(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = tessera_runtime::webhooks::parse_config(&body);
+        }
+
+        /// Any body and signature header, signed or not, for every preset: a refusal or
+        /// messages that each have a type and a messageId of at most 100 characters.
+        #[test]
+        fn handle_is_total_and_its_messages_are_well_formed(
+            preset in prop_oneof![Just(Preset::Shopify), Just(Preset::Woocommerce), Just(Preset::Stripe), Just(Preset::Generic)],
+            body in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..300),
+                "\\{\"id\":[0-9]{1,5},\"type\":\"(customer.created|charge.succeeded)\",\"data\":\\{\"object\":\\{\"id\":\"x\"\\}\\}\\}".prop_map(String::into_bytes),
+            ],
+            header in ".{0,120}",
+            topic in prop_oneof![Just("orders/create"), Just("customers/create"), Just("order.created"), Just("x")],
+            sign in any::<bool>(),
+        ) {
+            let mapping = (preset == Preset::Generic).then(|| json!({"type": "track", "event": "/type", "properties": "/data"}));
+            let config = compiled(preset, mapping);
+            let t = now().timestamp();
+            let signature = if sign {
+                match preset {
+                    Preset::Stripe => stripe_header(&body, t, SECRET),
+                    Preset::Generic => to_hex(&hmac_sha256(SECRET.as_bytes(), &[&body])),
+                    _ => to_base64(&hmac_sha256(SECRET.as_bytes(), &[&body])),
+                }
+            } else {
+                header
+            };
+            let headers = WebhookHeaders::new([
+                ("X-Shopify-Hmac-Sha256", signature.as_str()),
+                ("X-WC-Webhook-Signature", signature.as_str()),
+                ("Stripe-Signature", signature.as_str()),
+                ("X-Signature-256", signature.as_str()),
+                ("X-Shopify-Topic", topic),
+                ("X-WC-Webhook-Topic", topic),
+            ]);
+            match handle("src_p", &config, &headers, &body, now()) {
+                Ok(WebhookOutcome::Messages(messages)) => {
+                    prop_assert!(sign || preset == Preset::Woocommerce || !messages.is_empty());
+                    for m in messages {
+                        prop_assert!(m.get("type").and_then(Value::as_str).is_some());
+                        let id = m.get("messageId").and_then(Value::as_str).unwrap_or("");
+                        prop_assert!(!id.is_empty() && id.chars().count() <= 100);
+                    }
+                }
+                Ok(WebhookOutcome::Ping) => prop_assert_eq!(preset, Preset::Woocommerce),
+                Err(_) => prop_assert!(!sign),
+            }
+        }
     }
 }

@@ -425,14 +425,16 @@ pub fn handle(
         .ok()
         .filter(|v: &Value| depth(v) <= MAX_BODY_DEPTH);
     let Some(value) = parsed else {
-        return Ok(WebhookOutcome::Messages(vec![webhook_received(
+        // Not JSON (or too deep to map): kept as text, its id from the body's hash.
+        let kept = webhook_received(source_id, config.preset, topic.as_deref(), body, None, None);
+        let base_id = format!("{}:sha256:{}", config.preset.as_str(), body_sha256(body));
+        return Ok(WebhookOutcome::Messages(finish(
+            vec![kept],
+            &base_id,
             source_id,
             config.preset,
             topic.as_deref(),
-            body,
-            None,
-            None,
-        )]));
+        )));
     };
     let topic = topic.or_else(|| match config.preset {
         Preset::Stripe => presets::text(value.get("type")),
@@ -506,15 +508,34 @@ pub fn handle(
             problem,
         )],
     };
+    let messages = finish(
+        messages,
+        &base_id,
+        source_id,
+        config.preset,
+        topic.as_deref(),
+    );
+    Ok(WebhookOutcome::Messages(messages))
+}
+
+/// Gives each message its `messageId` (`base_id`, with `:<index>` when there are
+/// several) and `context.webhook` (`sourceId`, `preset`, `topic`).
+fn finish(
+    messages: Vec<Map<String, Value>>,
+    base_id: &str,
+    source_id: &str,
+    preset: Preset,
+    topic: Option<&str>,
+) -> Vec<Map<String, Value>> {
     let several = messages.len() > 1;
-    let messages = messages
+    messages
         .into_iter()
         .enumerate()
         .map(|(index, mut message)| {
             let id = if several {
                 format!("{base_id}:{index}")
             } else {
-                base_id.clone()
+                base_id.to_owned()
             };
             message.insert("messageId".into(), message_id(&id).into());
             let context = message
@@ -523,16 +544,15 @@ pub fn handle(
             if let Value::Object(context) = context {
                 let mut webhook = Map::new();
                 webhook.insert("sourceId".into(), source_id.into());
-                webhook.insert("preset".into(), config.preset.as_str().into());
-                if let Some(topic) = &topic {
-                    webhook.insert("topic".into(), topic.clone().into());
+                webhook.insert("preset".into(), preset.as_str().into());
+                if let Some(topic) = topic {
+                    webhook.insert("topic".into(), topic.into());
                 }
                 context.insert("webhook".into(), Value::Object(webhook));
             }
             message
         })
-        .collect();
-    Ok(WebhookOutcome::Messages(messages))
+        .collect()
 }
 
 /// A `messageId` of at most 100 characters: long sender ids are hashed.
