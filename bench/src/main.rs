@@ -23,6 +23,7 @@ mod processor;
 mod profile_api;
 mod raw;
 mod stats;
+mod webhooks;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -78,6 +79,9 @@ enum Cmd {
     AudienceRealtime(audience_realtime::RealtimeArgs),
     /// Webhook deliveries through Tessera to a local failing receiver: latency, loss, rate.
     Deliveries(deliveries::DeliveriesArgs),
+    /// Webhook-source throughput beside /v1/batch, and ingest with a tracking plan
+    /// beside ingest without, in one run.
+    Webhooks(webhooks::WebhookBenchArgs),
 }
 
 /// Options shared by `load` and `raw` (they must match for the ratio to mean something).
@@ -289,6 +293,12 @@ fn main() -> Result<()> {
         }
         Cmd::Processor(a) => {
             let report = processor::run(&a)?;
+            if a.json {
+                emit_json(&report)?;
+            }
+        }
+        Cmd::Webhooks(a) => {
+            let report = runtime(1)?.block_on(webhooks::run(&a))?;
             if a.json {
                 emit_json(&report)?;
             }

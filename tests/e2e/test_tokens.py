@@ -32,6 +32,11 @@ ADMIN_ROUTES = [
     ("GET", "/api/v1/deliveries"), ("POST", "/api/v1/deliveries/retry"),
     ("GET", "/api/v1/journeys"), ("POST", "/api/v1/journeys"), ("GET", "/api/v1/journeys/x"),
     ("PUT", "/api/v1/journeys/x"), ("DELETE", "/api/v1/journeys/x"),
+    ("GET", "/api/v1/sources/src_x/webhook"), ("PUT", "/api/v1/sources/src_x/webhook"),
+    ("DELETE", "/api/v1/sources/src_x/webhook"), ("GET", "/api/v1/sources/src_x/plan"),
+    ("PUT", "/api/v1/sources/src_x/plan"), ("DELETE", "/api/v1/sources/src_x/plan"),
+    ("GET", "/api/v1/sources/src_x/plan/violations"), ("DELETE", "/api/v1/sources/src_x/plan/violations"),
+    ("POST", "/api/v1/sources/src_x/plan/infer"),
 ]
 PROFILE_ROUTES = [
     ("GET", "/v1/spaces/default/collections/users/profiles/user_id:tok-user/traits"),

@@ -182,6 +182,25 @@ error_codes! {
     /// A CLI command that must not run beside a server (`tessera replay`) found one
     /// running on the data directory: stop it first.
     ServerRunning => ("server_running", 409),
+    /// A webhook's signature is missing, malformed, does not match the body under the
+    /// source's secret, or (Stripe) is more than 5 minutes old; the message says which.
+    InvalidWebhookSignature => ("invalid_webhook_signature", 401),
+    /// A webhook body is over 256 KB.
+    WebhookBodyTooLarge => ("webhook_body_too_large", 413),
+    /// A webhook source's configuration (preset, secret, mapping) is invalid; the
+    /// message says where.
+    InvalidWebhookConfig => ("invalid_webhook_config", 400),
+    /// No webhook source has that id (the source does not exist or has no webhook
+    /// configuration).
+    WebhookNotConfigured => ("webhook_not_configured", 404),
+    /// A tracking plan is invalid (mode, event names, a JSON Schema, its size or
+    /// depth); the message says where.
+    InvalidTrackingPlan => ("invalid_tracking_plan", 400),
+    /// The message breaks its source's tracking plan, which is in `block` mode (an
+    /// event the plan does not list, or properties or traits its schema refuses).
+    TrackingPlanViolation => ("tracking_plan_violation", 400),
+    /// The source has no tracking plan.
+    TrackingPlanNotFound => ("tracking_plan_not_found", 404),
     /// Something failed inside Tessera; the detail is in the server log.
     InternalError => ("internal_error", 500),
 }

@@ -95,6 +95,11 @@ pub struct Metrics {
     /// New messages carrying an erased identifier, by what happened (`dropped`,
     /// `anonymized`).
     pub events_suppressed: Family<KindLabels, Counter>,
+    /// Webhook requests by preset and outcome (`stored`, `ping`,
+    /// `invalid_webhook_signature`, …).
+    pub webhooks: Family<WebhookLabels, Counter>,
+    /// Tracking plan violations by plan mode (`flag`, `block`).
+    pub plan_violations: Family<KindLabels, Counter>,
     /// Delivery outcomes by destination and kind (`delivered`, `retrying`, `dead`,
     /// `blocked`).
     pub deliveries: Family<DeliveryLabels, Counter>,
@@ -194,6 +199,15 @@ impl tessera_activation::delivery::Observer for Metrics {
             })
             .set(i64::from(open));
     }
+}
+
+/// Labels of a webhook request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `shopify`, `woocommerce`, `stripe`, `generic`, or `unknown`.
+    pub preset: String,
+    /// `stored`, `ping`, or the error code.
+    pub outcome: String,
 }
 
 /// Labels naming a kind of change.
@@ -395,8 +409,22 @@ impl Metrics {
             "New messages carrying an erased identifier, dropped or stored anonymized",
             events_suppressed.clone(),
         );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook requests by preset and outcome (stored, ping, invalid_webhook_signature, ...)",
+            webhooks.clone(),
+        );
+        let plan_violations = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "plan_violations",
+            "Tracking plan violations by the plan's mode (flag: stored; block: refused)",
+            plan_violations.clone(),
+        );
         Self {
             registry,
+            webhooks,
+            plan_violations,
             deliveries,
             delivery_latency,
             destination_breaker_open,
@@ -501,6 +529,23 @@ impl Metrics {
             .last_commit_unix_ms
             .load(std::sync::atomic::Ordering::Relaxed);
         chrono::Utc::now().timestamp_millis() - last < 100
+    }
+
+    /// Counts a webhook request's outcome.
+    pub fn webhook(&self, preset: &str, outcome: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                preset: preset.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts `count` tracking plan violations under a plan in `mode`.
+    pub fn plan_violations(&self, mode: &str, count: u64) {
+        self.plan_violations
+            .get_or_create(&KindLabels { kind: mode.into() })
+            .inc_by(count);
     }
 
     /// Counts a message or request refused with `code`.

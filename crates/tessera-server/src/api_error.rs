@@ -135,6 +135,8 @@ from_coded!(
     tessera_identity::suggestions::SuggestionError,
     tessera_runtime::sources::SourceError,
     tessera_runtime::committer::SubmitError,
+    tessera_runtime::webhooks::WebhookError,
+    tessera_runtime::plans::PlanError,
 );
 
 impl IntoResponse for ApiError {

@@ -14,11 +14,13 @@ pub mod auth_backoff;
 pub mod connections;
 pub mod engagement;
 pub mod http_errors;
+pub mod plans_api;
 pub mod privacy_api;
 pub mod profiles;
 pub mod rate_limit;
 pub mod tracking;
 pub mod web_sdk;
+pub mod webhooks;
 
 use crate::api_error::ApiError;
 use axum::Router;
@@ -74,6 +76,10 @@ pub struct AppState {
     pub metrics_token_hash: Option<String>,
     /// Where browsers reach Tessera (see [`web_sdk`]).
     pub web_sdk: Arc<web_sdk::WebSdkConfig>,
+    /// Webhook sources and their compiled configurations, cached.
+    pub webhooks: Arc<tessera_runtime::webhooks::WebhookSources>,
+    /// Tracking plans, compiled and cached per source, and their violations.
+    pub plans: Arc<tessera_runtime::plans::Plans>,
 }
 
 /// The whole HTTP application.
@@ -87,6 +93,8 @@ pub fn router(state: AppState) -> Router {
         .merge(privacy_api::router())
         .merge(activation_api::router())
         .merge(engagement::router())
+        .merge(webhooks::router())
+        .merge(plans_api::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))

@@ -166,7 +166,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// An error answer, with the key of the source when the request was authenticated.
-type IngestError = (ApiError, Option<i64>);
+pub(crate) type IngestError = (ApiError, Option<i64>);
 
 async fn ingest_request(
     state: &AppState,
@@ -235,8 +235,32 @@ async fn ingest_request(
         return Err((rate_limited(), None));
     }
     parsed.defaults.client_ip = client_ip;
+    store_messages(state, &source, parsed, kind, false).await
+}
+
+/// Validates a parsed request's messages, applies the source's tracking plan, and
+/// appends what is valid through the group committer; answers once it is durable.
+/// The tracking routes and webhook sources share it. With `always_ok` (webhooks),
+/// a request none of whose messages was stored is still answered 200 with its
+/// `rejected` list (its senders would retry a 400 in vain).
+pub(crate) async fn store_messages(
+    state: &AppState,
+    source: &Source,
+    parsed: tessera_core::request::ParsedRequest<'_>,
+    kind: BodyKind,
+    always_ok: bool,
+) -> Result<Response, IngestError> {
     let received_at = state.clock.now();
-    let validated = parsed.validate(received_at);
+    let mut validated = parsed.validate(received_at);
+    state
+        .plans
+        .apply(
+            &source.id,
+            &mut validated,
+            received_at.timestamp_millis(),
+            &state.metrics,
+        )
+        .map_err(|e| (ApiError::internal(e), Some(source.key)))?;
 
     let received_at_ms = received_at.timestamp_millis();
     let mut batch = AppendBatch {
@@ -331,7 +355,16 @@ async fn ingest_request(
     // `events_accepted` counts acknowledged messages; those already stored before are
     // also counted in `events_duplicate`.
 
-    if let Some(first) = first_rejection.filter(|_| !stored_any) {
+    if !state.plans.violations.is_empty() {
+        // Recorded violations reach the catalog at most once a second, off this task.
+        let plans = state.plans.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = plans.flush(false) {
+                tracing::warn!(%error, "could not store tracking plan violations");
+            }
+        });
+    }
+    if let Some(first) = first_rejection.filter(|_| !stored_any && !always_ok) {
         let error = if is_single {
             ApiError::new(first.code, first.message)
         } else {

@@ -9,6 +9,7 @@ mod export;
 mod identity_cli;
 mod import;
 mod options;
+mod plans_cli;
 mod privacy_cli;
 mod profiles_cli;
 mod serve;
@@ -43,6 +44,11 @@ enum Command {
     Sources {
         #[command(subcommand)]
         command: sources_cli::SourcesCommand,
+    },
+    /// Tracking plans per source: set, get, delete, violations, infer
+    Plans {
+        #[command(subcommand)]
+        command: plans_cli::PlansCommand,
     },
     /// Scoped API tokens (admin, read:profiles): create, list, revoke
     Tokens {
@@ -117,6 +123,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(&cli.store, &args),
         Command::Sources { command } => {
             settings(&cli.store).and_then(|s| sources_cli::run(&s.data_dir, command))
+        }
+        Command::Plans { command } => {
+            settings(&cli.store).and_then(|s| plans_cli::run(&s.data_dir, command))
         }
         Command::Tokens { command } => {
             settings(&cli.store).and_then(|s| tokens_cli::run(&s.data_dir, command))

@@ -105,6 +105,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         profiles: Arc::clone(&runtime.profiles),
         processor: Arc::clone(&runtime.processor),
         catalog: Arc::clone(&catalog),
+        webhooks: Arc::new(tessera_runtime::webhooks::WebhookSources::new(Arc::clone(
+            &catalog,
+        ))),
+        plans: Arc::new(tessera_runtime::plans::Plans::new(Arc::clone(&catalog))),
         committer: running.committer.clone(),
         metrics: Arc::clone(&runtime.metrics),
         sources: Arc::new(SourceResolver::new(catalog)),
@@ -153,6 +157,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         metrics_token = settings.metrics_token.is_some(),
         "connection limits"
     );
+    let plans = Arc::clone(&state.plans);
+    // Recorded tracking-plan violations reach the catalog within a second also when no
+    // further request comes (the CLI reads them there).
+    let flusher = Arc::clone(&plans);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let plans = Arc::clone(&flusher);
+            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || plans.flush(false)).await {
+                tracing::warn!(%error, "could not store tracking plan violations");
+            }
+        }
+    });
     let server = tessera_server::connections::serve(listener, state, limits, async move {
         let _ = graceful.changed().await;
     });
@@ -168,6 +186,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
 
     tracing::info!("HTTP stopped; committing what is queued");
+    if let Err(error) = plans.flush(true) {
+        tracing::warn!(%error, "could not store the last tracking plan violations");
+    }
     tokio::task::spawn_blocking(move || running.shutdown())
         .await
         .context("the ingest pipeline did not shut down cleanly")?;

@@ -84,6 +84,10 @@ pub fn app_state(
         auth_backoff: Arc::default(),
         metrics_token_hash: None,
         web_sdk: Arc::default(),
+        webhooks: Arc::new(tessera_runtime::webhooks::WebhookSources::new(Arc::clone(
+            &catalog,
+        ))),
+        plans: Arc::new(tessera_runtime::plans::Plans::new(Arc::clone(&catalog))),
     };
     (state, threads)
 }
