@@ -303,7 +303,12 @@ fn generic_mapping_and_fallbacks() {
     let text = &generic(json!({"type": "track", "event": "/a"}), b"a=1&b=2")[0];
     assert_eq!(text["properties"]["rawBody"], "a=1&b=2");
     // Its id comes from the body too, and it says where it came from.
-    assert!(text["messageId"].as_str().unwrap().starts_with("generic:sha256:"));
+    assert!(
+        text["messageId"]
+            .as_str()
+            .unwrap()
+            .starts_with("generic:sha256:")
+    );
     assert_eq!(text["context"]["webhook"]["sourceId"], "src_g");
     // Too large to copy into one message: kept with its size and hash.
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(40_000));
