@@ -17,8 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_store::activation::{Delivery, DeliveryOutcome, DeliveryStatus};
 
-/// A round holds up to this many times `concurrency × batch` deliveries.
+/// A round holds up to this many times `concurrency × batch` deliveries while the
+/// destination accepts them (a burst goes out in few outbox reads and writes).
 const ROUND_FACTOR: usize = 64;
+/// ... and this many times after a round with a failed attempt: a failing receiver's
+/// retries take a small share of the outbox's writer, which every destination and
+/// the fan-out share.
+const FAILING_ROUND_FACTOR: usize = 16;
 /// Most deliveries in one round.
 const MAX_ROUND: usize = 1_000;
 /// Longest a worker sleeps before looking at the outbox again.
@@ -82,6 +87,8 @@ pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64
         open_until: None,
     };
     let mut tokens = 0.0f64;
+    // Whether the last round had a failed attempt (smaller rounds until one succeeds).
+    let mut failing = false;
     let mut last_refill = std::time::Instant::now();
     loop {
         if activation.is_stopping() || !activation.is_current_worker(&id, generation) {
@@ -114,7 +121,12 @@ pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64
         let limit = if half_open {
             1
         } else {
-            ((config.concurrency.max(1) as usize) * batch * ROUND_FACTOR).min(MAX_ROUND)
+            let factor = if failing {
+                FAILING_ROUND_FACTOR
+            } else {
+                ROUND_FACTOR
+            };
+            ((config.concurrency.max(1) as usize) * batch * factor).min(MAX_ROUND)
         };
         let store = Arc::clone(&activation.store);
         let key = id.clone();
@@ -293,6 +305,7 @@ pub async fn run_worker(activation: Arc<Activation>, id: String, generation: u64
                 });
             }
         }
+        failing = any_failed;
         if any_delivered {
             if breaker.open_until.is_some() {
                 activation.observer.breaker(&id, false);
