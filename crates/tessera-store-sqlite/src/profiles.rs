@@ -172,13 +172,7 @@ impl<'a> SqliteTxn<'a> {
 
     /// Writes the pending counters of `only` (every profile when `None`).
     fn flush_counts(&mut self, only: Option<&[ProfileId]>) -> StoreResult<()> {
-        let pending: Vec<(ProfileId, PendingCounts)> = match only {
-            None => self.counts.drain().collect(),
-            Some(ids) => ids
-                .iter()
-                .filter_map(|id| self.counts.remove_entry(id))
-                .collect(),
-        };
+        let pending = take_pending(&mut self.counts, only);
         if pending.is_empty() {
             return Ok(());
         }
@@ -254,13 +248,7 @@ impl<'a> SqliteTxn<'a> {
 
     /// Writes the pending last-seen times of `only` (every profile when `None`).
     fn flush_last_seen(&mut self, only: Option<&[ProfileId]>) -> StoreResult<()> {
-        let pending: Vec<(ProfileId, i64)> = match only {
-            None => self.last_seen.drain().collect(),
-            Some(ids) => ids
-                .iter()
-                .filter_map(|id| self.last_seen.remove_entry(id))
-                .collect(),
-        };
+        let pending = take_pending(&mut self.last_seen, only);
         if pending.is_empty() {
             return Ok(());
         }
@@ -274,6 +262,20 @@ impl<'a> SqliteTxn<'a> {
             statement.execute(params![id, seen]).map_err(engine)?;
         }
         Ok(())
+    }
+}
+
+/// Takes the pending writes of `only` (of every profile when `None`) out of `pending`.
+fn take_pending<T>(
+    pending: &mut HashMap<ProfileId, T>,
+    only: Option<&[ProfileId]>,
+) -> Vec<(ProfileId, T)> {
+    match only {
+        None => pending.drain().collect(),
+        Some(ids) => ids
+            .iter()
+            .filter_map(|id| pending.remove_entry(id))
+            .collect(),
     }
 }
 
