@@ -17,6 +17,7 @@ pub mod acks;
 pub mod audit;
 pub mod committer;
 pub mod fanout;
+mod json_depth;
 pub mod metrics;
 pub mod plans;
 pub mod privacy;

@@ -12,6 +12,7 @@
 pub mod infer;
 pub mod violations;
 
+use crate::json_depth::depth;
 use crate::metrics::Metrics;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -108,20 +109,6 @@ pub struct CompiledPlan {
 
 fn invalid(message: impl Into<String>) -> UserError {
     UserError::new(ErrorCode::InvalidTrackingPlan, message)
-}
-
-fn depth(value: &Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(value, 1usize)];
-    while let Some((value, level)) = stack.pop() {
-        deepest = deepest.max(level);
-        match value {
-            Value::Array(items) => stack.extend(items.iter().map(|v| (v, level + 1))),
-            Value::Object(map) => stack.extend(map.values().map(|v| (v, level + 1))),
-            _ => {}
-        }
-    }
-    deepest
 }
 
 fn has_remote_ref(value: &Value) -> bool {

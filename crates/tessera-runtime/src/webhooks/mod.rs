@@ -15,6 +15,7 @@ pub mod generic;
 pub mod presets;
 pub mod signature;
 
+use crate::json_depth::depth;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -347,21 +348,6 @@ fn bad_signature(problem: signature::SignatureProblem) -> WebhookError {
 
 fn body_sha256(body: &[u8]) -> String {
     signature::to_hex(&sha2::Sha256::digest(body))[..32].to_owned()
-}
-
-fn depth(value: &Value) -> usize {
-    // Iterative, so a deep body cannot exhaust the stack.
-    let mut deepest = 0;
-    let mut stack = vec![(value, 1usize)];
-    while let Some((value, level)) = stack.pop() {
-        deepest = deepest.max(level);
-        match value {
-            Value::Array(items) => stack.extend(items.iter().map(|v| (v, level + 1))),
-            Value::Object(map) => stack.extend(map.values().map(|v| (v, level + 1))),
-            _ => {}
-        }
-    }
-    deepest
 }
 
 /// Checks a webhook request's signature and maps its body; `now` is the injected
