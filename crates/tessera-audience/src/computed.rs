@@ -196,23 +196,23 @@ impl CompiledComputed {
 
     /// The value for one profile (`None`: no value, e.g. the average of nothing).
     pub fn value(&self, index: &ProfileIndex, slot: Slot) -> Option<Scalar> {
-        let events = index.events(slot);
-        let lo = events.partition_point(|e| e.timestamp_ms < self.from_ms);
-        let hi = events.partition_point(|e| e.timestamp_ms <= self.to_ms);
-        let window = &events[lo..hi.max(lo)];
-        let Some(name) = self.event else {
-            return self.fold(index, window.iter());
+        let events = index.profile_events(slot);
+        let window = if (self.from_ms, self.to_ms) == (i64::MIN, i64::MAX) {
+            events
+        } else {
+            events.between(self.from_ms, self.to_ms)
         };
-        let Some(name) = name else {
-            return self.fold(index, [].iter());
-        };
-        self.fold(index, window.iter().filter(|e| e.name == name))
+        match self.event {
+            None => self.fold(index, window.iter()),
+            Some(None) => self.fold(index, std::iter::empty()),
+            Some(Some(name)) => self.fold(index, window.named(name)),
+        }
     }
 
     fn fold<'a>(
         &self,
         index: &'a ProfileIndex,
-        events: impl Iterator<Item = &'a CompactEvent>,
+        events: impl Iterator<Item = CompactEvent>,
     ) -> Option<Scalar> {
         let matching = events.filter(|e| {
             self.filters.iter().all(|(key, test)| {
@@ -231,18 +231,18 @@ impl CompiledComputed {
             Aggregate::FirstSeen => matching.map(|e| e.timestamp_ms).min().map(Scalar::Time),
             Aggregate::LastSeen => matching.map(|e| e.timestamp_ms).max().map(Scalar::Time),
             Aggregate::Sum | Aggregate::Avg | Aggregate::Min | Aggregate::Max => {
-                let numbers = matching.filter_map(|e| match property(e) {
+                let numbers = matching.filter_map(|e| match property(&e) {
                     Some(Scalar::Num(n)) if n.is_finite() => Some(*n),
                     _ => None,
                 });
                 numeric(self.aggregate, numbers)
             }
-            Aggregate::First => matching.filter_map(property).next().cloned(),
-            Aggregate::Last => matching.filter_map(property).last().cloned(),
-            Aggregate::MostFrequent => most_frequent(matching.filter_map(property)),
+            Aggregate::First => matching.filter_map(|e| property(&e)).next().cloned(),
+            Aggregate::Last => matching.filter_map(|e| property(&e)).last().cloned(),
+            Aggregate::MostFrequent => most_frequent(matching.filter_map(|e| property(&e))),
             Aggregate::UniqueList => {
                 let mut seen: Vec<Scalar> = Vec::new();
-                for value in matching.filter_map(property) {
+                for value in matching.filter_map(|e| property(&e)) {
                     if seen.len() >= UNIQUE_LIST_LIMIT {
                         break;
                     }

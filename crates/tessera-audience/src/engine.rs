@@ -1444,13 +1444,8 @@ impl AudienceEngine {
                     .map_or(Value::Null, |v| to_json(&index.symbols, v))
             });
             let mut seen: HashSet<Value> = HashSet::new();
-            let events = index.events(slot);
-            let lo = events.partition_point(|e| e.timestamp_ms < from);
-            for event in events[lo..]
-                .iter()
-                .filter(|e| e.name == name && e.timestamp_ms <= now)
-            {
-                let Some(value) = index.property(event, property) else {
+            for event in index.profile_events(slot).between(from, now).named(name) {
+                let Some(value) = index.property(&event, property) else {
                     continue;
                 };
                 let value = to_json(&index.symbols, value);

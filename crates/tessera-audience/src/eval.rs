@@ -9,7 +9,7 @@
 use crate::ast::{Condition, CountOp, CountTest, EventCondition, Window};
 use crate::bitset::Bitset;
 use crate::computed::{CompiledComputed, ComputedTrait};
-use crate::index::{CompactEvent, ProfileIndex, Slot};
+use crate::index::{ProfileEvents, ProfileIndex, Slot};
 use crate::rfm::{RFM_TRAITS, RfmModel};
 use crate::scalar::{CompiledTest, Scalar, Sym};
 use std::collections::HashMap;
@@ -138,7 +138,7 @@ impl<'a> Plan<'a> {
                 let value = source.value(index, slot, now_ms);
                 test.holds(value.as_ref(), &index.symbols)
             }
-            Plan::Event(event) => event.holds(index, &index.events(slot)),
+            Plan::Event(event) => event.holds(index, index.profile_events(slot)),
             Plan::Identifier(bit) => bit.is_some_and(|b| {
                 index
                     .identifier_bits()
@@ -201,7 +201,7 @@ impl EventPlan {
 
     /// Whether the count of matching events among `events` (one profile's, in time
     /// order) passes the count test.
-    pub fn holds(&self, index: &ProfileIndex, events: &[CompactEvent]) -> bool {
+    pub fn holds(&self, index: &ProfileIndex, events: ProfileEvents<'_>) -> bool {
         let Some(name) = self.name else {
             // No event has this name: the count is 0.
             return self.count.holds(0);
@@ -212,33 +212,28 @@ impl EventPlan {
             CountOp::Lt => self.count.value,
             _ => self.count.value.saturating_add(1),
         };
-        // Events are in time order: walk back from the newest, so a recent window
-        // touches only its own events (and memory is read sequentially).
         let (from, to, after) = match self.window {
             WindowPlan::All | WindowPlan::Since(None) => (i64::MIN, i64::MAX, None),
             WindowPlan::Between(from, to) => (from, to, None),
             WindowPlan::Since(Some(anchor)) => (
                 i64::MIN,
                 i64::MAX,
-                events
-                    .iter()
-                    .rev()
-                    .find(|e| e.name == anchor)
-                    .map(|e| e.timestamp_ms),
+                events.named(anchor).next_back().map(|e| e.timestamp_ms),
             ),
         };
+        let events = if (from, to) == (i64::MIN, i64::MAX) {
+            events
+        } else {
+            events.between(from, to)
+        };
+        // Walk back from the newest, so counting stops as soon as the answer is known
+        // (and an anchor's time ends the walk); other names are skipped unread.
         let mut count = 0u32;
-        for event in events.iter().rev() {
-            if count >= enough || event.timestamp_ms < from {
+        for event in events.named(name).rev() {
+            if count >= enough || after.is_some_and(|a| event.timestamp_ms <= a) {
                 break;
             }
-            if after.is_some_and(|a| event.timestamp_ms <= a) {
-                break;
-            }
-            if event.name == name
-                && event.timestamp_ms <= to
-                && self.passes_filters(index, event.props)
-            {
+            if self.passes_filters(index, event.props) {
                 count += 1;
             }
         }

@@ -506,6 +506,64 @@ impl EventStore {
     }
 }
 
+/// One profile's events in time order, read where they are (no copy): what the
+/// realtime evaluator, computed traits and RFM walk for each changed profile. Events
+/// of other names are skipped by their reference alone, without reading the posting.
+#[derive(Clone, Copy)]
+pub struct ProfileEvents<'a> {
+    store: &'a EventStore,
+    refs: &'a [EventRef],
+}
+
+impl<'a> ProfileEvents<'a> {
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.refs.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.refs.is_empty()
+    }
+
+    fn event(store: &EventStore, r: EventRef) -> CompactEvent {
+        let p = store.posting(r);
+        CompactEvent {
+            timestamp_ms: p.timestamp_ms,
+            name: store.names[r.name as usize].name,
+            props: p.props,
+        }
+    }
+
+    /// Those with a time in `[from, to]` (a binary search: the references are in time
+    /// order).
+    pub fn between(self, from: i64, to: i64) -> Self {
+        let time = |r: &EventRef| self.store.posting(*r).timestamp_ms;
+        let lo = self.refs.partition_point(|r| time(r) < from);
+        let hi = self.refs.partition_point(|r| time(r) <= to);
+        Self {
+            refs: &self.refs[lo..hi.max(lo)],
+            ..self
+        }
+    }
+
+    /// Every event, oldest first.
+    pub fn iter(self) -> impl DoubleEndedIterator<Item = CompactEvent> + 'a {
+        let store = self.store;
+        self.refs.iter().map(move |r| Self::event(store, *r))
+    }
+
+    /// The events named `name`, oldest first.
+    pub fn named(self, name: Sym) -> impl DoubleEndedIterator<Item = CompactEvent> + 'a {
+        let store = self.store;
+        let wanted = store.name_index.get(&name).copied();
+        self.refs
+            .iter()
+            .filter(move |r| Some(r.name) == wanted)
+            .map(move |r| Self::event(store, *r))
+    }
+}
+
 /// One name's events for a batch scan: the postings in `[from, to]`, in time order
 /// for the main run, then the late ones.
 pub struct NamePostings<'a> {
@@ -636,6 +694,14 @@ impl ProfileIndex {
     /// A slot's events, oldest first (equal times in arrival order).
     pub fn events(&self, slot: Slot) -> Vec<CompactEvent> {
         self.events.events(slot)
+    }
+
+    /// A slot's events, oldest first, read in place (see [`ProfileEvents`]).
+    pub fn profile_events(&self, slot: Slot) -> ProfileEvents<'_> {
+        ProfileEvents {
+            store: &self.events,
+            refs: self.events.refs(slot),
+        }
     }
 
     /// Every event of a name, for batch scans (`None` when no event has it).
@@ -1118,6 +1184,20 @@ mod tests {
                     .map(|e| (e.timestamp_ms, index.symbols.text(e.name).to_owned()))
                     .collect();
                 proptest::prop_assert!(got.windows(2).all(|w| w[0].0 <= w[1].0), "not in time order: {:?}", got);
+                // The in-place view reads the same events, by name and by window.
+                let copied = index.events(slot);
+                let view = index.profile_events(slot);
+                proptest::prop_assert_eq!(view.iter().collect::<Vec<_>>(), copied.clone());
+                let (from, to) = (clock - 50, clock - 10);
+                let e1 = index.symbols.get("E1");
+                proptest::prop_assert_eq!(
+                    e1.map(|n| view.between(from, to).named(n).collect::<Vec<_>>()).unwrap_or_default(),
+                    copied
+                        .iter()
+                        .filter(|e| Some(e.name) == e1 && from <= e.timestamp_ms && e.timestamp_ms <= to)
+                        .copied()
+                        .collect::<Vec<_>>()
+                );
                 let mut sorted = got.clone();
                 sorted.sort();
                 proptest::prop_assert_eq!(sorted, expected);

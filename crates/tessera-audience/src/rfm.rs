@@ -120,12 +120,8 @@ pub fn measures(
     let revenue_key = index.symbols.get(&config.revenue_property);
     let from = now_ms.saturating_sub(config.window.millis);
     let mut result: Option<RfmMeasures> = None;
-    for event in index
-        .events(slot)
-        .iter()
-        .filter(|e| e.name == name && from <= e.timestamp_ms && e.timestamp_ms <= now_ms)
-    {
-        let revenue = match revenue_key.and_then(|k| index.property(event, k)) {
+    for event in index.profile_events(slot).between(from, now_ms).named(name) {
+        let revenue = match revenue_key.and_then(|k| index.property(&event, k)) {
             Some(Scalar::Num(n)) if n.is_finite() => *n,
             _ => 0.0,
         };
