@@ -545,13 +545,7 @@ impl AudienceEngine {
                     .map(|v| (t.name, v))
             })
             .collect();
-        let mut types: Vec<String> = self
-            .profiles
-            .identities(id)?
-            .into_iter()
-            .map(|l| l.id_type)
-            .collect();
-        types.dedup();
+        let types = self.profiles.identifier_types(id)?;
         Ok((traits, types))
     }
 

@@ -736,6 +736,16 @@ impl ProfileStore for SqliteProfileStore {
         rows.collect::<Result<_, _>>().map_err(engine)
     }
 
+    fn identifier_types(&self, id: ProfileId) -> StoreResult<Vec<String>> {
+        // Answered from `identities_by_profile` (profile_id, id_type) alone.
+        query_rows(
+            &lock(&self.reader),
+            "SELECT DISTINCT id_type FROM identities WHERE profile_id = ?1 ORDER BY id_type",
+            &[&id],
+            |r| r.get(0),
+        )
+    }
+
     fn traits(&self, id: ProfileId) -> StoreResult<Vec<StoredTrait>> {
         read_traits(&lock(&self.reader), id)
     }

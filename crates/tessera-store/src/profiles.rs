@@ -217,6 +217,19 @@ pub trait ProfileStore: Send + Sync {
     fn profile(&self, id: ProfileId) -> StoreResult<Option<ProfileSummary>>;
     /// A profile's identifiers.
     fn identities(&self, id: ProfileId) -> StoreResult<Vec<IdentityLink>>;
+    /// The distinct types of a profile's identifiers, sorted (what audiences need:
+    /// "has an email"), without reading each identifier. The default derives them
+    /// from [`ProfileStore::identities`]; engines answer from an index.
+    fn identifier_types(&self, id: ProfileId) -> StoreResult<Vec<String>> {
+        let mut types: Vec<String> = self
+            .identities(id)?
+            .into_iter()
+            .map(|link| link.id_type)
+            .collect();
+        types.sort();
+        types.dedup();
+        Ok(types)
+    }
     /// A profile's traits.
     fn traits(&self, id: ProfileId) -> StoreResult<Vec<StoredTrait>>;
     /// A profile's event `seq`s, newest first, below `before_seq`.

@@ -464,6 +464,14 @@ pub fn profile_reads_are_ordered<E: Engine>(engine: &E) -> Outcome {
         txn.set_trait(5, &stored_trait("plan", "\"pro\"", 6))?;
         txn.set_group(5, &group("g", "{\"v\":2}", 200))?;
         txn.set_group(5, &group("g", "{\"v\":1}", 100))?;
+        for (id_type, value) in [
+            ("phone", "+49"),
+            ("email", "b@x"),
+            ("anonymous_id", "a1"),
+            ("email", "a@x"),
+        ] {
+            txn.link(&link(5, id_type, value))?;
+        }
         for (seq, detail) in [(5, "first"), (6, "second"), (7, "third")] {
             txn.record_conflict(&ConflictRecord {
                 seq,
@@ -522,6 +530,11 @@ pub fn profile_reads_are_ordered<E: Engine>(engine: &E) -> Outcome {
         store.groups(5).ctx("groups")?,
         vec![group("g", "{\"v\":2}", 200)],
         "a group keeps its latest traits"
+    );
+    ensure_eq!(
+        store.identifier_types(5).ctx("identifier_types")?,
+        vec!["anonymous_id", "email", "phone"],
+        "identifier types distinct and sorted"
     );
     let details: Vec<String> = store
         .conflicts(2)
