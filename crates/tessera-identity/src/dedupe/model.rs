@@ -8,10 +8,12 @@
 
 use super::compare::compare;
 use super::error::DedupeError;
+use super::frequency::TermFrequencies;
 use super::kind::{FieldKind, Level};
 use super::record::{Dataset, Record, Schema};
 use super::weights::{Weights, level_at, with_level};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Compares records of one schema into packed level patterns (3 bits per field).
 #[derive(Debug, Clone)]
@@ -167,6 +169,9 @@ pub struct Model {
     household_guard: bool,
     #[serde(skip)]
     table: Vec<[f64; 5]>,
+    /// Term frequencies of the data scored (not saved: counted on each run's data).
+    #[serde(skip)]
+    frequencies: Option<Arc<TermFrequencies>>,
 }
 
 fn default_guard() -> bool {
@@ -209,6 +214,7 @@ impl Model {
             threshold,
             household_guard: true,
             table,
+            frequencies: None,
         })
     }
 
@@ -225,6 +231,20 @@ impl Model {
     pub fn with_household_guard(mut self, on: bool) -> Self {
         self.household_guard = on;
         self
+    }
+
+    /// The model with exact agreements on names adjusted by how common the value
+    /// is (see [`super::frequency`]); [`Model::score`] and [`Model::explain`] look
+    /// values up in `frequencies`.
+    #[must_use]
+    pub fn with_term_frequencies(mut self, frequencies: TermFrequencies) -> Self {
+        self.frequencies = (!frequencies.is_empty()).then(|| Arc::new(frequencies));
+        self
+    }
+
+    /// The term frequencies in use, if any.
+    pub fn term_frequencies(&self) -> Option<&TermFrequencies> {
+        self.frequencies.as_deref()
     }
 
     /// Whether the household guard applies to pattern `pattern`.
@@ -245,12 +265,21 @@ impl Model {
             && !(agrees(FieldKind::FirstName) && agrees(FieldKind::DateOfBirth))
     }
 
-    /// Each field's weight in `pattern`, the household guard applied.
-    fn contributions(&self, pattern: u64) -> Vec<f64> {
+    /// Each field's weight in `pattern`, exact agreements adjusted by
+    /// `exact_adjustment(field)`, the household guard applied.
+    fn contributions(&self, pattern: u64, exact_adjustment: &dyn Fn(usize) -> f64) -> Vec<f64> {
         let mut weights: Vec<f64> = (0..self.schema.len())
-            .map(|f| match self.table.get(f) {
-                Some(row) => row[level_at(pattern, f).index()],
-                None => self.weights.weight(f, level_at(pattern, f)),
+            .map(|f| {
+                let level = level_at(pattern, f);
+                let plain = match self.table.get(f) {
+                    Some(row) => row[level.index()],
+                    None => self.weights.weight(f, level),
+                };
+                if level == Level::Exact {
+                    plain + exact_adjustment(f)
+                } else {
+                    plain
+                }
             })
             .collect();
         if self.guarded(pattern) {
@@ -300,20 +329,53 @@ impl Model {
                 .map(|(f, row)| row[level_at(pattern, f).index()])
                 .sum();
         }
-        self.contributions(pattern).iter().sum()
+        self.contributions(pattern, &|_| 0.0).iter().sum()
+    }
+
+    /// The match weight of a packed pattern whose exact agreements on field `f` are
+    /// adjusted by `exact_adjustment(f)` (term frequencies).
+    pub(crate) fn adjusted_weight(
+        &self,
+        pattern: u64,
+        exact_adjustment: &dyn Fn(usize) -> f64,
+    ) -> f64 {
+        if !self.guarded(pattern) && !self.table.is_empty() {
+            return self
+                .table
+                .iter()
+                .enumerate()
+                .map(|(f, row)| {
+                    let level = level_at(pattern, f);
+                    if level == Level::Exact {
+                        row[level.index()] + exact_adjustment(f)
+                    } else {
+                        row[level.index()]
+                    }
+                })
+                .sum();
+        }
+        self.contributions(pattern, exact_adjustment).iter().sum()
+    }
+
+    /// The term-frequency adjustment of an exact agreement on field `f` of record
+    /// `i` of `a` (0 without term frequencies).
+    fn value_adjustment(&self, a: &Dataset, i: usize, f: usize) -> f64 {
+        self.frequencies
+            .as_ref()
+            .map_or(0.0, |tf| tf.adjustment(f, a.value(i, f)))
     }
 
     /// The match weight of record `i` of `a` against record `j` of `b` (both of this
     /// model's schema; pass the same dataset twice to compare within one).
     pub fn score(&self, a: &Dataset, i: usize, b: &Dataset, j: usize) -> f64 {
         let (pattern, _) = Comparator::new(&self.schema).compare(a, i, b, j);
-        self.pattern_weight(pattern)
+        self.adjusted_weight(pattern, &|f| self.value_adjustment(a, i, f))
     }
 
     /// The field-by-field explanation of record `i` of `a` against record `j` of `b`.
     pub fn explain(&self, a: &Dataset, i: usize, b: &Dataset, j: usize) -> PairExplanation {
         let (pattern, names_swapped) = Comparator::new(&self.schema).compare(a, i, b, j);
-        let contributions = self.contributions(pattern);
+        let contributions = self.contributions(pattern, &|f| self.value_adjustment(a, i, f));
         let fields: Vec<FieldContribution> = self
             .schema
             .fields()
