@@ -264,6 +264,17 @@ pub fn default_rules(schema: &Schema) -> Vec<BlockingRule> {
                     ],
                 ));
             }
+            // A name mistyped and a digit of the year wrong: the other name with
+            // the month and day.
+            for (label, name, transform) in [
+                ("first_name_nickname", f, KeyTransform::Nickname),
+                ("last_name_phonetic", l, KeyTransform::Soundex),
+            ] {
+                rules.push(BlockingRule::same_key(
+                    format!("{label}+birth_month_day"),
+                    vec![part(name, transform), part(d, KeyTransform::Suffix(4))],
+                ));
+            }
             // One name intact, the other and the date of birth both mistyped.
             rules.push(BlockingRule::same_key(
                 "first_name_nickname+birth_year",

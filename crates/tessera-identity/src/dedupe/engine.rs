@@ -14,6 +14,7 @@ use super::blocking::{BlockingRule, BlockingSettings, RuleStats, candidate_pairs
 use super::cluster::{ClusterSettings, ClusterStats, cluster};
 use super::error::DedupeError;
 use super::frequency::TermFrequencies;
+use super::kind::FieldKind;
 use super::model::{Comparator, Model};
 use super::record::{Dataset, Record, Schema};
 use super::training::{
@@ -331,7 +332,16 @@ pub fn dedupe(
                         .map(|&(p, c)| (p, c as f64 * outside_scale)),
                 )
                 .collect();
-            let all_pairs = fit_all_pairs(schema, &population, patterns.len(), &u, &config.em);
+            // Fields that follow from others (an email from the names: two
+            // namesakes often share a local part) break the independence the fit
+            // needs; they are left out of it and keep `m` from the sessions.
+            let free: Vec<bool> = schema
+                .fields()
+                .iter()
+                .map(|f| !derived_from_names(schema, f.kind))
+                .collect();
+            let all_pairs =
+                fit_all_pairs(schema, &population, patterns.len(), &free, &u, &config.em);
             let found = all_pairs.matches_inside + all_pairs.matches_outside;
             // Guard: a fit that puts many of its matches where blocking proposed
             // no pair, or agrees no better among matches than among random pairs,
@@ -339,7 +349,7 @@ pub fn dedupe(
             // shared format) than duplicates.
             let all_pairs_usable = found >= 1.0
                 && all_pairs.matches_outside <= MAX_MATCHES_OUTSIDE_SHARE * found
-                && (0..schema.len()).all(|f| {
+                && (0..schema.len()).filter(|&f| free[f]).all(|f| {
                     let agree = |p: &[f64; 4]| p[2] + p[3];
                     agree(&all_pairs.m[f]) > agree(&u[f])
                 });
@@ -350,8 +360,12 @@ pub fn dedupe(
                 iterations: all_pairs.iterations as u64,
                 used: all_pairs_usable,
             });
-            let m = if all_pairs_usable {
-                all_pairs.m.clone()
+            let m: Vec<[f64; 4]> = if all_pairs_usable {
+                m.into_iter()
+                    .zip(&all_pairs.m)
+                    .zip(&free)
+                    .map(|((session, fitted), &free)| if free { *fitted } else { session })
+                    .collect()
             } else {
                 m
             };
@@ -504,6 +518,14 @@ pub fn dedupe(
         model,
         stats,
     })
+}
+
+/// Whether a field of `kind` follows from the names in `schema` (an email address).
+fn derived_from_names(schema: &Schema, kind: FieldKind) -> bool {
+    let has_names = [FieldKind::FirstName, FieldKind::LastName, FieldKind::FullName]
+        .into_iter()
+        .any(|k| schema.first_of(k).is_some());
+    has_names && kind == FieldKind::Email
 }
 
 /// The number of pairs a run could compare at most: all pairs, or in link mode all
@@ -699,7 +721,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dedupe::kind::FieldKind;
     use crate::dedupe::record::FieldSpec;
 
     #[test]

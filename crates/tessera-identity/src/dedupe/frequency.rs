@@ -4,15 +4,17 @@
 //! The plain model gives every exact agreement on a field one weight,
 //! `log2(m_exact / u_exact)`, where `u_exact` is the chance that two random records
 //! agree — an average over all values. Two records that are both "smith" agree by
-//! chance far more often than two that are both "okonkwo". For a value `v` held by a
-//! share `p_v` of the records, the chance that a random other record agrees with it
-//! is `p_v`, so the exact-agreement weight becomes `log2(m_exact / p_v)`: the plain
+//! chance far more often than two that are both "okonkwo". For a value `v` held by
+//! `k` of the `N` records, the chance that a random other record agrees with one of
+//! them is `p_v = (k − 1) / (N − 1)` (at least `1 / (N − 1)`), so the
+//! exact-agreement weight becomes `log2(m_exact / p_v)`: the plain
 //! weight plus the *adjustment* `log2(u_exact / p_v)` (negative for common values,
 //! positive for rare ones), bounded by [`MAX_ADJUSTMENT`] either way.
 //!
-//! Frequencies are counted on the data being de-duplicated (duplicates included,
-//! which lowers rare names' adjustment a little — the safe side) and are not saved
-//! with a model: a reused model adjusts by the frequencies of the new data.
+//! Frequencies are counted on the data being de-duplicated (other duplicates of the
+//! same person included, which lowers rare names' adjustment a little — the safe
+//! side) and are not saved with a model: a reused model adjusts by the frequencies
+//! of the new data.
 
 use super::kind::{FieldKind, Level};
 use super::record::Dataset;
@@ -72,7 +74,15 @@ impl TermFrequencies {
                 if total < 2 || u_exact <= 0.0 {
                     return None;
                 }
-                let adjustment = |count: u64| adjustment(u_exact, count as f64 / total as f64);
+                // Leave one out: the chance that a random *other* record holds the
+                // value. A value held by one person's two records is rarer than
+                // 2 in N among other people.
+                let adjustment = |count: u64| {
+                    adjustment(
+                        u_exact,
+                        count.saturating_sub(1).max(1) as f64 / (total - 1) as f64,
+                    )
+                };
                 Some(FieldFrequencies {
                     adjustments: counts
                         .into_iter()
@@ -170,9 +180,10 @@ mod tests {
         names.extend(vec!["jones"; 48]);
         let (data, weights) = data(&names);
         let tf = TermFrequencies::count(&data, &weights);
-        // smith: half the records, log2(0.01 / 0.5); okonkwo: one in a hundred.
-        assert!((tf.adjustment(0, "smith") - (0.01f64 / 0.5).log2()).abs() < 1e-9);
-        assert!(tf.adjustment(0, "okonkwo").abs() < 1e-9);
+        // smith: 49 other records of 99, log2(0.01 / (49/99)); okonkwo: one in 99.
+        let smith = (0.01f64 / (49.0 / 99.0)).log2();
+        assert!((tf.adjustment(0, "smith") - smith).abs() < 1e-9);
+        assert!((tf.adjustment(0, "okonkwo") - (0.01f64 * 99.0).log2()).abs() < 1e-9);
         assert!(tf.adjustment(0, "smith") < tf.adjustment(0, "okonkwo"));
         // Not a name: not adjusted.
         assert_eq!(tf.adjustment(1, "19800101"), 0.0);

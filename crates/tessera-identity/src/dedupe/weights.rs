@@ -320,6 +320,7 @@ pub(crate) fn fit_all_pairs(
     schema: &Schema,
     population: &[(u64, f64)],
     inside: usize,
+    free: &[bool],
     u: &[[f64; 4]],
     settings: &EmSettings,
 ) -> AllPairsFit {
@@ -329,7 +330,11 @@ pub(crate) fn fit_all_pairs(
     let total: f64 = population.iter().map(|(_, w)| w).sum();
     let levels: Vec<Vec<usize>> = population
         .iter()
-        .map(|&(p, _)| (0..n).map(|f| level_at(p, f).index()).collect())
+        .map(|&(p, _)| {
+            (0..n)
+                .map(|f| if free[f] { level_at(p, f).index() } else { 4 })
+                .collect()
+        })
         .collect();
     // Start from "a few matches": a tenth of a match per record.
     let mut prior = if total > 0.0 {
