@@ -522,9 +522,13 @@ pub fn dedupe(
 
 /// Whether a field of `kind` follows from the names in `schema` (an email address).
 fn derived_from_names(schema: &Schema, kind: FieldKind) -> bool {
-    let has_names = [FieldKind::FirstName, FieldKind::LastName, FieldKind::FullName]
-        .into_iter()
-        .any(|k| schema.first_of(k).is_some());
+    let has_names = [
+        FieldKind::FirstName,
+        FieldKind::LastName,
+        FieldKind::FullName,
+    ]
+    .into_iter()
+    .any(|k| schema.first_of(k).is_some());
     has_names && kind == FieldKind::Email
 }
 

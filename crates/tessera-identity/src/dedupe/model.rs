@@ -265,8 +265,31 @@ impl Model {
             && !(agrees(FieldKind::FirstName) && agrees(FieldKind::DateOfBirth))
     }
 
+    /// The email field whose near agreement (same local part at another domain, a
+    /// typo) counts nothing in `pattern` because both names agree: addresses are
+    /// made from names, so namesakes' addresses look alike, and the names already
+    /// counted that evidence. An exact address still counts.
+    fn email_follows_names(&self, pattern: u64) -> Option<usize> {
+        let email = self.schema.first_of(FieldKind::Email)?;
+        let first = self.schema.first_of(FieldKind::FirstName)?;
+        let last = self.schema.first_of(FieldKind::LastName)?;
+        let agrees = |f: usize| matches!(level_at(pattern, f), Level::Exact | Level::VerySimilar);
+        (agrees(first)
+            && agrees(last)
+            && matches!(
+                level_at(pattern, email),
+                Level::VerySimilar | Level::Similar
+            ))
+        .then_some(email)
+    }
+
+    /// Whether a pattern's weight is not the plain sum of its levels' weights.
+    fn adjusted_by_rules(&self, pattern: u64) -> bool {
+        self.guarded(pattern) || self.email_follows_names(pattern).is_some()
+    }
+
     /// Each field's weight in `pattern`, exact agreements adjusted by
-    /// `exact_adjustment(field)`, the household guard applied.
+    /// `exact_adjustment(field)`, the household guard and the email rule applied.
     fn contributions(&self, pattern: u64, exact_adjustment: &dyn Fn(usize) -> f64) -> Vec<f64> {
         let mut weights: Vec<f64> = (0..self.schema.len())
             .map(|f| {
@@ -282,6 +305,9 @@ impl Model {
                 }
             })
             .collect();
+        if let Some(email) = self.email_follows_names(pattern) {
+            weights[email] = weights[email].min(0.0);
+        }
         if self.guarded(pattern) {
             let shared: Vec<usize> = (0..weights.len())
                 .filter(|&f| shared_by_households(self.schema.fields()[f].kind) && weights[f] > 0.0)
@@ -321,7 +347,7 @@ impl Model {
 
     /// The match weight of a packed pattern.
     pub(crate) fn pattern_weight(&self, pattern: u64) -> f64 {
-        if !self.guarded(pattern) && !self.table.is_empty() {
+        if !self.adjusted_by_rules(pattern) && !self.table.is_empty() {
             return self
                 .table
                 .iter()
@@ -339,7 +365,7 @@ impl Model {
         pattern: u64,
         exact_adjustment: &dyn Fn(usize) -> f64,
     ) -> f64 {
-        if !self.guarded(pattern) && !self.table.is_empty() {
+        if !self.adjusted_by_rules(pattern) && !self.table.is_empty() {
             return self
                 .table
                 .iter()
