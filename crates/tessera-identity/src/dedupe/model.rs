@@ -565,4 +565,66 @@ mod tests {
         let error = Model::new(m.schema().clone(), weights, 0.0).expect_err("must fail");
         assert!(error.to_string().contains("6"), "{error}");
     }
+
+    #[test]
+    fn namesakes_email_local_parts_add_nothing_once_the_names_agreed() {
+        let schema = Schema::new(vec![
+            FieldSpec::new("first", FieldKind::FirstName),
+            FieldSpec::new("last", FieldKind::LastName),
+            FieldSpec::new("email", FieldKind::Email),
+        ])
+        .expect("schema");
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| FieldWeights {
+                field: f.name.clone(),
+                kind: f.kind,
+                m: [0.05, 0.05, 0.1, 0.8],
+                u: [0.97, 0.01, 0.01, 0.01],
+            })
+            .collect();
+        let model = Model::new(
+            schema,
+            Weights {
+                fields,
+                prior: 1e-4,
+            },
+            10.0,
+        )
+        .expect("model");
+        let record = |id: &str, first: &str, email: &str| {
+            Record::new(id)
+                .with("first", first)
+                .with("last", "Smith")
+                .with("email", email)
+        };
+        // Same names, same local part at another domain: the email adds nothing.
+        let namesakes = model
+            .explain_records(
+                &record("a", "John", "john.smith@gmail.com"),
+                &record("b", "John", "john.smith@yahoo.com"),
+            )
+            .expect("explain");
+        assert_eq!(namesakes.fields[2].level, Level::VerySimilar);
+        assert_eq!(namesakes.fields[2].weight, 0.0, "{namesakes}");
+        // The same address still counts, and so does a near one when the given
+        // names differ (a nickname would be very similar: use another name).
+        let same = model
+            .explain_records(
+                &record("a", "John", "john.smith@gmail.com"),
+                &record("b", "John", "john.smith@gmail.com"),
+            )
+            .expect("explain");
+        assert!(same.fields[2].weight > 0.0, "{same}");
+        let other_name = model
+            .explain_records(
+                &record("a", "John", "jsmith@gmail.com"),
+                &record("b", "Peter", "jsmith@yahoo.com"),
+            )
+            .expect("explain");
+        assert!(other_name.fields[2].weight > 0.0, "{other_name}");
+        let sum: f64 = namesakes.fields.iter().map(|c| c.weight).sum();
+        assert!((sum - namesakes.weight).abs() < 1e-9);
+    }
 }
