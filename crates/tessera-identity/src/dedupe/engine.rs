@@ -1,9 +1,13 @@
 //! The de-duplication pipeline: block → estimate → score → cluster.
 //!
 //! 1. **Blocking** unions the rules' candidate pairs.
-//! 2. **Estimation** (unless weights are given): `u` from random pairs, then `m` and
-//!    the share of matches among candidates by EM over the candidates' comparison
-//!    patterns. The prior λ is the expected number of matches over all pairs.
+//! 2. **Estimation** (unless weights are given): `u` from random pairs; `m` and the
+//!    prior λ by EM over *all* pairs — the candidates plus the random pairs outside
+//!    them, scaled to stand for every pair ([`super::weights`]) — with guards; when
+//!    the guards refuse that fit, `m` from training sessions ([`super::training`])
+//!    and λ from the random pairs or, failing enough matches there, the candidates.
+//!    Exact agreements on names are then adjusted by term frequency
+//!    ([`super::frequency`]).
 //! 3. **Scoring** compares every candidate pair (on all cores) and keeps those at or
 //!    above the threshold — by default the weight where the posterior is one half.
 //! 4. **Clustering** joins the kept links without chaining (see [`super::cluster`]).

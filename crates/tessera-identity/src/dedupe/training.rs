@@ -1,4 +1,7 @@
-//! Estimating `m` and the prior from the candidate pairs, robustly.
+//! Estimating `m` and the prior from the candidate pairs, robustly: the fallback
+//! when the EM over all pairs (see [`super::weights`]) is refused by its guards, and
+//! the source of `m` for fields left out of it (an email, which follows from the
+//! names).
 //!
 //! One EM over all candidate pairs assumes the fields disagree independently among
 //! non-matches. Real data breaks that: relatives share a surname, an address and a
@@ -10,8 +13,14 @@
 //! `m` is the average over the sessions where it was free, weighted by the matches
 //! each session found.
 //!
-//! The prior — the share of matches among candidates — is then fitted alone, with
-//! `m` and `u` held, on the weights the model will actually score with.
+//! Guards: a session with a single free field is skipped (its share of matches and
+//! that field's `m` cannot be told apart), and so is one whose fit found almost no
+//! matches or matches that agree no more than random pairs.
+//!
+//! The prior is then fitted alone, with `m` held: on random pairs (with `u` held)
+//! when they hold enough matches, else on the candidates with their own `u`
+//! re-estimated — holding the random-pair `u` there counts blocked lookalikes as
+//! matches.
 
 use super::blocking::{BlockingRule, KeyPart, KeyTransform};
 use super::kind::FieldKind;

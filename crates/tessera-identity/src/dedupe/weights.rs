@@ -7,12 +7,14 @@
 //! `λ·2^W / (λ·2^W + 1 − λ)`, so the weight where it reaches one half,
 //! `log2((1 − λ) / λ)`, is the natural threshold.
 //!
-//! Estimation: `u` is counted on random pairs (nearly all non-matches); `m` and the
-//! share of matches among candidate pairs come from expectation–maximisation over the
-//! candidate pairs' comparison patterns, started from priors (matches mostly agree
-//! exactly). Because blocking makes candidate non-matches agree more often than
-//! random ones, the EM keeps its own `u` for the candidate population as a nuisance
-//! parameter; the reported weights use the random-pair `u`.
+//! Estimation: `u` is counted on random pairs (nearly all non-matches). `m` and the
+//! prior come from expectation–maximisation over *all* pairs ([`fit_all_pairs`]:
+//! the candidates plus the random pairs outside them, `u` held), started from priors
+//! (matches mostly agree exactly). Sessions over anchored candidate pairs
+//! ([`fit_em`], [`super::training`]) are the fallback; there, blocking makes
+//! candidate non-matches agree more often than random ones, so a plain EM over the
+//! candidates keeps its own `u` as a nuisance parameter; the reported weights use
+//! the random-pair `u`.
 
 use super::kind::{FieldKind, Level};
 use super::record::Schema;
