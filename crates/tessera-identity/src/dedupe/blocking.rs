@@ -12,6 +12,7 @@
 
 use super::error::DedupeError;
 use super::kind::FieldKind;
+use super::nicknames;
 use super::phonetic::soundex;
 use super::record::{Dataset, Schema};
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,12 @@ pub enum KeyTransform {
     Prefix(usize),
     /// The last `n` characters.
     Suffix(usize),
+    /// A given name's formal form, so that nicknames share a key (`bill` and
+    /// `william` → `william`).
+    Nickname,
+    /// A `YYYYMMDD` date with its month and day in ascending order, so that a date
+    /// with day and month swapped shares the key.
+    DateAnyOrder,
 }
 
 impl KeyTransform {
@@ -44,6 +51,20 @@ impl KeyTransform {
             KeyTransform::Suffix(n) => {
                 let count = value.chars().count();
                 value.chars().skip(count.saturating_sub(n)).collect()
+            }
+            KeyTransform::Nickname => nicknames::canonical(value).to_owned(),
+            KeyTransform::DateAnyOrder => {
+                match (value.get(..4), value.get(4..6), value.get(6..8)) {
+                    (Some(year), Some(month), Some(day)) if value.len() == 8 => {
+                        let (low, high) = if month <= day {
+                            (month, day)
+                        } else {
+                            (day, month)
+                        };
+                        format!("{year}{low}{high}")
+                    }
+                    _ => value.to_owned(),
+                }
             }
         }
     }
@@ -197,6 +218,79 @@ pub fn default_rules(schema: &Schema) -> Vec<BlockingRule> {
             "names",
             vec![part(f, KeyTransform::Exact), part(l, KeyTransform::Exact)],
         ));
+        // A nickname with a typo in the surname.
+        rules.push(BlockingRule::same_key(
+            "first_name_nickname+last_name_phonetic",
+            vec![
+                part(f, KeyTransform::Nickname),
+                part(l, KeyTransform::Soundex),
+            ],
+        ));
+        if let Some(phone) = name_of(FieldKind::Phone) {
+            // A name mistyped and a digit of the phone wrong: the other name with
+            // the phone's last four digits, or the first six of its last nine.
+            for (label, name, transform) in [
+                ("first_name_nickname", f, KeyTransform::Nickname),
+                ("last_name_phonetic", l, KeyTransform::Soundex),
+            ] {
+                rules.push(BlockingRule::same_key(
+                    format!("{label}+phone_end"),
+                    vec![part(name, transform), part(&phone, KeyTransform::Suffix(4))],
+                ));
+            }
+            rules.push(BlockingRule::sorted_neighbourhood(
+                "phone_sorted",
+                vec![part(&phone, KeyTransform::Suffix(9))],
+                3,
+            ));
+        }
+        if let Some(d) = &dob {
+            // Both names mistyped (or swapped) but the date intact, up to a day
+            // and month swap: the date with the names' initials in either order.
+            rules.push(BlockingRule::unordered(
+                "name_initials+date_of_birth_any_order",
+                vec![
+                    part(f, KeyTransform::Prefix(1)),
+                    part(l, KeyTransform::Prefix(1)),
+                    part(d, KeyTransform::DateAnyOrder),
+                ],
+            ));
+            for (label, name) in [("first_name", f), ("last_name", l)] {
+                rules.push(BlockingRule::same_key(
+                    format!("{label}_initial+date_of_birth_any_order"),
+                    vec![
+                        part(name, KeyTransform::Prefix(1)),
+                        part(d, KeyTransform::DateAnyOrder),
+                    ],
+                ));
+            }
+            // A name mistyped and a digit of the year wrong: the other name with
+            // the month and day.
+            for (label, name, transform) in [
+                ("first_name_nickname", f, KeyTransform::Nickname),
+                ("last_name_phonetic", l, KeyTransform::Soundex),
+            ] {
+                rules.push(BlockingRule::same_key(
+                    format!("{label}+birth_month_day"),
+                    vec![part(name, transform), part(d, KeyTransform::Suffix(4))],
+                ));
+            }
+            // One name intact, the other and the date of birth both mistyped.
+            rules.push(BlockingRule::same_key(
+                "first_name_nickname+birth_year",
+                vec![
+                    part(f, KeyTransform::Nickname),
+                    part(d, KeyTransform::Prefix(4)),
+                ],
+            ));
+            rules.push(BlockingRule::same_key(
+                "last_name+birth_year",
+                vec![
+                    part(l, KeyTransform::Exact),
+                    part(d, KeyTransform::Prefix(4)),
+                ],
+            ));
+        }
     } else if let Some(n) = &full {
         rules.push(BlockingRule::same_key(
             "full_name_phonetic",
@@ -215,10 +309,10 @@ pub fn default_rules(schema: &Schema) -> Vec<BlockingRule> {
     for (label, name) in &names {
         if let Some(d) = &dob {
             rules.push(BlockingRule::same_key(
-                format!("{label}_phonetic+date_of_birth"),
+                format!("{label}_phonetic+date_of_birth_any_order"),
                 vec![
                     part(name, KeyTransform::Soundex),
-                    part(d, KeyTransform::Exact),
+                    part(d, KeyTransform::DateAnyOrder),
                 ],
             ));
         }

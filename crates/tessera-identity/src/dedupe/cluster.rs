@@ -227,4 +227,64 @@ mod tests {
         let (labels, _) = cluster(3, &mut links, &ClusterSettings::default(), &|_, _| 0.0);
         assert_eq!(labels, vec![0, 0, 0]);
     }
+
+    proptest::proptest! {
+        /// People of two or more records each, every record linked to the others
+        /// of its person (strong links), and chains of single links between
+        /// records of different people (each link above the threshold, at most
+        /// one between two people, every other cross pair plainly different): no
+        /// cluster ever holds two people, however the chains run.
+        #[test]
+        fn a_chain_of_weak_links_never_merges_two_people(
+            sizes in proptest::collection::vec(2usize..5, 2..8),
+            chain in proptest::collection::vec((0usize..64, 0usize..64), 1..20),
+            weak_probability in 0.5f64..0.95,
+        ) {
+            let mut person = Vec::new();
+            for (p, &size) in sizes.iter().enumerate() {
+                person.extend(std::iter::repeat_n(p as u32, size));
+            }
+            let n = person.len();
+            let mut links = Vec::new();
+            for a in 0..n {
+                for b in a + 1..n {
+                    if person[a] == person[b] {
+                        links.push((a as u32, b as u32, 20.0f32));
+                    }
+                }
+            }
+            let mut chained = std::collections::HashSet::new();
+            let mut linked_people = std::collections::HashSet::new();
+            for &(a, b) in &chain {
+                let (a, b) = (a % n, b % n);
+                let people = (person[a].min(person[b]), person[a].max(person[b]));
+                if person[a] != person[b] && linked_people.insert(people) {
+                    links.push((a.min(b) as u32, a.max(b) as u32, 1.0f32));
+                    chained.insert((a.min(b) as u32, a.max(b) as u32));
+                }
+            }
+            // The chained pairs themselves look like matches; every other cross
+            // pair is plainly different.
+            let probability = |a: u32, b: u32| {
+                let pair = (a.min(b), a.max(b));
+                if person[a as usize] == person[b as usize] {
+                    0.99
+                } else if chained.contains(&pair) {
+                    weak_probability
+                } else {
+                    0.01
+                }
+            };
+            let (labels, _) = cluster(n, &mut links, &ClusterSettings::default(), &probability);
+            for a in 0..n {
+                for b in 0..n {
+                    if person[a] == person[b] {
+                        proptest::prop_assert_eq!(labels[a], labels[b], "one person split");
+                    } else {
+                        proptest::prop_assert_ne!(labels[a], labels[b], "two people merged");
+                    }
+                }
+            }
+        }
+    }
 }

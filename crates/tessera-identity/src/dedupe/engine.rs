@@ -1,9 +1,13 @@
 //! The de-duplication pipeline: block → estimate → score → cluster.
 //!
 //! 1. **Blocking** unions the rules' candidate pairs.
-//! 2. **Estimation** (unless weights are given): `u` from random pairs, then `m` and
-//!    the share of matches among candidates by EM over the candidates' comparison
-//!    patterns. The prior λ is the expected number of matches over all pairs.
+//! 2. **Estimation** (unless weights are given): `u` from random pairs; `m` and the
+//!    prior λ by EM over *all* pairs — the candidates plus the random pairs outside
+//!    them, scaled to stand for every pair ([`super::weights`]) — with guards; when
+//!    the guards refuse that fit, `m` from training sessions ([`super::training`])
+//!    and λ from the random pairs or, failing enough matches there, the candidates.
+//!    Exact agreements on names are then adjusted by term frequency
+//!    ([`super::frequency`]).
 //! 3. **Scoring** compares every candidate pair (on all cores) and keeps those at or
 //!    above the threshold — by default the weight where the posterior is one half.
 //! 4. **Clustering** joins the kept links without chaining (see [`super::cluster`]).
@@ -13,13 +17,17 @@
 use super::blocking::{BlockingRule, BlockingSettings, RuleStats, candidate_pairs, default_rules};
 use super::cluster::{ClusterSettings, ClusterStats, cluster};
 use super::error::DedupeError;
+use super::frequency::TermFrequencies;
+use super::kind::FieldKind;
 use super::model::{Comparator, Model};
 use super::record::{Dataset, Record, Schema};
 use super::training::{
-    SessionReport, anchor_rule, anchor_sets, fit_match_share, plain_session, train_m,
+    SessionReport, anchor_rule, anchor_sets, fit_match_share, fit_match_share_free_u,
+    plain_session, train_m,
 };
 use super::weights::{
-    EmSettings, FieldWeights, LevelCounts, SplitMix64, Weights, level_at, u_from_counts,
+    EmSettings, FieldWeights, LevelCounts, SplitMix64, Weights, fit_all_pairs, level_at,
+    u_from_counts,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -92,6 +100,9 @@ pub struct DedupeConfig {
     /// Count household-shared agreements once unless given name and date of
     /// birth agree (see [`Model::with_household_guard`]).
     pub household_guard: bool,
+    /// Adjust exact agreements on names by how common the value is in the data
+    /// (see [`super::frequency`]).
+    pub term_frequency: bool,
 }
 
 impl Default for DedupeConfig {
@@ -105,9 +116,49 @@ impl Default for DedupeConfig {
             clustering: ClusterSettings::default(),
             threads: 0,
             household_guard: true,
+            term_frequency: true,
         }
     }
 }
+
+/// Where the prior (the chance that two random records match) came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorSource {
+    /// Given with the weights.
+    #[default]
+    Given,
+    /// Fitted with `m` by the EM over all pairs (candidates and random pairs).
+    AllPairs,
+    /// Fitted on random pairs (enough matches among them to count).
+    RandomPairs,
+    /// Fitted on the candidate pairs, their non-matches' `u` re-estimated.
+    Candidates,
+}
+
+/// What the EM over all pairs (the candidates and the random pairs outside them)
+/// found, and whether its `m` and prior were used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct AllPairsReport {
+    /// The matches it expects among all pairs.
+    pub expected_matches: f64,
+    /// Of those, among the candidate pairs.
+    pub matches_among_candidates: f64,
+    /// Of those, among the pairs blocking did not propose.
+    pub matches_outside_candidates: f64,
+    /// EM iterations.
+    pub iterations: u64,
+    /// Whether the guards accepted it (else `m` comes from the training sessions).
+    pub used: bool,
+}
+
+/// A fit over all pairs that puts more than this share of its matches outside
+/// the candidates is refused: blocking finds far more of the true pairs than that.
+const MAX_MATCHES_OUTSIDE_SHARE: f64 = 0.3;
+
+/// Random pairs must hold at least this many (fitted) matches for the prior to be
+/// taken from them: fewer would make it a guess.
+const MIN_RANDOM_PAIR_MATCHES: f64 = 20.0;
 
 /// A candidate pair at or above the threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -139,6 +190,15 @@ pub struct DedupeStats {
     pub em_iterations: u64,
     /// The estimated share of matches among candidate pairs.
     pub candidate_match_share: f64,
+    /// Matches the prior's fit found among the random pairs compared.
+    pub random_pair_matches: f64,
+    /// The expected matches over all pairs estimated from the random pairs, then
+    /// from the candidates.
+    pub expected_matches_by_source: [f64; 2],
+    /// Which estimate set the prior.
+    pub prior_from: PriorSource,
+    /// The EM over all pairs, when estimated.
+    pub all_pairs: Option<AllPairsReport>,
     /// The estimated number of matching pairs in the data.
     pub expected_matches: f64,
     /// The threshold used.
@@ -226,10 +286,9 @@ pub fn dedupe(
         Some(weights) => weights.clone(),
         None => {
             let started = Instant::now();
-            let (counts, sampled) =
-                random_pair_levels(data, &comparator, config, threads, progress);
-            stats.random_pairs = sampled;
-            let u: Vec<[f64; 4]> = counts.iter().map(u_from_counts).collect();
+            let random = random_pairs(data, &pairs, &comparator, config, threads, progress);
+            stats.random_pairs = random.compared;
+            let u: Vec<[f64; 4]> = random.levels.iter().map(u_from_counts).collect();
             stats
                 .seconds
                 .push((Stage::RandomPairs, started.elapsed().as_secs_f64()));
@@ -260,6 +319,61 @@ pub fn dedupe(
             let fallback = || plain_session(schema, &patterns, &u, &config.em);
             let (m, sessions) = train_m(schema, &sessions, &fallback, &u, &config.em);
             stats.em_sessions = sessions;
+            // Every pair of the data, represented by the candidates (scaled up
+            // from the training sample) and the random pairs outside them.
+            let sample_pairs: u64 = patterns.iter().map(|(_, c)| c).sum();
+            let candidate_scale = pairs.len() as f64 / (sample_pairs.max(1)) as f64;
+            let outside_sampled: u64 = random.outside.iter().map(|(_, c)| c).sum();
+            let outside_scale =
+                (total_pairs - pairs.len() as f64).max(0.0) / (outside_sampled.max(1)) as f64;
+            let population: Vec<(u64, f64)> = patterns
+                .iter()
+                .map(|&(p, c)| (p, c as f64 * candidate_scale))
+                .chain(
+                    random
+                        .outside
+                        .iter()
+                        .map(|&(p, c)| (p, c as f64 * outside_scale)),
+                )
+                .collect();
+            // Fields that follow from others (an email from the names: two
+            // namesakes often share a local part) break the independence the fit
+            // needs; they are left out of it and keep `m` from the sessions.
+            let free: Vec<bool> = schema
+                .fields()
+                .iter()
+                .map(|f| !derived_from_names(schema, f.kind))
+                .collect();
+            let all_pairs =
+                fit_all_pairs(schema, &population, patterns.len(), &free, &u, &config.em);
+            let found = all_pairs.matches_inside + all_pairs.matches_outside;
+            // Guard: a fit that puts many of its matches where blocking proposed
+            // no pair, or agrees no better among matches than among random pairs,
+            // has learnt some other structure (lookalike emails of namesakes, a
+            // shared format) than duplicates.
+            let all_pairs_usable = found >= 1.0
+                && all_pairs.matches_outside <= MAX_MATCHES_OUTSIDE_SHARE * found
+                && (0..schema.len()).filter(|&f| free[f]).all(|f| {
+                    let agree = |p: &[f64; 4]| p[2] + p[3];
+                    agree(&all_pairs.m[f]) > agree(&u[f])
+                });
+            stats.all_pairs = Some(AllPairsReport {
+                expected_matches: all_pairs.prior * total_pairs,
+                matches_among_candidates: all_pairs.matches_inside,
+                matches_outside_candidates: all_pairs.matches_outside,
+                iterations: all_pairs.iterations as u64,
+                used: all_pairs_usable,
+            });
+            let m: Vec<[f64; 4]> = if all_pairs_usable {
+                m.into_iter()
+                    .zip(&all_pairs.m)
+                    .zip(&free)
+                    .map(|((session, fitted), &free)| if free { *fitted } else { session })
+                    .collect()
+            } else {
+                m
+            };
+            let (m_all, u_all) = (m.clone(), u.clone());
             let fields: Vec<FieldWeights> = schema
                 .fields()
                 .iter()
@@ -282,11 +396,34 @@ pub fn dedupe(
                 0.0,
             )?
             .with_household_guard(config.household_guard);
-            let (share, iterations) =
-                fit_match_share(&patterns, &|p| provisional.pattern_weight(p), &config.em);
+            // Without a usable fit over all pairs, the prior is the share of
+            // matches among random pairs, fitted with `m` and `u` held, when the
+            // sample holds enough matches to count; otherwise (large files, where
+            // a match among random pairs is rare) the share among candidates, with
+            // the candidates' own `u` (blocked lookalikes agree more than random
+            // pairs, and counting them as matches inflated the prior many times).
+            let (random_share, _) = fit_match_share(
+                &random.patterns,
+                &|p| provisional.pattern_weight(p),
+                &config.em,
+            );
+            let (share, iterations) = fit_match_share_free_u(&patterns, &m_all, &u_all, &config.em);
             stats.em_iterations = iterations;
             stats.candidate_match_share = share;
-            let expected = share * pairs.len() as f64;
+            stats.random_pair_matches = random_share * random.compared as f64;
+            let from_candidates = share * pairs.len() as f64;
+            let from_random = random_share * total_pairs;
+            stats.expected_matches_by_source = [from_random, from_candidates];
+            let expected = if all_pairs_usable {
+                stats.prior_from = PriorSource::AllPairs;
+                all_pairs.prior * total_pairs
+            } else if stats.random_pair_matches >= MIN_RANDOM_PAIR_MATCHES {
+                stats.prior_from = PriorSource::RandomPairs;
+                from_random
+            } else {
+                stats.prior_from = PriorSource::Candidates;
+                from_candidates
+            };
             let prior = if total_pairs > 0.0 {
                 (expected / total_pairs).clamp(1e-12, 0.5)
             } else {
@@ -301,8 +438,28 @@ pub fn dedupe(
     let threshold = config
         .threshold
         .unwrap_or_else(|| weights.weight_for_probability(0.5));
-    let model = Model::new(schema.clone(), weights, threshold)?
+    let mut model = Model::new(schema.clone(), weights, threshold)?
         .with_household_guard(config.household_guard);
+    if config.term_frequency {
+        let frequencies = TermFrequencies::count(data, model.weights());
+        model = model.with_term_frequencies(frequencies);
+    }
+    let per_record = model
+        .term_frequencies()
+        .map(|tf| tf.per_record(data))
+        .unwrap_or_default();
+    let adjusted = |pattern: u64, i: u32| {
+        if per_record.is_empty() {
+            model.pattern_weight(pattern)
+        } else {
+            model.adjusted_weight(pattern, &|f| {
+                per_record
+                    .get(f)
+                    .and_then(Option::as_ref)
+                    .map_or(0.0, |v| f64::from(v[i as usize]))
+            })
+        }
+    };
     stats.threshold = threshold;
     stats.expected_matches = model.weights().prior * total_pairs;
 
@@ -314,7 +471,7 @@ pub fn dedupe(
             .iter()
             .filter_map(|&(i, j)| {
                 let (pattern, _) = comparator.compare(data, i as usize, data, j as usize);
-                let weight = model.pattern_weight(pattern);
+                let weight = adjusted(pattern, i);
                 (weight >= threshold).then_some((i, j, weight as f32))
             })
             .collect::<Vec<_>>()
@@ -333,7 +490,7 @@ pub fn dedupe(
     progress.start(Stage::Clustering, links.len() as u64);
     let probability = |i: u32, j: u32| {
         let (pattern, _) = comparator.compare(data, i as usize, data, j as usize);
-        model.match_probability(model.pattern_weight(pattern))
+        model.match_probability(adjusted(pattern, i))
     };
     let (clusters, cluster_stats) =
         cluster(data.len(), &mut links, &config.clustering, &probability);
@@ -367,6 +524,18 @@ pub fn dedupe(
     })
 }
 
+/// Whether a field of `kind` follows from the names in `schema` (an email address).
+fn derived_from_names(schema: &Schema, kind: FieldKind) -> bool {
+    let has_names = [
+        FieldKind::FirstName,
+        FieldKind::LastName,
+        FieldKind::FullName,
+    ]
+    .into_iter()
+    .any(|k| schema.first_of(k).is_some());
+    has_names && kind == FieldKind::Email
+}
+
 /// The number of pairs a run could compare at most: all pairs, or in link mode all
 /// pairs of different sources.
 fn total_pairs(data: &Dataset, link_only: bool) -> f64 {
@@ -383,14 +552,25 @@ fn total_pairs(data: &Dataset, link_only: bool) -> f64 {
     all - same
 }
 
-/// Level counts per field over random pairs (every pair when there are few).
-fn random_pair_levels(
+/// What the random pairs showed: level counts per field (for `u`) and the distinct
+/// comparison patterns with their counts (for the prior).
+struct RandomPairs {
+    levels: Vec<LevelCounts>,
+    patterns: Vec<(u64, u64)>,
+    /// The patterns of the random pairs that are not candidates.
+    outside: Vec<(u64, u64)>,
+    compared: u64,
+}
+
+/// Compares random pairs (every pair when there are few).
+fn random_pairs(
     data: &Dataset,
+    candidates: &[(u32, u32)],
     comparator: &Comparator,
     config: &DedupeConfig,
     threads: usize,
     progress: &dyn Progress,
-) -> (Vec<LevelCounts>, u64) {
+) -> RandomPairs {
     let n = data.len();
     let link_only = config.blocking.link_only_across_sources;
     let wanted = config.em.random_pairs;
@@ -421,23 +601,47 @@ fn random_pair_levels(
     let fields = data.schema().len();
     let partial = parallel_chunks(&pairs, threads, progress, |chunk| {
         let mut counts = vec![[0u64; 5]; fields];
+        let mut patterns: HashMap<u64, u64> = HashMap::new();
+        let mut outside: HashMap<u64, u64> = HashMap::new();
         for &(i, j) in chunk {
             let (pattern, _) = comparator.compare(data, i as usize, data, j as usize);
             for (f, c) in counts.iter_mut().enumerate() {
                 c[level_at(pattern, f).index()] += 1;
             }
+            *patterns.entry(pattern).or_default() += 1;
+            if candidates.binary_search(&(i, j)).is_err() {
+                *outside.entry(pattern).or_default() += 1;
+            }
         }
-        counts
+        (counts, patterns, outside)
     });
     let mut counts = vec![[0u64; 5]; fields];
-    for part in partial {
+    let mut patterns: HashMap<u64, u64> = HashMap::new();
+    let mut outside: HashMap<u64, u64> = HashMap::new();
+    for (part, part_patterns, part_outside) in partial {
         for (total, c) in counts.iter_mut().zip(part) {
             for (t, v) in total.iter_mut().zip(c) {
                 *t += v;
             }
         }
+        for (pattern, count) in part_patterns {
+            *patterns.entry(pattern).or_default() += count;
+        }
+        for (pattern, count) in part_outside {
+            *outside.entry(pattern).or_default() += count;
+        }
     }
-    (counts, pairs.len() as u64)
+    let sorted = |map: HashMap<u64, u64>| {
+        let mut list: Vec<(u64, u64)> = map.into_iter().collect();
+        list.sort_unstable();
+        list
+    };
+    RandomPairs {
+        levels: counts,
+        patterns: sorted(patterns),
+        outside: sorted(outside),
+        compared: pairs.len() as u64,
+    }
 }
 
 /// An even sample of at most `max` candidate pairs.
@@ -525,7 +729,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dedupe::kind::FieldKind;
     use crate::dedupe::record::FieldSpec;
 
     #[test]

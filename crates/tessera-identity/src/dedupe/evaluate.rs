@@ -229,4 +229,42 @@ mod tests {
         let links = pairwise_links(&[(0, 1), (1, 3)], &[(1, 0), (2, 3)]);
         assert_eq!((links.true_positives, links.predicted_pairs), (1, 2));
     }
+
+    proptest::proptest! {
+        /// Blocking recall equals a plain count: the share of true pairs (in any
+        /// order) found in the candidate list.
+        #[test]
+        fn pair_completeness_matches_a_plain_count(
+            candidates in proptest::collection::btree_set((0u32..30, 0u32..30), 0..80),
+            labels in proptest::collection::vec(0u32..8, 2..30),
+        ) {
+            let candidates: Vec<(u32, u32)> = candidates
+                .into_iter()
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| (a.min(b), a.max(b)))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut truth = Vec::new();
+            for a in 0..labels.len() {
+                for b in a + 1..labels.len() {
+                    if labels[a] == labels[b] {
+                        // Given in either order.
+                        truth.push(if (a + b) % 2 == 0 { (a as u32, b as u32) } else { (b as u32, a as u32) });
+                    }
+                }
+            }
+            let found = truth
+                .iter()
+                .filter(|&&(a, b)| candidates.iter().any(|&c| c == (a.min(b), a.max(b))))
+                .count();
+            let expected = if truth.is_empty() { 1.0 } else { found as f64 / truth.len() as f64 };
+            proptest::prop_assert!((pair_completeness(&candidates, &truth) - expected).abs() < 1e-12);
+            let mut from_labels = pairs_of_clusters(&labels);
+            from_labels.sort_unstable();
+            let mut plain: Vec<(u32, u32)> = truth.iter().map(|&(a, b)| (a.min(b), a.max(b))).collect();
+            plain.sort_unstable();
+            proptest::prop_assert_eq!(from_labels, plain);
+        }
+    }
 }

@@ -40,6 +40,8 @@ pub mod date;
 mod engine;
 mod error;
 pub mod evaluate;
+pub mod frequency;
+pub mod generate;
 mod kind;
 mod model;
 pub mod nicknames;
@@ -52,8 +54,8 @@ mod weights;
 pub use blocking::{BlockingMethod, BlockingRule, BlockingSettings, KeyPart, KeyTransform};
 pub use cluster::{ClusterSettings, ClusterStats};
 pub use engine::{
-    DedupeConfig, DedupeOutcome, DedupeStats, NoProgress, Progress, ScoredPair, Stage, dedupe,
-    dedupe_records,
+    AllPairsReport, DedupeConfig, DedupeOutcome, DedupeStats, NoProgress, PriorSource, Progress,
+    ScoredPair, Stage, dedupe, dedupe_records,
 };
 pub use error::DedupeError;
 pub use kind::{FieldKind, Level, UnknownFieldKind};

@@ -8,10 +8,12 @@
 
 use super::compare::compare;
 use super::error::DedupeError;
+use super::frequency::TermFrequencies;
 use super::kind::{FieldKind, Level};
 use super::record::{Dataset, Record, Schema};
 use super::weights::{Weights, level_at, with_level};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Compares records of one schema into packed level patterns (3 bits per field).
 #[derive(Debug, Clone)]
@@ -167,6 +169,9 @@ pub struct Model {
     household_guard: bool,
     #[serde(skip)]
     table: Vec<[f64; 5]>,
+    /// Term frequencies of the data scored (not saved: counted on each run's data).
+    #[serde(skip)]
+    frequencies: Option<Arc<TermFrequencies>>,
 }
 
 fn default_guard() -> bool {
@@ -209,6 +214,7 @@ impl Model {
             threshold,
             household_guard: true,
             table,
+            frequencies: None,
         })
     }
 
@@ -225,6 +231,20 @@ impl Model {
     pub fn with_household_guard(mut self, on: bool) -> Self {
         self.household_guard = on;
         self
+    }
+
+    /// The model with exact agreements on names adjusted by how common the value
+    /// is (see [`super::frequency`]); [`Model::score`] and [`Model::explain`] look
+    /// values up in `frequencies`.
+    #[must_use]
+    pub fn with_term_frequencies(mut self, frequencies: TermFrequencies) -> Self {
+        self.frequencies = (!frequencies.is_empty()).then(|| Arc::new(frequencies));
+        self
+    }
+
+    /// The term frequencies in use, if any.
+    pub fn term_frequencies(&self) -> Option<&TermFrequencies> {
+        self.frequencies.as_deref()
     }
 
     /// Whether the household guard applies to pattern `pattern`.
@@ -245,14 +265,49 @@ impl Model {
             && !(agrees(FieldKind::FirstName) && agrees(FieldKind::DateOfBirth))
     }
 
-    /// Each field's weight in `pattern`, the household guard applied.
-    fn contributions(&self, pattern: u64) -> Vec<f64> {
+    /// The email field whose near agreement (same local part at another domain, a
+    /// typo) counts nothing in `pattern` because both names agree: addresses are
+    /// made from names, so namesakes' addresses look alike, and the names already
+    /// counted that evidence. An exact address still counts.
+    fn email_follows_names(&self, pattern: u64) -> Option<usize> {
+        let email = self.schema.first_of(FieldKind::Email)?;
+        let first = self.schema.first_of(FieldKind::FirstName)?;
+        let last = self.schema.first_of(FieldKind::LastName)?;
+        let agrees = |f: usize| matches!(level_at(pattern, f), Level::Exact | Level::VerySimilar);
+        (agrees(first)
+            && agrees(last)
+            && matches!(
+                level_at(pattern, email),
+                Level::VerySimilar | Level::Similar
+            ))
+        .then_some(email)
+    }
+
+    /// Whether a pattern's weight is not the plain sum of its levels' weights.
+    fn adjusted_by_rules(&self, pattern: u64) -> bool {
+        self.guarded(pattern) || self.email_follows_names(pattern).is_some()
+    }
+
+    /// Each field's weight in `pattern`, exact agreements adjusted by
+    /// `exact_adjustment(field)`, the household guard and the email rule applied.
+    fn contributions(&self, pattern: u64, exact_adjustment: &dyn Fn(usize) -> f64) -> Vec<f64> {
         let mut weights: Vec<f64> = (0..self.schema.len())
-            .map(|f| match self.table.get(f) {
-                Some(row) => row[level_at(pattern, f).index()],
-                None => self.weights.weight(f, level_at(pattern, f)),
+            .map(|f| {
+                let level = level_at(pattern, f);
+                let plain = match self.table.get(f) {
+                    Some(row) => row[level.index()],
+                    None => self.weights.weight(f, level),
+                };
+                if level == Level::Exact {
+                    plain + exact_adjustment(f)
+                } else {
+                    plain
+                }
             })
             .collect();
+        if let Some(email) = self.email_follows_names(pattern) {
+            weights[email] = weights[email].min(0.0);
+        }
         if self.guarded(pattern) {
             let shared: Vec<usize> = (0..weights.len())
                 .filter(|&f| shared_by_households(self.schema.fields()[f].kind) && weights[f] > 0.0)
@@ -292,7 +347,7 @@ impl Model {
 
     /// The match weight of a packed pattern.
     pub(crate) fn pattern_weight(&self, pattern: u64) -> f64 {
-        if !self.guarded(pattern) && !self.table.is_empty() {
+        if !self.adjusted_by_rules(pattern) && !self.table.is_empty() {
             return self
                 .table
                 .iter()
@@ -300,20 +355,53 @@ impl Model {
                 .map(|(f, row)| row[level_at(pattern, f).index()])
                 .sum();
         }
-        self.contributions(pattern).iter().sum()
+        self.contributions(pattern, &|_| 0.0).iter().sum()
+    }
+
+    /// The match weight of a packed pattern whose exact agreements on field `f` are
+    /// adjusted by `exact_adjustment(f)` (term frequencies).
+    pub(crate) fn adjusted_weight(
+        &self,
+        pattern: u64,
+        exact_adjustment: &dyn Fn(usize) -> f64,
+    ) -> f64 {
+        if !self.adjusted_by_rules(pattern) && !self.table.is_empty() {
+            return self
+                .table
+                .iter()
+                .enumerate()
+                .map(|(f, row)| {
+                    let level = level_at(pattern, f);
+                    if level == Level::Exact {
+                        row[level.index()] + exact_adjustment(f)
+                    } else {
+                        row[level.index()]
+                    }
+                })
+                .sum();
+        }
+        self.contributions(pattern, exact_adjustment).iter().sum()
+    }
+
+    /// The term-frequency adjustment of an exact agreement on field `f` of record
+    /// `i` of `a` (0 without term frequencies).
+    fn value_adjustment(&self, a: &Dataset, i: usize, f: usize) -> f64 {
+        self.frequencies
+            .as_ref()
+            .map_or(0.0, |tf| tf.adjustment(f, a.value(i, f)))
     }
 
     /// The match weight of record `i` of `a` against record `j` of `b` (both of this
     /// model's schema; pass the same dataset twice to compare within one).
     pub fn score(&self, a: &Dataset, i: usize, b: &Dataset, j: usize) -> f64 {
         let (pattern, _) = Comparator::new(&self.schema).compare(a, i, b, j);
-        self.pattern_weight(pattern)
+        self.adjusted_weight(pattern, &|f| self.value_adjustment(a, i, f))
     }
 
     /// The field-by-field explanation of record `i` of `a` against record `j` of `b`.
     pub fn explain(&self, a: &Dataset, i: usize, b: &Dataset, j: usize) -> PairExplanation {
         let (pattern, names_swapped) = Comparator::new(&self.schema).compare(a, i, b, j);
-        let contributions = self.contributions(pattern);
+        let contributions = self.contributions(pattern, &|f| self.value_adjustment(a, i, f));
         let fields: Vec<FieldContribution> = self
             .schema
             .fields()
@@ -476,5 +564,67 @@ mod tests {
         weights.fields.pop();
         let error = Model::new(m.schema().clone(), weights, 0.0).expect_err("must fail");
         assert!(error.to_string().contains("6"), "{error}");
+    }
+
+    #[test]
+    fn namesakes_email_local_parts_add_nothing_once_the_names_agreed() {
+        let schema = Schema::new(vec![
+            FieldSpec::new("first", FieldKind::FirstName),
+            FieldSpec::new("last", FieldKind::LastName),
+            FieldSpec::new("email", FieldKind::Email),
+        ])
+        .expect("schema");
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| FieldWeights {
+                field: f.name.clone(),
+                kind: f.kind,
+                m: [0.05, 0.05, 0.1, 0.8],
+                u: [0.97, 0.01, 0.01, 0.01],
+            })
+            .collect();
+        let model = Model::new(
+            schema,
+            Weights {
+                fields,
+                prior: 1e-4,
+            },
+            10.0,
+        )
+        .expect("model");
+        let record = |id: &str, first: &str, email: &str| {
+            Record::new(id)
+                .with("first", first)
+                .with("last", "Smith")
+                .with("email", email)
+        };
+        // Same names, same local part at another domain: the email adds nothing.
+        let namesakes = model
+            .explain_records(
+                &record("a", "John", "john.smith@gmail.com"),
+                &record("b", "John", "john.smith@yahoo.com"),
+            )
+            .expect("explain");
+        assert_eq!(namesakes.fields[2].level, Level::VerySimilar);
+        assert_eq!(namesakes.fields[2].weight, 0.0, "{namesakes}");
+        // The same address still counts, and so does a near one when the given
+        // names differ (a nickname would be very similar: use another name).
+        let same = model
+            .explain_records(
+                &record("a", "John", "john.smith@gmail.com"),
+                &record("b", "John", "john.smith@gmail.com"),
+            )
+            .expect("explain");
+        assert!(same.fields[2].weight > 0.0, "{same}");
+        let other_name = model
+            .explain_records(
+                &record("a", "John", "jsmith@gmail.com"),
+                &record("b", "Peter", "jsmith@yahoo.com"),
+            )
+            .expect("explain");
+        assert!(other_name.fields[2].weight > 0.0, "{other_name}");
+        let sum: f64 = namesakes.fields.iter().map(|c| c.weight).sum();
+        assert!((sum - namesakes.weight).abs() < 1e-9);
     }
 }

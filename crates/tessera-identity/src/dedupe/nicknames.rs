@@ -150,6 +150,37 @@ pub fn are_nicknames(a: &str, b: &str) -> bool {
     ga.iter().any(|(_, g)| gb.iter().any(|(_, h)| g == h))
 }
 
+/// The formal name of every group (`william`, `robert`, ...), in table order.
+pub fn formal_names() -> impl Iterator<Item = &'static str> {
+    GROUPS.iter().filter_map(|group| group.first().copied())
+}
+
+/// The other forms of `name` in every group that holds it (`william` → `bill`,
+/// `billy`, ...; `bill` → `william`, `billy`, ...), without `name` itself.
+pub fn other_forms(name: &str) -> Vec<&'static str> {
+    let mut forms: Vec<&'static str> = GROUPS
+        .iter()
+        .filter(|group| group.contains(&name))
+        .flat_map(|group| group.iter().copied())
+        .filter(|form| *form != name)
+        .collect();
+    forms.sort_unstable();
+    forms.dedup();
+    forms
+}
+
+/// One spelling for every form of a name: the formal name of the first group that
+/// holds `name` (`bill` → `william`), or `name` itself when no group does.
+pub fn canonical(name: &str) -> &str {
+    match groups_of(name).first() {
+        Some(&(_, group)) => GROUPS
+            .get(usize::from(group))
+            .and_then(|g| g.first().copied())
+            .unwrap_or(name),
+        None => name,
+    }
+}
+
 /// How many groups the table holds (for documentation and tests).
 pub fn group_count() -> usize {
     GROUPS.len()

@@ -1,4 +1,7 @@
-//! Estimating `m` and the prior from the candidate pairs, robustly.
+//! Estimating `m` and the prior from the candidate pairs, robustly: the fallback
+//! when the EM over all pairs (see [`super::weights`]) is refused by its guards, and
+//! the source of `m` for fields left out of it (an email, which follows from the
+//! names).
 //!
 //! One EM over all candidate pairs assumes the fields disagree independently among
 //! non-matches. Real data breaks that: relatives share a surname, an address and a
@@ -10,13 +13,19 @@
 //! `m` is the average over the sessions where it was free, weighted by the matches
 //! each session found.
 //!
-//! The prior — the share of matches among candidates — is then fitted alone, with
-//! `m` and `u` held, on the weights the model will actually score with.
+//! Guards: a session with a single free field is skipped (its share of matches and
+//! that field's `m` cannot be told apart), and so is one whose fit found almost no
+//! matches or matches that agree no more than random pairs.
+//!
+//! The prior is then fitted alone, with `m` held: on random pairs (with `u` held)
+//! when they hold enough matches, else on the candidates with their own `u`
+//! re-estimated — holding the random-pair `u` there counts blocked lookalikes as
+//! matches.
 
 use super::blocking::{BlockingRule, KeyPart, KeyTransform};
 use super::kind::FieldKind;
 use super::record::Schema;
-use super::weights::{EmSettings, fit_em};
+use super::weights::{EmSettings, fit_em, level_at};
 use serde::{Deserialize, Serialize};
 
 /// Sessions with fewer candidate pairs than this are skipped.
@@ -33,6 +42,25 @@ pub struct SessionReport {
     pub iterations: u64,
     /// The share of matches the session found among its pairs.
     pub match_share: f64,
+}
+
+/// Sessions with fewer free fields than this are skipped: degenerate.
+const MIN_FREE_FIELDS: usize = 2;
+
+/// Whether a session's fit is usable: some matches and some non-matches, and on
+/// every free field matches agree (exactly or very similarly) more often than
+/// non-matches.
+fn plausible(fit: &super::weights::EmFit, free: &[bool], u: &[[f64; 4]], pairs: u64) -> bool {
+    let matches = fit.match_share * pairs as f64;
+    let non_matches = (1.0 - fit.match_share) * pairs as f64;
+    let agree = |p: &[f64; 4]| p[2] + p[3];
+    matches >= 5.0
+        && non_matches >= 1.0
+        && free
+            .iter()
+            .enumerate()
+            .filter(|&(_, &is_free)| is_free)
+            .all(|(f, _)| agree(&fit.m[f]) > agree(&u[f]))
 }
 
 /// The anchor sets for `schema`: fields a household does not share.
@@ -113,9 +141,20 @@ pub(crate) fn train_m(
         let free: Vec<bool> = (0..n)
             .map(|f| !anchors.contains(&f) && !derived_from(schema, anchors, f))
             .collect();
+        // Guard: with one free field, the share of matches and that field's `m`
+        // cannot be told apart (any mix of `m` and `u` fits its level counts), so
+        // such a session would return whatever the starting point suggests.
+        if free.iter().filter(|&&f| f).count() < MIN_FREE_FIELDS {
+            continue;
+        }
         // Anchored pairs are blocked apart from any other field, so their
         // non-matches disagree like random pairs: `u` is held.
         let fit = fit_em(schema, patterns, u_random, &free, false, settings);
+        // Guard: a session that found (almost) no matches or nothing but matches,
+        // or matches that agree no more than non-matches, learnt nothing.
+        if !plausible(&fit, &free, u_random, pairs) {
+            continue;
+        }
         let matches = fit.match_share * pairs as f64;
         for f in (0..n).filter(|&f| free[f]) {
             for (total, m) in sum[f].iter_mut().zip(fit.m[f]) {
@@ -206,6 +245,68 @@ pub(crate) fn fit_match_share(
             .sum();
         let next = (matches / total).clamp(1e-9, 1.0 - 1e-9);
         let change = (next - share).abs();
+        share = next;
+        if change < settings.tolerance {
+            break;
+        }
+    }
+    (share, iterations as u64)
+}
+
+/// The share of matches among candidate pairs with `m` held and the non-matches'
+/// `u` re-estimated among these pairs: blocked non-matches agree on the blocking
+/// fields far more often than random pairs, so holding the random-pair `u` here
+/// would count lookalikes as matches.
+pub(crate) fn fit_match_share_free_u(
+    patterns: &[(u64, u64)],
+    m: &[[f64; 4]],
+    u_random: &[[f64; 4]],
+    settings: &EmSettings,
+) -> (f64, u64) {
+    let n = m.len();
+    let levels: Vec<Vec<usize>> = patterns
+        .iter()
+        .map(|&(p, _)| (0..n).map(|f| level_at(p, f).index()).collect())
+        .collect();
+    let mut u = u_random.to_vec();
+    let mut share = 0.01;
+    let mut iterations = 0;
+    while iterations < settings.max_iterations {
+        iterations += 1;
+        let mut u_counts = vec![[0.0f64; 4]; n];
+        let (mut matches, mut total) = (0.0, 0.0);
+        for (&(_, count), pattern) in patterns.iter().zip(&levels) {
+            let (mut pm, mut pu) = (share, 1.0 - share);
+            for (f, &l) in pattern.iter().enumerate() {
+                if l < 4 {
+                    pm *= m[f][l].max(1e-12);
+                    pu *= u[f][l].max(1e-12);
+                }
+            }
+            let g = if pm + pu > 0.0 { pm / (pm + pu) } else { 0.0 };
+            let c = count as f64;
+            matches += g * c;
+            total += c;
+            for (f, &l) in pattern.iter().enumerate() {
+                if l < 4 {
+                    u_counts[f][l] += (1.0 - g) * c;
+                }
+            }
+        }
+        if total <= 0.0 {
+            return (0.0, iterations as u64);
+        }
+        let mut change: f64 = 0.0;
+        for f in 0..n {
+            let sum: f64 = u_counts[f].iter().sum::<f64>() + 1.0;
+            for l in 0..4 {
+                let new = ((u_counts[f][l] + u_random[f][l]) / sum).max(1e-12);
+                change = change.max((new - u[f][l]).abs());
+                u[f][l] = new;
+            }
+        }
+        let next = (matches / total).clamp(1e-9, 1.0 - 1e-9);
+        change = change.max((next - share).abs());
         share = next;
         if change < settings.tolerance {
             break;

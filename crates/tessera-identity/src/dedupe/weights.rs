@@ -7,12 +7,14 @@
 //! `λ·2^W / (λ·2^W + 1 − λ)`, so the weight where it reaches one half,
 //! `log2((1 − λ) / λ)`, is the natural threshold.
 //!
-//! Estimation: `u` is counted on random pairs (nearly all non-matches); `m` and the
-//! share of matches among candidate pairs come from expectation–maximisation over the
-//! candidate pairs' comparison patterns, started from priors (matches mostly agree
-//! exactly). Because blocking makes candidate non-matches agree more often than
-//! random ones, the EM keeps its own `u` for the candidate population as a nuisance
-//! parameter; the reported weights use the random-pair `u`.
+//! Estimation: `u` is counted on random pairs (nearly all non-matches). `m` and the
+//! prior come from expectation–maximisation over *all* pairs ([`fit_all_pairs`]:
+//! the candidates plus the random pairs outside them, `u` held), started from priors
+//! (matches mostly agree exactly). Sessions over anchored candidate pairs
+//! ([`fit_em`], [`super::training`]) are the fallback; there, blocking makes
+//! candidate non-matches agree more often than random ones, so a plain EM over the
+//! candidates keeps its own `u` as a nuisance parameter; the reported weights use
+//! the random-pair `u`.
 
 use super::kind::{FieldKind, Level};
 use super::record::Schema;
@@ -289,6 +291,113 @@ pub(crate) fn fit_em(
     EmFit {
         m,
         match_share: share,
+        iterations,
+    }
+}
+
+/// What the EM over all pairs found.
+#[derive(Debug, Clone)]
+pub(crate) struct AllPairsFit {
+    pub m: Vec<[f64; 4]>,
+    /// The share of matches among all pairs: the prior λ.
+    pub prior: f64,
+    /// The matches the fit finds among the first `inside` entries of the
+    /// population (the candidates) and among the rest.
+    pub matches_inside: f64,
+    pub matches_outside: f64,
+    pub iterations: usize,
+}
+
+/// Expectation–maximisation of `m` and the prior over *all* pairs, `u` held.
+///
+/// `population` holds comparison patterns with weights that make it stand for
+/// every pair of the data: the candidate pairs (each counting once, or scaled up
+/// from a sample) and the random pairs that blocking did not propose (each
+/// standing for `(all pairs − candidates) / sampled` pairs). Among all pairs, the
+/// non-matches are random pairs, which is exactly what `u` describes, and their
+/// fields disagree independently — unlike blocked pairs, whose lookalikes agree on
+/// the blocking fields. So the latent-class model holds where it is fitted, and
+/// three fields suffice to tell `m` from the prior.
+pub(crate) fn fit_all_pairs(
+    schema: &Schema,
+    population: &[(u64, f64)],
+    inside: usize,
+    free: &[bool],
+    u: &[[f64; 4]],
+    settings: &EmSettings,
+) -> AllPairsFit {
+    let n = schema.len();
+    let priors: Vec<[f64; 4]> = schema.fields().iter().map(|f| m_prior(f.kind)).collect();
+    let mut m = priors.clone();
+    let total: f64 = population.iter().map(|(_, w)| w).sum();
+    let levels: Vec<Vec<usize>> = population
+        .iter()
+        .map(|&(p, _)| {
+            (0..n)
+                .map(|f| if free[f] { level_at(p, f).index() } else { 4 })
+                .collect()
+        })
+        .collect();
+    // Start from "a few matches": a tenth of a match per record.
+    let mut prior = if total > 0.0 {
+        (0.1 * (1.0 + (2.0 * total).sqrt()) / total).clamp(FLOOR, 0.5)
+    } else {
+        0.5
+    };
+    let posterior = |m: &[[f64; 4]], prior: f64, pattern: &[usize]| {
+        // In log space: products of many small `u` underflow.
+        let mut log_odds = (prior / (1.0 - prior)).ln();
+        for (f, &l) in pattern.iter().enumerate() {
+            if l < 4 {
+                log_odds += (m[f][l].max(FLOOR) / u[f][l].max(FLOOR)).ln();
+            }
+        }
+        1.0 / (1.0 + (-log_odds).exp())
+    };
+    let mut iterations = 0;
+    while iterations < settings.max_iterations && total > 0.0 {
+        iterations += 1;
+        let mut m_counts = vec![[0.0f64; 4]; n];
+        let mut matches = 0.0;
+        for (&(_, weight), pattern) in population.iter().zip(&levels) {
+            let g = posterior(&m, prior, pattern);
+            matches += g * weight;
+            for (f, &l) in pattern.iter().enumerate() {
+                if l < 4 {
+                    m_counts[f][l] += g * weight;
+                }
+            }
+        }
+        let mut change: f64 = 0.0;
+        for f in 0..n {
+            let m_total: f64 = m_counts[f].iter().sum::<f64>() + PRIOR_STRENGTH;
+            for l in 0..4 {
+                let new_m = ((m_counts[f][l] + PRIOR_STRENGTH * priors[f][l]) / m_total).max(FLOOR);
+                change = change.max((new_m - m[f][l]).abs());
+                m[f][l] = new_m;
+            }
+        }
+        let new_prior = (matches / total).clamp(FLOOR * FLOOR, 0.5);
+        change = change.max(((new_prior - prior) / prior).abs() * 1e-3);
+        prior = new_prior;
+        if change < settings.tolerance {
+            break;
+        }
+    }
+    let (mut matches_inside, mut matches_outside) = (0.0, 0.0);
+    for (k, (&(_, weight), pattern)) in population.iter().zip(&levels).enumerate() {
+        let g = posterior(&m, prior, pattern) * weight;
+        if k < inside {
+            matches_inside += g;
+        } else {
+            matches_outside += g;
+        }
+    }
+    AllPairsFit {
+        m,
+        prior,
+        matches_inside,
+        matches_outside,
         iterations,
     }
 }
