@@ -176,7 +176,8 @@ impl ComputedSource<'_> {
 }
 
 impl EventPlan {
-    fn compile(event: &EventCondition, index: &ProfileIndex, now_ms: i64) -> Self {
+    /// Compiles an event condition against the index for evaluation at `now_ms`.
+    pub fn compile(event: &EventCondition, index: &ProfileIndex, now_ms: i64) -> Self {
         let symbols = &index.symbols;
         Self {
             name: symbols.get(&event.name),

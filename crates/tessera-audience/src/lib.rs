@@ -9,6 +9,7 @@
 //!   (realtime) evaluator; [`batch`] is the set-wise evaluator over the whole index.
 //!   A property test keeps them equal.
 //! - [`computed`] and [`rfm`] derive traits from events.
+//! - [`insights`] answers trends, funnels and retention over the same index.
 //! - [`engine`] ties them to the stores: definitions, realtime updates, scheduled and
 //!   batch computations, membership changes.
 
@@ -19,6 +20,7 @@ pub mod computed;
 pub mod engine;
 pub mod eval;
 pub mod index;
+pub mod insights;
 pub mod language;
 pub mod names;
 pub mod rfm;
