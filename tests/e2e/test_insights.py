@@ -65,6 +65,7 @@ def shop(server_factory):
         return totals == [3, 4]
 
     wait_until(all_in, timeout=30, what="every event in the index")
+    server.shop_users = users
     return server
 
 
@@ -171,3 +172,30 @@ def test_cli_prints_the_api_answer(shop, cli):
     assert "2026-01-05T00:00:00+01:00  3     1       1         0.3333" in table
     bad = cli("insights", "trends", "--series", "A", "--interval", "fortnight", data_dir=shop.data_dir)
     assert bad.returncode != 0 and "invalid_insight" in bad.stderr
+
+
+def test_funnel_drop_offs_are_saved_as_an_audience_in_one_call(shop):
+    body = {"steps": ["Product Added", "Order Completed"], "window": "7d", "from": "2026-01-01",
+            "to": "2026-01-31", "saveDropped": {"step": 2, "key": "added-no-order-7d", "name": "Added, no order"}}
+    r = shop.admin("POST", "/api/v1/insights/funnels", json=body)
+    assert r.status_code == 201, r.text
+    answer = r.json()
+    assert [s["count"] for s in answer["steps"]] == [3, 1]
+    saved = answer["savedAudience"]
+    assert (saved["key"], saved["people"], saved["step"]) == ("added-no-order-7d", 2, 2)
+
+    def members():
+        a = ok(shop.admin("GET", "/api/v1/audiences/added-no-order-7d"), "saved audience")
+        return a if a["status"]["state"] == "ready" and a["status"]["members"] == 2 else None
+
+    audience = wait_until(members, timeout=30, what="the saved audience computed")
+    assert audience["definition"].startswith("profile in [")
+    # bob and cy, by the profile ids listed.
+    listed = {m["profileId"] for m in ok(shop.admin("GET", "/api/v1/audiences/added-no-order-7d/members"),
+                                         "members")["members"]}
+    want = {ok(shop.admin("GET", "/api/v1/profiles", params={"identifier": f"user_id:{shop.shop_users[n]}"}),
+               n)["id"] for n in ("bob", "cy")}
+    assert listed == want
+    assert_error(shop.admin("POST", "/api/v1/insights/funnels", json=body), 409, "audience_exists")
+    bad = {**body, "saveDropped": {"step": 1, "key": "nope"}}
+    assert_error(shop.admin("POST", "/api/v1/insights/funnels", json=bad), 400, "invalid_insight")

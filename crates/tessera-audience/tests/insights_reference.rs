@@ -694,3 +694,49 @@ fn range_bounds_are_half_open() {
         .unwrap();
     assert_eq!(answer.series[0].total, json!(1));
 }
+
+/// The fixed list a funnel's drop-offs are saved as: read, printed, refused when
+/// it holds something other than ids, and evaluated against profile ids.
+#[test]
+fn a_profile_list_parses_prints_and_holds_for_the_listed_profiles() {
+    use tessera_audience::ast::Condition;
+    use tessera_audience::language::print;
+    let condition = parse("profile in [3, 1]").unwrap();
+    assert_eq!(condition, Condition::Profiles(vec![3, 1]));
+    assert_eq!(print(&condition), "profile in [3, 1]");
+    assert_eq!(parse("profile in []").unwrap(), Condition::Profiles(vec![]));
+    for bad in [
+        "profile in [\"a\"]",
+        "profile [1]",
+        "profile in [1.5]",
+        "profile in 1",
+    ] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+    let world = build(&[
+        Action::Event(RawEvent {
+            person: 1,
+            slot_k: 0,
+            name: 0,
+            v: None,
+            c: None,
+        }),
+        Action::Event(RawEvent {
+            person: 2,
+            slot_k: 0,
+            name: 0,
+            v: None,
+            c: None,
+        }),
+        Action::Event(RawEvent {
+            person: 3,
+            slot_k: 0,
+            name: 0,
+            v: None,
+            c: None,
+        }),
+    ]);
+    let listed = members(&world.index, Some("profile in [3, 1, 99]")).unwrap();
+    let ids: Vec<i64> = listed.iter().map(|s| world.index.profile_id(s)).collect();
+    assert_eq!(ids, [1, 3]);
+}

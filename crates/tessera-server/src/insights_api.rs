@@ -5,7 +5,9 @@
 //! parameters, list fields repeated (`?series=A&series=B`, `?steps=A&steps=B`).
 //! Answers are JSON, or CSV with `Accept: text/csv` or `format=csv`. The work runs
 //! on a blocking thread under the audience index's read lock (see
-//! [`tessera_audience::insights`]).
+//! [`tessera_audience::insights`]). A funnel `POST` with `saveDropped` also creates
+//! an audience of the people who dropped at a step (`201`, audited as
+//! `audience.create`).
 
 use crate::AppState;
 use crate::admin::Admin;
@@ -14,18 +16,19 @@ use crate::audiences::with_warnings;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use std::sync::Arc;
-use tessera_audience::insights::funnels::FunnelRequest;
+use tessera_audience::insights::funnels::{FunnelRequest, save_dropped};
 use tessera_audience::insights::retention::RetentionRequest;
 use tessera_audience::insights::trends::TrendsRequest;
 use tessera_audience::insights::{InsightRequest, answer};
 use tessera_core::ErrorCode;
+use tessera_runtime::audit::record_audit;
 
 /// The insight routes.
 pub fn router() -> Router<AppState> {
@@ -198,12 +201,49 @@ async fn funnels_get(
 
 async fn funnels_post(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let request: FunnelRequest = body(&bytes, FUNNELS_EXAMPLE)?;
-    respond(&state, &headers, request).await
+    let Some(save) = request.save_dropped.clone() else {
+        return respond(&state, &headers, request).await;
+    };
+    crate::audiences::ready(&state.audiences)?;
+    if wants_csv(request.format.as_deref(), &headers)? {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInsight,
+            "\"saveDropped\" is answered as JSON (the funnel and the new audience): leave out format=csv",
+        ));
+    }
+    let engine = Arc::clone(&state.audiences);
+    let saved = tokio::task::spawn_blocking(move || save_dropped(&engine, &request))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)?;
+    let audience = &saved.audience;
+    record_audit(
+        state.catalog.as_ref(),
+        &admin.actor,
+        "audience.create",
+        &audience.key,
+        None,
+        Some(&json!({"key": audience.key, "name": audience.name,
+                     "description": audience.description, "definition": audience.text()})),
+    );
+    let mut answer = serde_json::to_value(&saved.answer).map_err(ApiError::internal)?;
+    if let Value::Object(map) = &mut answer {
+        map.insert(
+            "savedAudience".into(),
+            json!({"key": audience.key, "name": audience.name, "step": save.step,
+                   "people": saved.members, "description": audience.description}),
+        );
+    }
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(with_warnings(answer, &saved.warnings)),
+    )
+        .into_response())
 }
 
 async fn retention_get(

@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tessera_audience::engine::AudienceEngine;
-use tessera_audience::insights::funnels::FunnelRequest;
+use tessera_audience::insights::funnels::{FunnelRequest, SaveDropped, save_dropped};
 use tessera_audience::insights::retention::RetentionRequest;
 use tessera_audience::insights::trends::{SeriesRequest, TrendsRequest};
 use tessera_audience::insights::{InsightRequest, answer};
@@ -55,6 +55,12 @@ pub enum InsightsCommand {
         /// ordered (default: in order, anything in between), strict (nothing in between) or any
         #[arg(long)]
         order: Option<String>,
+        /// Save the people who reached the step before STEP but not STEP as a new audience (with --audience-key)
+        #[arg(long, value_name = "STEP", requires = "audience_key")]
+        save_dropped: Option<usize>,
+        /// The key of the audience --save-dropped creates
+        #[arg(long, requires = "save_dropped")]
+        audience_key: Option<String>,
         #[command(flatten)]
         breakdown: BreakdownArgs,
         #[command(flatten)]
@@ -143,6 +149,8 @@ pub fn run(settings: &Settings, command: InsightsCommand) -> anyhow::Result<Exit
             steps,
             window,
             order,
+            save_dropped,
+            audience_key,
             breakdown,
             common,
         } => {
@@ -157,7 +165,17 @@ pub fn run(settings: &Settings, command: InsightsCommand) -> anyhow::Result<Exit
                 limit: breakdown.limit,
                 filter: common.filter.clone().map(Value::String),
                 format: None,
+                save_dropped: save_dropped
+                    .zip(audience_key)
+                    .map(|(step, key)| SaveDropped {
+                        step,
+                        key,
+                        name: String::new(),
+                    }),
             };
+            if request.save_dropped.is_some() {
+                return save(settings, &request, &common);
+            }
             print(settings, &request, &common)
         }
         InsightsCommand::Retention {
@@ -187,7 +205,7 @@ fn print<R: InsightRequest>(
     request: &R,
     common: &CommonArgs,
 ) -> anyhow::Result<ExitCode> {
-    let engine = loaded_engine(settings)?;
+    let (engine, _) = loaded_engine(settings)?;
     let answered = answer(&engine, request).map_err(crate::cli_error::coded)?;
     for warning in &answered.warnings {
         eprintln!("warning [{}]: {}", warning.code, warning.message);
@@ -209,8 +227,55 @@ fn print<R: InsightRequest>(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The engine over the data directory, its index built.
-fn loaded_engine(settings: &Settings) -> anyhow::Result<AudienceEngine> {
+/// Runs a funnel, saves its drop-offs as an audience (audited), and prints the
+/// funnel; the audience's summary goes to stderr.
+fn save(
+    settings: &Settings,
+    request: &FunnelRequest,
+    common: &CommonArgs,
+) -> anyhow::Result<ExitCode> {
+    let (engine, catalog) = loaded_engine(settings)?;
+    let saved = save_dropped(&engine, request).map_err(crate::cli_error::coded)?;
+    let audience = &saved.audience;
+    tessera_runtime::audit::record_audit(
+        catalog.as_ref(),
+        &crate::cli_actor(),
+        "audience.create",
+        &audience.key,
+        None,
+        Some(
+            &serde_json::json!({"key": audience.key, "name": audience.name,
+                                 "description": audience.description, "definition": audience.text()}),
+        ),
+    );
+    for warning in &saved.warnings {
+        eprintln!("warning [{}]: {}", warning.code, warning.message);
+    }
+    eprintln!(
+        "created audience {} with {} people; a running server computes its members within a second",
+        audience.key, saved.members
+    );
+    if common.json {
+        let json = serde_json::to_value(&saved.answer)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&tessera_server::audiences::with_warnings(
+                json,
+                &saved.warnings
+            ))?
+        );
+    } else if common.csv {
+        print!("{}", saved.answer.table().csv());
+    } else {
+        print!("{}", saved.answer.table().text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The engine over the data directory, its index built, and the catalog.
+fn loaded_engine(
+    settings: &Settings,
+) -> anyhow::Result<(AudienceEngine, Arc<dyn tessera_store::Catalog>)> {
     let data_dir = &settings.data_dir;
     if !data_dir.is_dir() {
         bail!(
@@ -219,8 +284,9 @@ fn loaded_engine(settings: &Settings) -> anyhow::Result<AudienceEngine> {
         );
     }
     let stores = open_stores(StoreOptions::read_only(data_dir))?;
+    let catalog = stores.catalog()?;
     let engine = AudienceEngine::new(
-        stores.catalog()?,
+        Arc::clone(&catalog),
         stores.audiences()?,
         stores.profiles()?,
         stores.events()?,
@@ -240,5 +306,5 @@ fn loaded_engine(settings: &Settings) -> anyhow::Result<AudienceEngine> {
         })
         .map_err(crate::cli_error::coded)?;
     bar.finish_and_clear();
-    Ok(engine)
+    Ok((engine, catalog))
 }

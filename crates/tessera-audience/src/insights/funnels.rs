@@ -59,6 +59,105 @@ pub struct FunnelRequest {
     pub filter: Option<Value>,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
+    /// Save the people who reached the step before `step` but not `step` as a new
+    /// audience (a fixed list of profiles).
+    pub save_dropped: Option<SaveDropped>,
+}
+
+/// "Save the people who dropped at step k as an audience."
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SaveDropped {
+    /// The step they did not reach (from 2, 1-based).
+    pub step: usize,
+    /// The new audience's key.
+    pub key: String,
+    /// Its display name (default: the key).
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A funnel answered and its drop-offs at one step saved as an audience.
+pub struct SavedDropped {
+    /// The funnel.
+    pub answer: FunnelAnswer,
+    /// Names no data has shown.
+    pub warnings: Vec<crate::names::NameWarning>,
+    /// The audience created.
+    pub audience: crate::engine::AudienceDefinition,
+    /// How many people it lists.
+    pub members: usize,
+}
+
+/// Runs a funnel and creates an audience of the people who reached step
+/// `save_dropped.step - 1` but not `save_dropped.step`: `profile in [...]`, a fixed
+/// list of the profiles they are now, which the engine evaluates like any
+/// audience (computed by its next tick, its changes in the feed).
+pub fn save_dropped(
+    engine: &crate::engine::AudienceEngine,
+    request: &FunnelRequest,
+) -> Result<SavedDropped, crate::engine::EngineError> {
+    let Some(save) = &request.save_dropped else {
+        return Err(
+            invalid("\"saveDropped\" is missing: give {\"step\": 2, \"key\": \"...\"}").into(),
+        );
+    };
+    let filter = super::filter_condition(engine, request.filter.as_ref())?;
+    let (zone, now_ms) = engine.insight_clock();
+    let query = request.compile(zone, now_ms)?;
+    if !(2..=query.steps.len()).contains(&save.step) {
+        return Err(invalid(format!(
+            "\"saveDropped.step\" must be from 2 to {} (the step the people did not reach)",
+            query.steps.len()
+        ))
+        .into());
+    }
+    let warnings = super::name_warnings(engine, query.names(), filter.as_ref());
+    let (answer, mut ids) = engine.insight(filter.as_ref(), |input| {
+        let mut values = BreakdownValues::new(input.index, query.breakdown.as_ref());
+        let people = query.people_with(input, &mut values);
+        let ids: Vec<i64> = people
+            .iter()
+            .filter(|p| p.reached == save.step - 1)
+            .map(|p| input.index.profile_id(p.slot))
+            .collect();
+        (query.answer(&people, &values), ids)
+    });
+    if ids.len() > crate::ast::MAX_PROFILE_LIST {
+        return Err(InsightError::TooLarge(format!(
+            "{} people dropped at step {}: an audience lists at most {}; narrow the range or add a where condition",
+            ids.len(),
+            save.step,
+            crate::ast::MAX_PROFILE_LIST
+        ))
+        .into());
+    }
+    ids.sort_unstable();
+    let members = ids.len();
+    let steps: Vec<String> = query.steps.iter().map(EventStep::text).collect();
+    let description = format!(
+        "Dropped at step {} of the funnel {} ({} within {}, entered {} to {}), as of {}",
+        save.step,
+        steps.join(" -> "),
+        query.order.name(),
+        String::from(query.window),
+        answer.from,
+        answer.to,
+        zone.format(now_ms),
+    );
+    let name = if save.name.trim().is_empty() {
+        save.key.clone()
+    } else {
+        save.name.clone()
+    };
+    let definition = crate::language::print(&crate::ast::Condition::Profiles(ids));
+    let audience = engine.create(&save.key, &name, &description, &definition)?;
+    Ok(SavedDropped {
+        answer,
+        warnings,
+        audience,
+        members,
+    })
 }
 
 /// How steps must follow each other.
@@ -312,13 +411,17 @@ impl FunnelQuery {
     pub fn run(&self, input: &InsightInput<'_>) -> FunnelAnswer {
         let mut values = BreakdownValues::new(input.index, self.breakdown.as_ref());
         let people = self.people_with(input, &mut values);
+        self.answer(&people, &values)
+    }
+
+    fn answer(&self, people: &[PersonFunnel], values: &BreakdownValues<'_>) -> FunnelAnswer {
         let steps = self.aggregate(people.iter());
         let breakdown = values.active().then(|| {
             let mut weights = vec![0u64; values.len()];
-            for p in &people {
+            for p in people {
                 weights[p.value as usize] += 1;
             }
-            let (group_of, kept) = top_values(&weights, &values, self.limit);
+            let (group_of, kept) = top_values(&weights, values, self.limit);
             let mut groups: Vec<FunnelGroup> = kept
                 .iter()
                 .enumerate()

@@ -809,20 +809,37 @@ pub fn answer<R: InsightRequest>(
     engine: &crate::engine::AudienceEngine,
     request: &R,
 ) -> Result<Answered<R::Answer>, crate::engine::EngineError> {
-    let filter = match request.filter() {
-        None => None,
-        Some(Value::String(text)) => Some(engine.check_definition(text, None)?),
-        Some(tree @ Value::Object(_)) => Some(engine.check_definition(&tree.to_string(), None)?),
-        Some(_) => {
-            return Err(invalid(
-                "\"where\" must be an audience condition: the text form (a string) or the JSON form (an object)",
-            )
-            .into());
-        }
-    };
+    let filter = filter_condition(engine, request.filter())?;
     let (zone, now_ms) = engine.insight_clock();
     let query = request.compile(zone, now_ms)?;
-    let (events, properties, traits) = R::names(&query);
+    let warnings = name_warnings(engine, R::names(&query), filter.as_ref());
+    let answer = engine.insight(filter.as_ref(), |input| R::run(&query, input))?;
+    Ok(Answered { answer, warnings })
+}
+
+/// A request's `where`, checked as an audience definition.
+pub(crate) fn filter_condition(
+    engine: &crate::engine::AudienceEngine,
+    filter: Option<&Value>,
+) -> Result<Option<Condition>, crate::engine::EngineError> {
+    match filter {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(engine.check_definition(text, None)?)),
+        Some(tree @ Value::Object(_)) => Ok(Some(engine.check_definition(&tree.to_string(), None)?)),
+        Some(_) => Err(invalid(
+            "\"where\" must be an audience condition: the text form (a string) or the JSON form (an object)",
+        )
+        .into()),
+    }
+}
+
+/// Warnings for the event, property and trait names (and the filter's names) no
+/// data has shown.
+pub(crate) fn name_warnings(
+    engine: &crate::engine::AudienceEngine,
+    (events, properties, traits): (Vec<&str>, Vec<&str>, Vec<&str>),
+    filter: Option<&Condition>,
+) -> Vec<crate::names::NameWarning> {
     let mut warnings: Vec<crate::names::NameWarning> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for name in events {
@@ -840,11 +857,10 @@ pub fn answer<R: InsightRequest>(
             warnings.extend(engine.unknown_trait(name));
         }
     }
-    if let Some(filter) = &filter {
+    if let Some(filter) = filter {
         warnings.extend(engine.unknown_names(filter));
     }
-    let answer = engine.insight(filter.as_ref(), |input| R::run(&query, input))?;
-    Ok(Answered { answer, warnings })
+    warnings
 }
 
 #[cfg(test)]
