@@ -28,6 +28,7 @@ use super::{
 };
 use crate::ast::Duration;
 use crate::index::Slot;
+use crate::scalar::Sym;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -341,27 +342,54 @@ impl FunnelQuery {
             .iter()
             .map(|s| s.compile(index, input.now_ms))
             .collect();
-        // Candidates: people with an entering event in the range.
-        let entering: &[_] = match self.order {
-            FunnelOrder::Any => &matchers,
-            _ => &matchers[..1],
-        };
+        let last = (range.to_ms - 1).saturating_add(self.window.millis);
+        let mut people = Vec::new();
+        if self.order != FunnelOrder::Strict {
+            // Only the steps' events matter: read them from their names' postings (one
+            // run per name), not every event of every person.
+            let mut names: Vec<Sym> = matchers.iter().filter_map(|m| m.name()).collect();
+            names.sort_unstable();
+            names.dedup();
+            let mut rows: Vec<(Slot, i64, u16, u32)> = Vec::new();
+            for name in names {
+                let Some(postings) = index.postings(name) else {
+                    continue;
+                };
+                for p in postings.between(range.from_ms, last) {
+                    if !input.allows(p.slot) {
+                        continue;
+                    }
+                    let mut mask = 0u16;
+                    for (i, m) in matchers.iter().enumerate() {
+                        if m.name() == Some(name) && m.passes(index, p.props) {
+                            mask |= 1 << i;
+                        }
+                    }
+                    if mask != 0 {
+                        rows.push((p.slot, p.timestamp_ms, mask, p.props));
+                    }
+                }
+            }
+            rows.sort_unstable_by_key(|r| (r.0, r.1));
+            for person in rows.chunk_by(|a, b| a.0 == b.0) {
+                let timeline: Vec<(i64, u16)> = person.iter().map(|r| (r.1, r.2)).collect();
+                people.extend(self.person(person[0].0, &timeline, &|i| person[i].3, values));
+            }
+            return people;
+        }
+        // Strict order: every event of the person counts (as a breaker), so read
+        // their whole timeline; candidates are the people with an entering event.
         let mut slots: Vec<Slot> = Vec::new();
-        for matcher in entering {
-            let Some(postings) = matcher.name().and_then(|n| index.postings(n)) else {
-                continue;
-            };
+        if let Some(postings) = matchers[0].name().and_then(|n| index.postings(n)) {
             slots.extend(
                 postings
                     .between(range.from_ms, range.to_ms - 1)
-                    .filter(|p| input.allows(p.slot) && matcher.passes(index, p.props))
+                    .filter(|p| input.allows(p.slot) && matchers[0].passes(index, p.props))
                     .map(|p| p.slot),
             );
         }
         slots.sort_unstable();
         slots.dedup();
-        let last = (range.to_ms - 1).saturating_add(self.window.millis);
-        let mut people = Vec::with_capacity(slots.len());
         for slot in slots {
             let events = index.events(slot);
             let lo = events.partition_point(|e| e.timestamp_ms < range.from_ms);
@@ -378,33 +406,42 @@ impl FunnelQuery {
                     (e.timestamp_ms, mask)
                 })
                 .collect();
-            if let Some((reached, times, entries)) = best_attempt(
-                &timeline,
-                self.steps.len(),
-                self.window.millis,
-                self.order,
-                range,
-            ) {
-                // Entries tied at one millisecond: the value sorting first.
-                let ids: Vec<u32> = entries
-                    .iter()
-                    .map(|i| values.of(slot, events[lo + i].props))
-                    .collect();
-                let value = ids
-                    .into_iter()
-                    .min_by(|a, b| {
-                        value_text(&values.value(*a)).cmp(&value_text(&values.value(*b)))
-                    })
-                    .unwrap_or(0);
-                people.push(PersonFunnel {
-                    slot,
-                    reached,
-                    times,
-                    value,
-                });
-            }
+            people.extend(self.person(slot, &timeline, &|i| events[lo + i].props, values));
         }
         people
+    }
+
+    /// One person's result from their timeline of `(time, steps matched)`;
+    /// `props_of(i)` gives the properties of the timeline's event `i`.
+    fn person(
+        &self,
+        slot: Slot,
+        timeline: &[(i64, u16)],
+        props_of: &dyn Fn(usize) -> u32,
+        values: &mut BreakdownValues<'_>,
+    ) -> Option<PersonFunnel> {
+        let (reached, times, entries) = best_attempt(
+            timeline,
+            self.steps.len(),
+            self.window.millis,
+            self.order,
+            self.range,
+        )?;
+        // Entries tied at one millisecond: the value sorting first.
+        let ids: Vec<u32> = entries
+            .iter()
+            .map(|i| values.of(slot, props_of(*i)))
+            .collect();
+        let value = ids
+            .into_iter()
+            .min_by(|a, b| value_text(&values.value(*a)).cmp(&value_text(&values.value(*b))))
+            .unwrap_or(0);
+        Some(PersonFunnel {
+            slot,
+            reached,
+            times,
+            value,
+        })
     }
 
     /// Runs the funnel.
