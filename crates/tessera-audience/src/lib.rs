@@ -9,10 +9,12 @@
 //!   (realtime) evaluator; [`batch`] is the set-wise evaluator over the whole index.
 //!   A property test keeps them equal.
 //! - [`computed`] and [`rfm`] derive traits from events.
-//! - [`insights`] answers trends, funnels and retention over the same index.
+//! - [`insights`] answers trends, funnels and retention over the same index;
+//!   [`analytics`] runs their requests on the engine (and saves funnel drop-offs).
 //! - [`engine`] ties them to the stores: definitions, realtime updates, scheduled and
 //!   batch computations, membership changes.
 
+pub mod analytics;
 pub mod ast;
 pub mod batch;
 pub mod bitset;

@@ -23,10 +23,11 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
-use tessera_audience::insights::funnels::{FunnelRequest, save_dropped};
+use tessera_audience::analytics::{answer, save_dropped};
+use tessera_audience::insights::InsightRequest;
+use tessera_audience::insights::funnels::FunnelRequest;
 use tessera_audience::insights::retention::RetentionRequest;
 use tessera_audience::insights::trends::TrendsRequest;
-use tessera_audience::insights::{InsightRequest, answer};
 use tessera_core::ErrorCode;
 use tessera_runtime::audit::record_audit;
 

@@ -12,11 +12,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tessera_audience::analytics::{answer, save_dropped};
 use tessera_audience::engine::AudienceEngine;
-use tessera_audience::insights::funnels::{FunnelRequest, SaveDropped, save_dropped};
+use tessera_audience::insights::InsightRequest;
+use tessera_audience::insights::funnels::{FunnelRequest, SaveDropped};
 use tessera_audience::insights::retention::RetentionRequest;
 use tessera_audience::insights::trends::{SeriesRequest, TrendsRequest};
-use tessera_audience::insights::{InsightRequest, answer};
 use tessera_core::time::SystemClock;
 use tessera_runtime::{StoreOptions, open_stores};
 

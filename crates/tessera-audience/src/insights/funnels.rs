@@ -78,89 +78,6 @@ pub struct SaveDropped {
     pub name: String,
 }
 
-/// A funnel answered and its drop-offs at one step saved as an audience.
-pub struct SavedDropped {
-    /// The funnel.
-    pub answer: FunnelAnswer,
-    /// Names no data has shown.
-    pub warnings: Vec<crate::names::NameWarning>,
-    /// The audience created.
-    pub audience: crate::engine::AudienceDefinition,
-    /// How many people it lists.
-    pub members: usize,
-}
-
-/// Runs a funnel and creates an audience of the people who reached step
-/// `save_dropped.step - 1` but not `save_dropped.step`: `profile in [...]`, a fixed
-/// list of the profiles they are now, which the engine evaluates like any
-/// audience (computed by its next tick, its changes in the feed).
-pub fn save_dropped(
-    engine: &crate::engine::AudienceEngine,
-    request: &FunnelRequest,
-) -> Result<SavedDropped, crate::engine::EngineError> {
-    let Some(save) = &request.save_dropped else {
-        return Err(
-            invalid("\"saveDropped\" is missing: give {\"step\": 2, \"key\": \"...\"}").into(),
-        );
-    };
-    let filter = super::filter_condition(engine, request.filter.as_ref())?;
-    let (zone, now_ms) = engine.insight_clock();
-    let query = request.compile(zone, now_ms)?;
-    if !(2..=query.steps.len()).contains(&save.step) {
-        return Err(invalid(format!(
-            "\"saveDropped.step\" must be from 2 to {} (the step the people did not reach)",
-            query.steps.len()
-        ))
-        .into());
-    }
-    let warnings = super::name_warnings(engine, query.names(), filter.as_ref());
-    let (answer, mut ids) = engine.insight(filter.as_ref(), |input| {
-        let mut values = BreakdownValues::new(input.index, query.breakdown.as_ref());
-        let people = query.people_with(input, &mut values);
-        let ids: Vec<i64> = people
-            .iter()
-            .filter(|p| p.reached == save.step - 1)
-            .map(|p| input.index.profile_id(p.slot))
-            .collect();
-        (query.answer(&people, &values), ids)
-    });
-    if ids.len() > crate::ast::MAX_PROFILE_LIST {
-        return Err(InsightError::TooLarge(format!(
-            "{} people dropped at step {}: an audience lists at most {}; narrow the range or add a where condition",
-            ids.len(),
-            save.step,
-            crate::ast::MAX_PROFILE_LIST
-        ))
-        .into());
-    }
-    ids.sort_unstable();
-    let members = ids.len();
-    let steps: Vec<String> = query.steps.iter().map(EventStep::text).collect();
-    let description = format!(
-        "Dropped at step {} of the funnel {} ({} within {}, entered {} to {}), as of {}",
-        save.step,
-        steps.join(" -> "),
-        query.order.name(),
-        String::from(query.window),
-        answer.from,
-        answer.to,
-        zone.format(now_ms),
-    );
-    let name = if save.name.trim().is_empty() {
-        save.key.clone()
-    } else {
-        save.name.clone()
-    };
-    let definition = crate::language::print(&crate::ast::Condition::Profiles(ids));
-    let audience = engine.create(&save.key, &name, &description, &definition)?;
-    Ok(SavedDropped {
-        answer,
-        warnings,
-        audience,
-        members,
-    })
-}
-
 /// How steps must follow each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FunnelOrder {
@@ -330,7 +247,7 @@ impl FunnelQuery {
         self.people_with(input, &mut values)
     }
 
-    fn people_with(
+    pub(crate) fn people_with(
         &self,
         input: &InsightInput<'_>,
         values: &mut BreakdownValues<'_>,
@@ -451,7 +368,11 @@ impl FunnelQuery {
         self.answer(&people, &values)
     }
 
-    fn answer(&self, people: &[PersonFunnel], values: &BreakdownValues<'_>) -> FunnelAnswer {
+    pub(crate) fn answer(
+        &self,
+        people: &[PersonFunnel],
+        values: &BreakdownValues<'_>,
+    ) -> FunnelAnswer {
         let steps = self.aggregate(people.iter());
         let breakdown = values.active().then(|| {
             let mut weights = vec![0u64; values.len()];

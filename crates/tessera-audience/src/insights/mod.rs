@@ -74,7 +74,7 @@ impl tessera_core::CodedError for InsightError {
     }
 }
 
-fn invalid(message: impl Into<String>) -> InsightError {
+pub(crate) fn invalid(message: impl Into<String>) -> InsightError {
     InsightError::Invalid(message.into())
 }
 
@@ -793,74 +793,6 @@ impl InsightRequest for retention::RetentionRequest {
     fn table(answer: &Self::Answer) -> Table {
         answer.table()
     }
-}
-
-/// An answer with the names it used that the data has never shown.
-pub struct Answered<A> {
-    /// The answer.
-    pub answer: A,
-    /// Unknown event, property and trait names, each with the closest seen name.
-    pub warnings: Vec<crate::names::NameWarning>,
-}
-
-/// Checks and runs an insight request on the engine's index: the `where`
-/// condition as an audience definition, then the query under the read lock.
-pub fn answer<R: InsightRequest>(
-    engine: &crate::engine::AudienceEngine,
-    request: &R,
-) -> Result<Answered<R::Answer>, crate::engine::EngineError> {
-    let filter = filter_condition(engine, request.filter())?;
-    let (zone, now_ms) = engine.insight_clock();
-    let query = request.compile(zone, now_ms)?;
-    let warnings = name_warnings(engine, R::names(&query), filter.as_ref());
-    let answer = engine.insight(filter.as_ref(), |input| R::run(&query, input))?;
-    Ok(Answered { answer, warnings })
-}
-
-/// A request's `where`, checked as an audience definition.
-pub(crate) fn filter_condition(
-    engine: &crate::engine::AudienceEngine,
-    filter: Option<&Value>,
-) -> Result<Option<Condition>, crate::engine::EngineError> {
-    match filter {
-        None => Ok(None),
-        Some(Value::String(text)) => Ok(Some(engine.check_definition(text, None)?)),
-        Some(tree @ Value::Object(_)) => Ok(Some(engine.check_definition(&tree.to_string(), None)?)),
-        Some(_) => Err(invalid(
-            "\"where\" must be an audience condition: the text form (a string) or the JSON form (an object)",
-        )
-        .into()),
-    }
-}
-
-/// Warnings for the event, property and trait names (and the filter's names) no
-/// data has shown.
-pub(crate) fn name_warnings(
-    engine: &crate::engine::AudienceEngine,
-    (events, properties, traits): (Vec<&str>, Vec<&str>, Vec<&str>),
-    filter: Option<&Condition>,
-) -> Vec<crate::names::NameWarning> {
-    let mut warnings: Vec<crate::names::NameWarning> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for name in events {
-        if seen.insert(("e", name)) {
-            warnings.extend(engine.unknown_event(name));
-        }
-    }
-    for name in properties {
-        if seen.insert(("p", name)) {
-            warnings.extend(engine.unknown_property(name));
-        }
-    }
-    for name in traits {
-        if seen.insert(("t", name)) {
-            warnings.extend(engine.unknown_trait(name));
-        }
-    }
-    if let Some(filter) = filter {
-        warnings.extend(engine.unknown_names(filter));
-    }
-    warnings
 }
 
 #[cfg(test)]
