@@ -3,7 +3,8 @@
 
 Loads ``profiles.csv`` and ``events.csv`` written by ``tessera-bench audience-data``
 into an in-memory DuckDB database (typed columns; the load time is reported but not
-compared), then times every audience of ``cases.json``:
+compared), then times every audience of ``cases.json``, and every insight of ``insights.json``
+(rows of key and count, compared with Tessera's by ``tessera-bench audiences``):
 
 * preview: ``SELECT count(*) FROM (<sql>)`` plus ``<sql> LIMIT 10``, both in the span;
 * full: ``CREATE OR REPLACE TEMP TABLE members AS <sql>`` then ``SELECT count(*)``.
@@ -121,6 +122,16 @@ def run_case(con, case, repeat):
     }
 
 
+def run_insight(con, case, repeat):
+    """An insight's SQL answers rows of (key, count); timed as a whole."""
+    rows, times = timed(lambda: con.execute(case["sql"]).fetchall(), repeat)
+    return {
+        "key": case["key"],
+        "rows": sorted([str(k), int(v)] for k, v in rows),
+        **summary(times),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="directory with profiles.csv and events.csv")
@@ -128,6 +139,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--only", help="comma-separated case keys to run (default: all)")
+    ap.add_argument("--insights", help="insights.json (default: DATA/insights.json when present)")
     ap.add_argument("--out", help="write the JSON report here (default: stdout)")
     a = ap.parse_args()
     if a.repeat < 1:
@@ -162,8 +174,22 @@ def main():
             file=sys.stderr,
         )
 
+    insights_path = a.insights or os.path.join(a.data, "insights.json")
+    insights = []
+    if os.path.exists(insights_path):
+        with open(insights_path, encoding="utf-8") as f:
+            for case in json.load(f):
+                r = run_insight(con, case, a.repeat)
+                insights.append(r)
+                print(
+                    f"  insight {r['key']:<24} {len(r['rows']):>6} rows  {r['median_ms']:>9.2f} ms"
+                    f"  (median of {a.repeat})",
+                    file=sys.stderr,
+                )
+
     report = {
         "engine": "duckdb",
+        "insights": insights,
         "duckdb_version": duckdb.__version__,
         "threads": threads,
         "repeat": a.repeat,

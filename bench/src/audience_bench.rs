@@ -8,9 +8,12 @@
 //!    every profile, count, sample 10 with their traits) and **full** (the same, then
 //!    the complete member id list), median and minimum of `--repeat` runs after a
 //!    warm-up.
-//! 4. Frees the index and runs `bench/audiences/duckdb_side.py` (the equivalent SQL
-//!    over typed tables, same thread count), then checks that every member count is
-//!    equal and reports each ratio (DuckDB time / Tessera time).
+//! 4. Times three insights on the same index ([`crate::insight_bench`]: a daily
+//!    trend by country, a 3-step funnel, an 8-week retention).
+//! 5. Frees the index and runs `bench/audiences/duckdb_side.py` (the equivalent SQL
+//!    over typed tables, same thread count), then checks that every member count and
+//!    every insight's rows are equal and reports each ratio (DuckDB time / Tessera
+//!    time).
 
 use crate::audience_data::{AUDIENCE_CASES, Dataset, GenEvent, generate, write_csv};
 use anyhow::{Context, Result, bail};
@@ -265,6 +268,10 @@ pub fn run(a: &AudienceBenchArgs) -> Result<Value> {
             a.out.join("cases.json"),
             serde_json::to_string_pretty(&cases)?,
         )?;
+        std::fs::write(
+            a.out.join("insights.json"),
+            serde_json::to_string_pretty(&crate::insight_bench::sql_cases(dataset.now_ms))?,
+        )?;
         eprintln!("wrote CSVs in {:.1} s", started.elapsed().as_secs_f64());
     }
     let started = Instant::now();
@@ -281,6 +288,15 @@ pub fn run(a: &AudienceBenchArgs) -> Result<Value> {
     let now_ms = dataset.now_ms;
     drop(dataset);
     let tessera = run_tessera(&index, now_ms, a.threads, a.repeat)?;
+    let insights = crate::insight_bench::run_tessera(&index, now_ms, a.repeat)?;
+    for i in &insights {
+        eprintln!(
+            "  tessera insight {:<24} {:>6} rows  {:?} ms",
+            i.key,
+            i.rows.len(),
+            i.times
+        );
+    }
     drop(index);
     let duckdb = if a.skip_duckdb {
         Value::Null
@@ -316,7 +332,9 @@ pub fn run(a: &AudienceBenchArgs) -> Result<Value> {
             "ratio": {"preview": ratio("preview"), "full": ratio("full")},
         }));
     }
+    let insights = crate::insight_bench::compare(&insights, &duckdb)?;
     let report = json!({
+        "insights": insights,
         "profiles": a.profiles,
         "events": a.events,
         "threads": a.threads,
@@ -349,6 +367,18 @@ pub fn run(a: &AudienceBenchArgs) -> Result<Value> {
             c["tessera"]["full"]["median_ms"],
             c["duckdb"]["full"]["median_ms"],
             c["ratio"]["full"],
+        );
+    }
+    eprintln!("\n| insight | rows | Tessera ms | DuckDB ms | ratio |");
+    eprintln!("|---|---|---|---|---|");
+    for i in report["insights"].as_array().into_iter().flatten() {
+        eprintln!(
+            "| {} | {} | {} | {} | {}× |",
+            i["key"].as_str().unwrap_or(""),
+            i["rows"],
+            i["tessera_ms"]["median_ms"],
+            i["duckdb_ms"]["median_ms"],
+            i["ratio"],
         );
     }
     Ok(report)

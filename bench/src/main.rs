@@ -17,6 +17,7 @@ mod audience_data;
 mod audience_realtime;
 mod deliveries;
 mod http;
+mod insight_bench;
 mod load;
 mod messages;
 mod processor;

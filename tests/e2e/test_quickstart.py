@@ -51,7 +51,7 @@ from tessera_e2e import REPO_ROOT, free_port
 
 MARK = re.compile(r"^\s*<!--\s*runnable(?::\s*(?P<how>[^>]*?))?\s*-->\s*$")
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[A-Za-z]*)\s*$")
-DOCS = ["docs/API.md", "docs/activation.md", "docs/audiences.md", "docs/privacy.md"]
+DOCS = ["docs/API.md", "docs/activation.md", "docs/audiences.md", "docs/analytics.md", "docs/privacy.md"]
 
 
 @dataclass

@@ -35,7 +35,13 @@ pub enum Condition {
     Consent(String),
     /// The profile is a member of another audience, e.g. `audience "vip"`.
     Audience(String),
+    /// The profile is one of a fixed list, by id, e.g. `profile in [12, 15]`: a
+    /// snapshot (the people who dropped out of a funnel) rather than a rule.
+    Profiles(Vec<i64>),
 }
+
+/// The most profile ids a `profile in [...]` list may hold.
+pub const MAX_PROFILE_LIST: usize = 100_000;
 
 /// A named value (trait, computed trait, event property) and a test on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -73,6 +73,9 @@ pub enum EngineError {
     /// The key is taken.
     #[error("{0}")]
     Exists(String),
+    /// An insight query is not acceptable.
+    #[error(transparent)]
+    Insight(#[from] crate::insights::InsightError),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -85,6 +88,7 @@ impl tessera_core::CodedError for EngineError {
             EngineError::Parse(_) | EngineError::Invalid(_) => ErrorCode::InvalidDefinition,
             EngineError::NotFound(_) => ErrorCode::AudienceNotFound,
             EngineError::Exists(_) => ErrorCode::AudienceExists,
+            EngineError::Insight(e) => tessera_core::CodedError::code(e),
             EngineError::Store(_) => ErrorCode::InternalError,
         }
     }
@@ -210,6 +214,8 @@ pub struct EngineOptions {
     pub schedule_interval_ms: i64,
     /// Threads of batch scans.
     pub parallelism: Parallelism,
+    /// The time zone insights count days, weeks and months in.
+    pub time_zone: crate::insights::ReportingZone,
 }
 
 impl Default for EngineOptions {
@@ -219,6 +225,7 @@ impl Default for EngineOptions {
             parallelism: Parallelism::threads(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
+            time_zone: crate::insights::ReportingZone::UTC,
         }
     }
 }
@@ -1400,6 +1407,38 @@ impl AudienceEngine {
     /// The index's memory use.
     pub fn memory(&self) -> crate::index::MemoryReport {
         self.read().index.memory()
+    }
+
+    /// The reporting time zone and the "now" insight requests are compiled for.
+    pub fn insight_clock(&self) -> (crate::insights::ReportingZone, i64) {
+        (self.options.time_zone, self.now())
+    }
+
+    /// Runs an insight over the index among the people `filter` holds for (everyone
+    /// without one). It holds the index's read lock throughout, as [`Self::top`]
+    /// does: the processor's next chunk waits for it, which the insights' limits
+    /// (range, buckets, steps, breakdown values) keep short.
+    pub fn insight<R>(
+        &self,
+        filter: Option<&Condition>,
+        run: impl FnOnce(&crate::insights::InsightInput<'_>) -> R,
+    ) -> R {
+        let state = self.read();
+        let now = self.now();
+        let members = filter.map(|condition| {
+            let context = state.context(now);
+            evaluate(
+                &Plan::compile(condition, &context),
+                &state.index,
+                now,
+                self.options.parallelism,
+            )
+        });
+        run(&crate::insights::InsightInput {
+            index: &state.index,
+            members: members.as_ref(),
+            now_ms: now,
+        })
     }
 
     /// Most frequent values of an event property, optionally among the profiles a

@@ -49,6 +49,8 @@ pub enum Plan<'a> {
     Consent(Option<Sym>),
     /// Another audience's members (`None`: no such audience, nobody).
     Audience(Option<&'a Bitset>),
+    /// A fixed list of profile ids.
+    Profiles(std::collections::HashSet<i64>),
 }
 
 /// Where a `computed` condition's value comes from.
@@ -119,6 +121,7 @@ impl<'a> Plan<'a> {
                 Plan::Consent(symbols.get(&purpose.trim().to_lowercase()))
             }
             Condition::Audience(key) => Plan::Audience(context.memberships.get(key)),
+            Condition::Profiles(ids) => Plan::Profiles(ids.iter().copied().collect()),
         }
     }
 
@@ -147,6 +150,7 @@ impl<'a> Plan<'a> {
             }),
             Plan::Consent(purpose) => purpose.is_some_and(|p| index.consent(slot, p)),
             Plan::Audience(members) => members.is_some_and(|m| m.contains(slot)),
+            Plan::Profiles(ids) => ids.contains(&index.profile_id(slot)),
         }
     }
 
@@ -155,7 +159,7 @@ impl<'a> Plan<'a> {
         match self {
             Plan::And(c) | Plan::Or(c) => c.iter().map(Plan::cost).sum(),
             Plan::Not(c) => c.cost(),
-            Plan::Identifier(_) | Plan::Consent(_) | Plan::Audience(_) => 1,
+            Plan::Identifier(_) | Plan::Consent(_) | Plan::Audience(_) | Plan::Profiles(_) => 1,
             Plan::Trait(..) => 2,
             Plan::Event(e) if matches!(e.window, WindowPlan::Between(..)) => 20,
             Plan::Event(_) => 40,
@@ -176,7 +180,8 @@ impl ComputedSource<'_> {
 }
 
 impl EventPlan {
-    fn compile(event: &EventCondition, index: &ProfileIndex, now_ms: i64) -> Self {
+    /// Compiles an event condition against the index for evaluation at `now_ms`.
+    pub fn compile(event: &EventCondition, index: &ProfileIndex, now_ms: i64) -> Self {
         let symbols = &index.symbols;
         Self {
             name: symbols.get(&event.name),

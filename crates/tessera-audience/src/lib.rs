@@ -9,9 +9,12 @@
 //!   (realtime) evaluator; [`batch`] is the set-wise evaluator over the whole index.
 //!   A property test keeps them equal.
 //! - [`computed`] and [`rfm`] derive traits from events.
+//! - [`insights`] answers trends, funnels and retention over the same index;
+//!   [`analytics`] runs their requests on the engine (and saves funnel drop-offs).
 //! - [`engine`] ties them to the stores: definitions, realtime updates, scheduled and
 //!   batch computations, membership changes.
 
+pub mod analytics;
 pub mod ast;
 pub mod batch;
 pub mod bitset;
@@ -19,6 +22,7 @@ pub mod computed;
 pub mod engine;
 pub mod eval;
 pub mod index;
+pub mod insights;
 pub mod language;
 pub mod names;
 pub mod rfm;

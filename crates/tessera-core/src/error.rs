@@ -169,6 +169,14 @@ error_codes! {
     ComputedTraitNotFound => ("computed_trait_not_found", 404),
     /// The audience index is still being built after start; retry shortly.
     AudiencesLoading => ("audiences_loading", 503),
+    /// An insight query (trends, funnel, retention) is not well-formed: an unknown
+    /// interval, measure or order, a date that does not parse, a step that is not an
+    /// event; the message names the field and what it takes.
+    InvalidInsight => ("invalid_insight", 400),
+    /// An insight query asks for more than its limits allow (buckets, series, steps,
+    /// breakdown values, periods, the range or the conversion window); the message
+    /// names the limit.
+    InsightTooLarge => ("insight_too_large", 400),
     /// No route matches the path.
     NotFound => ("not_found", 404),
     /// The path exists but not for this HTTP method.

@@ -48,7 +48,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/insights/top", get(top))
 }
 
-fn ready(engine: &AudienceEngine) -> Result<(), ApiError> {
+/// `503 audiences_loading` until the index is built after start.
+pub(crate) fn ready(engine: &AudienceEngine) -> Result<(), ApiError> {
     if engine.is_ready() {
         Ok(())
     } else {

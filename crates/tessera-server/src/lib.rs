@@ -14,6 +14,7 @@ pub mod auth_backoff;
 pub mod connections;
 pub mod engagement;
 pub mod http_errors;
+pub mod insights_api;
 pub mod plans_api;
 pub mod privacy_api;
 pub mod profiles;
@@ -90,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(profiles::router())
         .merge(audiences::router())
+        .merge(insights_api::router())
         .merge(privacy_api::router())
         .merge(activation_api::router())
         .merge(engagement::router())

@@ -8,6 +8,7 @@ mod dedupe_cli;
 mod export;
 mod identity_cli;
 mod import;
+mod insights_cli;
 mod options;
 mod plans_cli;
 mod privacy_cli;
@@ -79,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: audiences_cli::AudiencesCommand,
     },
+    /// Insights: trends, funnels and retention, as tables, CSV or JSON
+    Insights {
+        #[command(subcommand)]
+        command: insights_cli::InsightsCommand,
+    },
     /// Computed traits (total_orders, lifetime_value, ...): list, define, delete
     ComputedTraits {
         #[command(subcommand)]
@@ -145,6 +151,9 @@ fn main() -> ExitCode {
         }
         Command::Audiences { command } => {
             settings(&cli.store).and_then(|s| audiences_cli::run(&s.data_dir, command))
+        }
+        Command::Insights { command } => {
+            settings(&cli.store).and_then(|s| insights_cli::run(&s, command))
         }
         Command::ComputedTraits { command } => {
             settings(&cli.store).and_then(|s| audiences_cli::run_computed(&s.data_dir, command))

@@ -58,6 +58,9 @@ pub struct FileConfig {
     /// Audience engine tuning.
     #[serde(default)]
     pub audiences: AudiencesConfig,
+    /// Trends, funnels and retention.
+    #[serde(default)]
+    pub insights: InsightsConfig,
     /// Per-key request limits.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -186,6 +189,17 @@ pub struct AudiencesConfig {
     /// event = "Order Completed", window = "30d"`.
     #[serde(default)]
     pub computed_traits: Vec<tessera_audience::computed::ComputedTrait>,
+}
+
+/// `[insights]` in `tessera.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InsightsConfig {
+    /// The reporting time zone, an IANA name such as `Europe/Berlin`: insights count
+    /// days, weeks (from Monday) and months in it, daylight saving time included,
+    /// and read dates in requests (`"from": "2026-03-01"`) as its local midnight.
+    /// `TESSERA_INSIGHTS_TIME_ZONE` wins over it. Default: `UTC`.
+    pub time_zone: Option<String>,
 }
 
 /// `[ingest]` in `tessera.toml`.
@@ -361,6 +375,16 @@ impl Settings {
                 })
             })
             .transpose()?;
+        let time_zone = match std::env::var("TESSERA_INSIGHTS_TIME_ZONE")
+            .ok()
+            .filter(|z| !z.trim().is_empty())
+            .or(file.insights.time_zone.clone())
+        {
+            Some(name) => tessera_audience::insights::ReportingZone::parse(&name).map_err(|e| {
+                anyhow::anyhow!("the reporting time zone (TESSERA_INSIGHTS_TIME_ZONE or [insights] time_zone): {e}")
+            })?,
+            None => tessera_audience::insights::ReportingZone::UTC,
+        };
         let data_dir = store
             .data_dir
             .clone()
@@ -413,6 +437,7 @@ impl Settings {
                     parallelism: file.audiences.threads.map_or(default.parallelism, |t| {
                         tessera_audience::batch::Parallelism::threads(t)
                     }),
+                    time_zone,
                 }
             },
         })

@@ -13,6 +13,7 @@
 //! atom     := "trait" NAME test | "computed" NAME test
 //!           | "event" STRING [where] [count] [window]
 //!           | "identifier" NAME | "consent" NAME | "audience" NAME
+//!           | "profile" "in" "[" [INT ("," INT)*] "]"   (a fixed list of profile ids)
 //!           | "all"                                    (an empty And: always holds)
 //!           | "none"                                   (an empty Or: never holds)
 //! where    := "where" filter | "where" "(" filter ("and" filter)* ")"
@@ -1011,6 +1012,7 @@ mod tests {
             name().prop_map(Condition::Identifier),
             name().prop_map(Condition::Consent),
             name().prop_map(Condition::Audience),
+            prop::collection::vec(any::<i64>(), 0..4).prop_map(Condition::Profiles),
         ]
     }
 

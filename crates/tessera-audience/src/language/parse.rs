@@ -186,6 +186,34 @@ impl Parser<'_> {
                     self.name("an audience key", "audience")?,
                 ))
             }
+            "profile" => {
+                self.advance();
+                if !self.at_keyword("in") {
+                    return Err(self.expected("\"in\" after profile (e.g. profile in [12, 15])"));
+                }
+                self.advance();
+                let values = self.list()?;
+                if values.len() > crate::ast::MAX_PROFILE_LIST {
+                    return Err(self.error_at(
+                        &token,
+                        format!(
+                            "a profile list holds at most {} ids",
+                            crate::ast::MAX_PROFILE_LIST
+                        ),
+                    ));
+                }
+                let ids = values
+                    .iter()
+                    .map(Value::as_i64)
+                    .collect::<Option<Vec<i64>>>()
+                    .ok_or_else(|| {
+                        self.error_at(
+                            &token,
+                            "profile ids are whole numbers, e.g. profile in [12, 15]",
+                        )
+                    })?;
+                Ok(Condition::Profiles(ids))
+            }
             "all" => {
                 self.advance();
                 Ok(Condition::And(Vec::new()))
@@ -624,6 +652,13 @@ pub(super) fn validate(condition: &Condition) -> Result<(), (Option<String>, Str
         result = match c {
             Condition::Trait(t) | Condition::Computed(t) => check_test(t),
             Condition::Event(e) => e.filters.iter().try_for_each(check_test),
+            Condition::Profiles(ids) if ids.len() > crate::ast::MAX_PROFILE_LIST => Err((
+                None,
+                format!(
+                    "a profile list holds at most {} ids",
+                    crate::ast::MAX_PROFILE_LIST
+                ),
+            )),
             _ => Ok(()),
         };
     });

@@ -56,6 +56,16 @@ pub(super) fn write_condition(out: &mut String, condition: &Condition, context: 
             out.push_str("audience ");
             write_name(out, name);
         }
+        Condition::Profiles(ids) => {
+            out.push_str("profile in [");
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&id.to_string());
+            }
+            out.push(']');
+        }
     }
 }
 
