@@ -18,17 +18,12 @@ pub(super) fn render(
     overrides: &Overrides<'_>,
     context: &Value,
 ) -> Result<Value, RenderError> {
-    let to = render_text(
-        &overrides
-            .text("to", settings.to.as_deref())
-            .unwrap_or_else(|| "{{ traits.email }}".into()),
+    let to = overrides.recipient(
+        settings.to.as_deref(),
+        "{{ traits.email }}",
         context,
+        "the person has no email address (traits.email)",
     )?;
-    if to.trim().is_empty() {
-        return Err(RenderError::Failed(
-            "the person has no email address (traits.email)".into(),
-        ));
-    }
     let html = overrides
         .text("html", settings.html.as_deref())
         .map(|t| render_html(&t, context))
@@ -38,7 +33,7 @@ pub(super) fn render(
         .map(|t| render_text(&t, context))
         .transpose()?;
     Ok(json!({
-        "to": to.trim(),
+        "to": to,
         "subject": render_text(&overrides.text("subject", Some(&settings.subject)).unwrap_or_default(), context)?,
         "text": render_text(&overrides.text("text", Some(&settings.text)).unwrap_or_default(), context)?,
         "html": html,

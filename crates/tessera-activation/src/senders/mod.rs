@@ -75,6 +75,25 @@ impl Overrides<'_> {
             .map(str::to_owned)
             .or_else(|| default.map(str::to_owned))
     }
+
+    /// The rendered `to` (the step's, else the destination's, else `fallback`),
+    /// trimmed; nothing to send to is [`RenderError::Failed`] with `missing`.
+    fn recipient(
+        &self,
+        configured: Option<&str>,
+        fallback: &str,
+        context: &Value,
+        missing: &str,
+    ) -> Result<String, RenderError> {
+        let template = self
+            .text("to", configured)
+            .unwrap_or_else(|| fallback.to_owned());
+        let to = crate::render::render_text(&template, context)?;
+        match to.trim() {
+            "" => Err(RenderError::Failed(missing.to_owned())),
+            to => Ok(to.to_owned()),
+        }
+    }
 }
 
 /// The same result for every delivery of a group.

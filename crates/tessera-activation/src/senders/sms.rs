@@ -13,19 +13,14 @@ pub(super) fn render(
     overrides: &Overrides<'_>,
     context: &Value,
 ) -> Result<Value, RenderError> {
-    let to = render_text(
-        &overrides
-            .text("to", settings.to.as_deref())
-            .unwrap_or_else(|| "{{ traits.phone }}".into()),
+    let to = overrides.recipient(
+        settings.to.as_deref(),
+        "{{ traits.phone }}",
         context,
+        "the person has no phone number (traits.phone)",
     )?;
-    if to.trim().is_empty() {
-        return Err(RenderError::Failed(
-            "the person has no phone number (traits.phone)".into(),
-        ));
-    }
     Ok(json!({
-        "to": to.trim(),
+        "to": to,
         "body": render_text(&overrides.text("body", Some(&settings.body)).unwrap_or_default(), context)?,
     }))
 }
