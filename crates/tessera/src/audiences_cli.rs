@@ -122,6 +122,15 @@ fn audience_users(catalog: &dyn Catalog, key: &str) -> anyhow::Result<Vec<String
 }
 
 fn engine(data_dir: &Path) -> anyhow::Result<(AudienceEngine, Arc<dyn Catalog>)> {
+    engine_with(data_dir, EngineOptions::default())
+}
+
+/// The audience engine over a data directory (read-only stores), its definitions
+/// loaded but not its index, and the catalog.
+pub(crate) fn engine_with(
+    data_dir: &Path,
+    options: EngineOptions,
+) -> anyhow::Result<(AudienceEngine, Arc<dyn Catalog>)> {
     if !data_dir.is_dir() {
         bail!(
             "no data directory at {}: pass --data-dir (or TESSERA_DATA_DIR)",
@@ -136,7 +145,7 @@ fn engine(data_dir: &Path) -> anyhow::Result<(AudienceEngine, Arc<dyn Catalog>)>
         stores.profiles()?,
         stores.events()?,
         Arc::new(SystemClock),
-        EngineOptions::default(),
+        options,
     );
     engine.load_definitions().map_err(crate::cli_error::coded)?;
     Ok((engine, catalog))

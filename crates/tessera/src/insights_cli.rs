@@ -6,7 +6,6 @@
 //! the reporting time zone is the configured one (`[insights] time_zone`). It
 //! prints a table, `--csv` the API's CSV, or `--json` the API's JSON answer.
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -18,8 +17,6 @@ use tessera_audience::insights::InsightRequest;
 use tessera_audience::insights::funnels::{FunnelRequest, SaveDropped};
 use tessera_audience::insights::retention::RetentionRequest;
 use tessera_audience::insights::trends::{SeriesRequest, TrendsRequest};
-use tessera_core::time::SystemClock;
-use tessera_runtime::{StoreOptions, open_stores};
 
 use crate::options::Settings;
 
@@ -277,24 +274,8 @@ fn save(
 fn loaded_engine(
     settings: &Settings,
 ) -> anyhow::Result<(AudienceEngine, Arc<dyn tessera_store::Catalog>)> {
-    let data_dir = &settings.data_dir;
-    if !data_dir.is_dir() {
-        bail!(
-            "no data directory at {}: pass --data-dir (or TESSERA_DATA_DIR)",
-            data_dir.display()
-        );
-    }
-    let stores = open_stores(StoreOptions::read_only(data_dir))?;
-    let catalog = stores.catalog()?;
-    let engine = AudienceEngine::new(
-        Arc::clone(&catalog),
-        stores.audiences()?,
-        stores.profiles()?,
-        stores.events()?,
-        Arc::new(SystemClock),
-        settings.audiences,
-    );
-    engine.load_definitions().map_err(crate::cli_error::coded)?;
+    let (engine, catalog) =
+        crate::audiences_cli::engine_with(&settings.data_dir, settings.audiences)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} events")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
